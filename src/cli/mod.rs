@@ -1,0 +1,85 @@
+//! The command line: one subcommand per thing a user does with a model.
+//! Exit codes: 0 success, 1 an error in the user's model, data or files
+//! (message on stderr), 2 a usage error (reported by clap).
+
+mod check;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cnnc",
+    version,
+    about = "A compiler for convolutional neural networks written as layer stacks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a model's shapes and print its Keras-style summary.
+    Check {
+        /// The model file (.cnn).
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// A failed command's message, already rendered for the terminal.
+pub struct Failure(pub String);
+
+impl From<crate::diag::Diagnostics> for Failure {
+    fn from(d: crate::diag::Diagnostics) -> Failure {
+        Failure(d.render())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file, format } => check::run(&file, format),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure(message)) => {
+            eprint!("{message}");
+            if !message.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reads a model file: its name for diagnostics and its text.
+pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("error: no such file `{name}`"),
+            std::io::ErrorKind::IsADirectory => format!("error: `{name}` is a directory, not a model file"),
+            _ => format!("error: cannot read `{name}`: {e}"),
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        Failure(format!(
+            "error: `{name}` is not UTF-8 text (invalid byte at offset {at})\n  = help: a model file is plain text; is this the right file?"
+        ))
+    })?;
+    Ok((name, text))
+}

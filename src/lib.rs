@@ -1,0 +1,12 @@
+//! cnnc: a compiler for convolutional networks written as declarative layer
+//! stacks. The modules are the stages of the pipeline, in order:
+//!
+//! `parse` (.cnn text to AST) → `shape` (layer shapes, params, FLOPs) →
+//! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` → `interp` /
+//! `codegen` → `runtime` (training), with `cli` on top.
+
+pub mod cli;
+pub mod diag;
+pub mod parse;
+pub mod shape;
+pub mod summary;

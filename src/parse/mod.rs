@@ -1,0 +1,239 @@
+//! Front end: `.cnn` text to a [`ast::Model`] with every Keras default filled
+//! in, or every independent error found in the file.
+//!
+//! The grammar (`grammar/cnn.pest`) gives the shape of a line; `layers.rs`
+//! and `train.rs` give it meaning. Shapes are checked later, in `shape`.
+
+pub mod args;
+pub mod ast;
+pub mod layers;
+pub mod syntax;
+pub mod train;
+
+use crate::diag::{Diagnostic, Diagnostics, Span};
+use args::Args;
+use ast::{Input, Layer, Model};
+use std::collections::HashMap;
+use syntax::{Statement, ValueKind};
+
+/// Parses a whole file. `file` names it in diagnostics; its stem is the
+/// model's name unless the file says `model NAME`.
+pub fn parse(file: &str, source: &str) -> Result<Model, Diagnostics> {
+    let fail = |errors: Vec<Diagnostic>| Diagnostics {
+        file: file.to_string(),
+        source: source.to_string(),
+        errors,
+    };
+    let statements = syntax::parse(source).map_err(|e| fail(vec![e]))?;
+    if statements.is_empty() {
+        return Err(fail(vec![
+            Diagnostic::error(Span::new(0, 0), format!("`{file}` has no model in it"))
+                .label("empty file")
+                .help("a model is an input and its layers, e.g.\n      input 28x28x1\n      flatten\n      dense 10 activation=softmax"),
+        ]));
+    }
+    let mut errors = Vec::new();
+    let model = build(&statements, default_name(file), &mut errors, source);
+    match model {
+        Some(model) if errors.is_empty() => Ok(model),
+        _ => Err(fail(errors)),
+    }
+}
+
+fn default_name(file: &str) -> String {
+    std::path::Path::new(file)
+        .file_stem()
+        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Top-level keywords other than layers.
+const MODEL_KEYWORDS: [&str; 3] = ["model", "input", "train"];
+
+fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, source: &str) -> Option<Model> {
+    let mut model_name: Option<(String, Span)> = None;
+    let mut input: Option<Input> = None;
+    let mut layers = Vec::new();
+    let mut train = None;
+    let mut train_span: Option<Span> = None;
+    let mut counters: HashMap<&'static str, usize> = HashMap::new();
+    let mut first_layer: Option<Span> = None;
+
+    for s in statements {
+        let keyword = s.keyword.text.as_str();
+        if s.block.is_some() && keyword != "train" {
+            errors.push(
+                Diagnostic::error(s.keyword.span, format!("`{keyword}` cannot open a block"))
+                    .label("not a block")
+                    .help("only `train { ... }` is a block"),
+            );
+            continue;
+        }
+        match keyword {
+            "model" => {
+                let mut a = Args::bind(s, &["name"], &["name"]);
+                let n = a.require("name", "write e.g. `model mnist_cnn`", |v| {
+                    args::text(v, "the model name")
+                });
+                errors.append(&mut a.errors);
+                if let Some((_, first)) = &model_name {
+                    errors.push(twice(s, *first, "the model name"));
+                } else if let Some(n) = n {
+                    model_name = Some((n, s.span));
+                }
+            }
+            "input" => {
+                let i = input_statement(s, errors);
+                if let Some(earlier) = &input {
+                    errors.push(twice(s, earlier.span, "the input").note("a model has exactly one input"));
+                } else if let Some(first) = first_layer {
+                    errors.push(
+                        Diagnostic::error(s.keyword.span, "the input comes after the first layer")
+                            .label("declared here")
+                            .related(first, "first layer")
+                            .help("move `input` above the layers"),
+                    );
+                } else {
+                    input = i;
+                }
+            }
+            "train" => {
+                if let Some(first) = train_span {
+                    errors.push(twice(s, first, "the training block"));
+                } else {
+                    train_span = Some(s.span);
+                    train = Some(train::build(s, s.block.as_deref().unwrap_or_default(), errors));
+                }
+            }
+            _ => match layers::builder(keyword) {
+                Some(build) => {
+                    first_layer.get_or_insert(s.span);
+                    if let Some(layer) = layer(s, build, &mut counters, errors, source) {
+                        layers.push(layer);
+                    }
+                }
+                None => {
+                    let all = MODEL_KEYWORDS
+                        .iter()
+                        .chain(layers::KEYWORDS.iter().map(|(k, _)| k))
+                        .copied();
+                    errors.push(
+                        Diagnostic::error(s.keyword.span, format!("unknown layer `{keyword}`"))
+                            .label("not a layer or setting")
+                            .did_you_mean(keyword, all)
+                            .note("layers are conv2d, dense, maxpool2d, flatten, dropout, batchnorm, activation"),
+                    );
+                }
+            },
+        }
+    }
+
+    unique_names(&layers, errors);
+    let Some(input) = input else {
+        let at = first_layer.unwrap_or(Span::new(0, source.len().min(1)));
+        errors.push(
+            Diagnostic::error(at, "the model has no input")
+                .label("first layer")
+                .help("declare the input shape before the first layer, e.g. `input 28x28x1` or `input 784`"),
+        );
+        return None;
+    };
+    if layers.is_empty() && errors.is_empty() {
+        errors.push(
+            Diagnostic::error(input.span, "the model has no layers")
+                .label("input only")
+                .help("add layers below the input, e.g. `dense 10 activation=softmax`"),
+        );
+    }
+    Some(Model {
+        name: model_name.map_or(name, |(n, _)| n),
+        input,
+        layers,
+        train,
+    })
+}
+
+fn twice(s: &Statement, first: Span, what: &str) -> Diagnostic {
+    Diagnostic::error(s.keyword.span, format!("{what} is declared twice"))
+        .label("second declaration")
+        .related(first, "first declaration")
+}
+
+fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>) -> Option<Input> {
+    let mut a = Args::bind(s, &["shape"], &["shape"]);
+    let shape = a.require(
+        "shape",
+        "write e.g. `input 28x28x1` for images or `input 784` for vectors",
+        |v| match &v.kind {
+            ValueKind::Number(..) => args::count(v, "the input size").map(|n| vec![n]),
+            ValueKind::Dims(d) if d.len() <= 3 => {
+                if d.iter().any(|&x| x == 0 || x > args::MAX_SIZE) {
+                    Err(Diagnostic::error(v.span, "every input dimension must be at least 1").label("empty dimension"))
+                } else {
+                    Ok(d.iter().map(|&x| x as usize).collect())
+                }
+            }
+            _ => Err(
+                Diagnostic::error(v.span, "the input shape must be HxWxC or a vector length")
+                    .label("not an input shape")
+                    .help("write e.g. `input 28x28x1` (height x width x channels) or `input 784`"),
+            ),
+        },
+    );
+    errors.append(&mut a.errors);
+    Some(Input {
+        shape: shape?,
+        span: s.span,
+    })
+}
+
+fn layer(
+    s: &Statement,
+    build: layers::Builder,
+    counters: &mut HashMap<&'static str, usize>,
+    errors: &mut Vec<Diagnostic>,
+    source: &str,
+) -> Option<Layer> {
+    let (positional, keywords) = layers::signature(&s.keyword.text);
+    let mut a = Args::bind(s, positional, &keywords);
+    let kind = build(&mut a);
+    let trainable = a.or("trainable", true, |v| args::boolean(v, "trainable"));
+    let name = a.get("name", |v| args::text(v, "the layer name"));
+    errors.append(&mut a.errors);
+    let kind = kind?;
+    let name = match name {
+        Some(n) => n,
+        None => {
+            // Keras numbers automatic names per class: conv2d, conv2d_1, ...
+            let prefix = kind.keras_name_prefix();
+            let n = counters.entry(prefix).or_insert(0);
+            let name = if *n == 0 {
+                prefix.to_string()
+            } else {
+                format!("{prefix}_{n}")
+            };
+            *n += 1;
+            name
+        }
+    };
+    Some(Layer {
+        name,
+        kind,
+        trainable: trainable?,
+        span: s.span,
+        keyword: s.keyword.span,
+        line: source[..s.span.start].matches('\n').count() + 1,
+    })
+}
+
+fn unique_names(layers: &[Layer], errors: &mut Vec<Diagnostic>) {
+    for (i, l) in layers.iter().enumerate() {
+        if let Some(first) = layers[..i].iter().find(|f| f.name == l.name) {
+            errors.push(
+                Diagnostic::error(l.keyword, format!("two layers are named `{}`", l.name))
+                    .label("second layer with this name")
+                    .related(first.keyword, "first one")
+                    .help("layer names name the weights in saved files, so they must be unique; pick another `name=`"),
+            );
+        }
+    }
+}
