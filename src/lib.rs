@@ -5,8 +5,14 @@
 //! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` → `interp` /
 //! `codegen` → `runtime` (training), with `cli` on top.
 
+pub mod autodiff;
 pub mod cli;
 pub mod diag;
+pub mod interp;
+pub mod ir;
+pub mod lower;
 pub mod parse;
+pub mod passes;
+pub mod runtime;
 pub mod shape;
 pub mod summary;

@@ -3,6 +3,7 @@
 //! (message on stderr), 2 a usage error (reported by clap).
 
 mod check;
+mod ir;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Print the intermediate representation at a stage of the pipeline.
+    Ir {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = ir::Stage::Forward)]
+        stage: ir::Stage,
+        #[arg(long, value_enum, default_value_t = ir::IrFormat::Text)]
+        format: ir::IrFormat,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,6 +58,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file, format } => check::run(&file, format),
+        Command::Ir { file, stage, format } => ir::run(&file, stage, format),
     };
     match result {
         Ok(out) => {

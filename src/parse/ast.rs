@@ -17,6 +17,7 @@ pub struct Input {
     /// Without the batch axis: `[28, 28, 1]` or `[784]`.
     pub shape: Vec<usize>,
     pub span: Span,
+    pub line: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -82,7 +82,7 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
                 }
             }
             "input" => {
-                let i = input_statement(s, errors);
+                let i = input_statement(s, errors, source);
                 if let Some(earlier) = &input {
                     errors.push(twice(s, earlier.span, "the input").note("a model has exactly one input"));
                 } else if let Some(first) = first_layer {
@@ -158,7 +158,7 @@ fn twice(s: &Statement, first: Span, what: &str) -> Diagnostic {
         .related(first, "first declaration")
 }
 
-fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>) -> Option<Input> {
+fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &str) -> Option<Input> {
     let mut a = Args::bind(s, &["shape"], &["shape"]);
     let shape = a.require(
         "shape",
@@ -183,6 +183,7 @@ fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>) -> Option<Input>
     Some(Input {
         shape: shape?,
         span: s.span,
+        line: line_of(source, s.span),
     })
 }
 
@@ -221,7 +222,7 @@ fn layer(
         trainable: trainable?,
         span: s.span,
         keyword: s.keyword.span,
-        line: source[..s.span.start].matches('\n').count() + 1,
+        line: line_of(source, s.span),
     })
 }
 
@@ -236,4 +237,8 @@ fn unique_names(layers: &[Layer], errors: &mut Vec<Diagnostic>) {
             );
         }
     }
+}
+
+fn line_of(source: &str, span: Span) -> usize {
+    source[..span.start.min(source.len())].matches('\n').count() + 1
 }

@@ -1,0 +1,131 @@
+//! Symbolic reverse-mode differentiation: appends to a forward graph the
+//! graph of d loss / d var for every trainable variable, derived from the
+//! rules in `rules.rs`, then removes what no output needs.
+
+mod rules;
+
+use crate::ir::{Binary, Builder, Graph, IrError, NodeId, Op, Origin, Output, Phase, Shape};
+use crate::passes::{Pass, dce::DeadCode};
+use std::collections::HashMap;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// An op on the path from a weight to the loss has no gradient rule.
+    NoRule {
+        op: String,
+        origin: Origin,
+    },
+    Ir(IrError),
+}
+
+impl From<IrError> for Error {
+    fn from(e: IrError) -> Error {
+        Error::Ir(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoRule { op, origin } => write!(
+                f,
+                "error: cannot differentiate `{op}` (in `{}`, line {}): it has no gradient rule",
+                origin.what, origin.line
+            ),
+            Error::Ir(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Appends the backward graph: a `Grad(var)` output for every trainable
+/// variable. The graph must have a `Loss` output.
+pub fn differentiate(graph: &mut Graph) -> Result<(), Error> {
+    let loss = graph.output(Output::Loss).ok_or_else(|| IrError {
+        message: "differentiate needs a loss output".into(),
+        origin: Origin::default(),
+    })?;
+    let order = graph.schedule();
+    let needs = needs_gradient(graph, &order, loss);
+    let mut adjoint: HashMap<NodeId, NodeId> = HashMap::new();
+    let seed_origin = Origin {
+        phase: Phase::Backward,
+        ..graph[loss].origin.clone()
+    };
+    let mut b = Builder::new(graph, seed_origin);
+    adjoint.insert(loss, b.constant(1.0)?);
+
+    for &n in order.iter().rev() {
+        let Some(&g) = adjoint.get(&n) else { continue };
+        if !needs[n.index()] {
+            continue;
+        }
+        let operands = b.graph.operands(n);
+        let wanted: Vec<bool> = operands.iter().map(|a| needs[a.index()]).collect();
+        if !wanted.contains(&true) {
+            continue;
+        }
+        b.origin = Origin {
+            phase: Phase::Backward,
+            ..b.graph[n].origin.clone()
+        };
+        let grads = rules::vjp(&mut b, n, g, &wanted)?;
+        for (&a, d) in operands.iter().zip(grads) {
+            let Some(d) = d.filter(|_| needs[a.index()]) else {
+                continue;
+            };
+            let total = match adjoint.get(&a) {
+                Some(&earlier) => b.binary(Binary::Add, earlier, d)?,
+                None => d,
+            };
+            adjoint.insert(a, total);
+        }
+    }
+
+    let vars: Vec<(usize, NodeId)> = order
+        .iter()
+        .filter_map(|&n| match b.graph[n].op {
+            Op::Var(v) if b.graph.vars[v].trainable => Some((v, n)),
+            _ => None,
+        })
+        .collect();
+    for (v, n) in vars {
+        let grad = match adjoint.get(&n) {
+            Some(&g) => g,
+            // The variable does not reach the loss: its gradient is zero.
+            None => {
+                let zero = b.constant(0.0)?;
+                b.broadcast(zero, Shape::fixed(&b.graph.vars[v].shape.clone()))?
+            }
+        };
+        b.graph.outputs.push((Output::Grad(v), grad));
+    }
+    DeadCode.run(graph)?;
+    crate::ir::verify::verify(graph)?;
+    Ok(())
+}
+
+/// Nodes on a path from a trainable variable to the loss: exactly those
+/// whose gradient is needed.
+fn needs_gradient(graph: &Graph, order: &[NodeId], loss: NodeId) -> Vec<bool> {
+    let bound = order.iter().map(|n| n.index() + 1).max().unwrap_or(0);
+    let mut from_var = vec![false; bound];
+    for &n in order {
+        from_var[n.index()] = match graph[n].op {
+            Op::Var(v) => graph.vars[v].trainable,
+            _ => graph.operands(n).iter().any(|a| from_var[a.index()]),
+        };
+    }
+    let mut to_loss = vec![false; bound];
+    to_loss[loss.index()] = true;
+    for &n in order.iter().rev() {
+        if to_loss[n.index()] {
+            for a in graph.operands(n) {
+                to_loss[a.index()] = true;
+            }
+        }
+    }
+    (0..bound).map(|i| from_var[i] && to_loss[i]).collect()
+}

@@ -1,0 +1,263 @@
+//! The gradient rules, one per primitive, all in this one table: given a
+//! node and the gradient of the loss with respect to its output, the
+//! gradient with respect to each operand that needs one.
+
+use super::Error;
+use crate::ir::{Binary, Builder, Conv, KernelLayout, Layout, NodeId, Op, Shape, Unary};
+
+type Grads = Vec<Option<NodeId>>;
+
+/// Vector-Jacobian product of `node` for output gradient `g`. `wanted[i]`
+/// says whether operand `i` needs its gradient.
+pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<Grads, Error> {
+    let op = b.graph[node].op.clone();
+    let xs = b.graph.operands(node);
+    let y = node;
+    let want = |i: usize| wanted.get(i).copied().unwrap_or(false);
+    let grads = match op {
+        Op::Input | Op::Label | Op::Var(_) | Op::Const { .. } | Op::DropoutMask { .. } | Op::Hyper(_) => vec![],
+        Op::Unary(u) => {
+            let x = xs[0];
+            let dx = match u {
+                Unary::Neg => b.unary(Unary::Neg, g)?,
+                Unary::Exp => b.binary(Binary::Mul, g, y)?,
+                Unary::Log => b.binary(Binary::Div, g, x)?,
+                Unary::Sqrt => {
+                    let half = b.constant(0.5)?;
+                    let t = b.binary(Binary::Mul, g, half)?;
+                    b.binary(Binary::Div, t, y)?
+                }
+                Unary::Recip => {
+                    let yy = b.binary(Binary::Mul, y, y)?;
+                    let t = b.binary(Binary::Mul, g, yy)?;
+                    b.unary(Unary::Neg, t)?
+                }
+                Unary::Relu => {
+                    let zero = b.constant(0.0)?;
+                    let on = b.binary(Binary::Greater, x, zero)?;
+                    b.binary(Binary::Mul, g, on)?
+                }
+                Unary::Sigmoid => {
+                    let one = b.constant(1.0)?;
+                    let rest = b.binary(Binary::Sub, one, y)?;
+                    let slope = b.binary(Binary::Mul, y, rest)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                Unary::Tanh => {
+                    let one = b.constant(1.0)?;
+                    let yy = b.binary(Binary::Mul, y, y)?;
+                    let slope = b.binary(Binary::Sub, one, yy)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+            };
+            vec![Some(dx)]
+        }
+        Op::Binary(op) => {
+            let (l, r) = (xs[0], xs[1]);
+            let (dl, dr) = match op {
+                Binary::Add => (Some(g), Some(g)),
+                Binary::Sub => (Some(g), want(1).then(|| b.unary(Unary::Neg, g)).transpose()?),
+                Binary::Mul => (
+                    want(0).then(|| b.binary(Binary::Mul, g, r)).transpose()?,
+                    want(1).then(|| b.binary(Binary::Mul, g, l)).transpose()?,
+                ),
+                Binary::Div => {
+                    let dl = b.binary(Binary::Div, g, r)?;
+                    // d(l/r)/dr = -(l/r)/r
+                    let dr = if want(1) {
+                        let t = b.binary(Binary::Mul, dl, y)?;
+                        Some(b.unary(Unary::Neg, t)?)
+                    } else {
+                        None
+                    };
+                    (Some(dl), dr)
+                }
+                Binary::Max => {
+                    // Ties go to the left operand.
+                    let right_wins = b.binary(Binary::Greater, r, l)?;
+                    let one = b.constant(1.0)?;
+                    let left_wins = b.binary(Binary::Sub, one, right_wins)?;
+                    (
+                        Some(b.binary(Binary::Mul, g, left_wins)?),
+                        Some(b.binary(Binary::Mul, g, right_wins)?),
+                    )
+                }
+                // A step function: its derivative is zero wherever it exists.
+                Binary::Greater => (None, None),
+            };
+            let dl = dl.map(|d| unbroadcast(b, d, l)).transpose()?;
+            let dr = dr.map(|d| unbroadcast(b, d, r)).transpose()?;
+            vec![dl, dr]
+        }
+        Op::Sum { .. } => {
+            let shape = b.shape(xs[0]).clone();
+            vec![Some(b.broadcast(g, shape)?)]
+        }
+        Op::Broadcast => vec![Some(unbroadcast(b, g, xs[0])?)],
+        Op::Reshape => {
+            let shape = b.shape(xs[0]).clone();
+            vec![Some(b.reshape(g, shape)?)]
+        }
+        Op::MatMul {
+            transpose_a: ta,
+            transpose_b: tb,
+        } => {
+            let (a, m) = (xs[0], xs[1]);
+            let mm = |b: &mut Builder, transpose_a, transpose_b, x, y| {
+                b.op(
+                    Op::MatMul {
+                        transpose_a,
+                        transpose_b,
+                    },
+                    &[x, y],
+                )
+            };
+            // C = op(A) op(B): dA = g op(B)^T (transposed back if A was),
+            // dB = op(A)^T g (likewise).
+            let da = want(0)
+                .then(|| {
+                    if ta {
+                        mm(b, tb, true, m, g)
+                    } else {
+                        mm(b, false, !tb, g, m)
+                    }
+                })
+                .transpose()?;
+            let db = want(1)
+                .then(|| {
+                    if tb {
+                        mm(b, true, ta, g, a)
+                    } else {
+                        mm(b, !ta, false, a, g)
+                    }
+                })
+                .transpose()?;
+            vec![da, db]
+        }
+        Op::Conv2d(c) => {
+            if !c.is_forward() {
+                return Err(no_rule(b, node, "conv2d with general dimension numbers"));
+            }
+            let (x, k) = (xs[0], xs[1]);
+            let sizes = |b: &Builder, n: NodeId| b.shape(n).0.clone();
+            let (xd, kd, yd) = (sizes(b, x), sizes(b, k), sizes(b, y));
+            let len = |d: crate::ir::Dim| d.resolve(0) as i64;
+            let mut dx_pad = [(0, 0); 2];
+            let mut dk_pad = [(0, 0); 2];
+            for axis in 0..2 {
+                let (input, kernel, out) = (len(xd[axis + 1]), len(kd[axis]), len(yd[axis + 1]));
+                let s = c.strides[axis] as i64;
+                let lo = c.padding[axis].0;
+                // The input gradient: the flipped kernel slid over the output
+                // gradient dilated by the stride.
+                dx_pad[axis] = (kernel - 1 - lo, input - 1 - (out - 1) * s + lo);
+                // The kernel gradient: the input correlated with the output
+                // gradient, whose taps sit `stride` apart.
+                dk_pad[axis] = (lo, kernel + (out - 1) * s - input - lo);
+            }
+            let dx = want(0)
+                .then(|| {
+                    let conv = Conv {
+                        strides: [1, 1],
+                        padding: dx_pad,
+                        lhs_dilation: c.strides,
+                        rhs_dilation: [1, 1],
+                        flip: true,
+                        lhs: Layout::NHWC,
+                        rhs: KernelLayout {
+                            spatial: [0, 1],
+                            input: 3,
+                            output: 2,
+                        },
+                        out: Layout::NHWC,
+                    };
+                    b.op(Op::Conv2d(conv), &[g, k])
+                })
+                .transpose()?;
+            let dk = want(1)
+                .then(|| {
+                    let conv = Conv {
+                        strides: [1, 1],
+                        padding: dk_pad,
+                        lhs_dilation: [1, 1],
+                        rhs_dilation: c.strides,
+                        flip: false,
+                        lhs: Layout {
+                            batch: 3,
+                            spatial: [1, 2],
+                            feature: 0,
+                        },
+                        rhs: KernelLayout {
+                            spatial: [1, 2],
+                            input: 0,
+                            output: 3,
+                        },
+                        out: Layout {
+                            batch: 2,
+                            spatial: [0, 1],
+                            feature: 3,
+                        },
+                    };
+                    b.op(Op::Conv2d(conv), &[x, g])
+                })
+                .transpose()?;
+            vec![dx, dk]
+        }
+        Op::MaxPool2d(p) => vec![Some(b.op(Op::MaxPool2dGrad(p), &[xs[0], g])?)],
+        Op::Softmax => {
+            // dx = y * (g - sum(g * y))
+            let last = b.shape(y).rank() - 1;
+            let gy = b.binary(Binary::Mul, g, y)?;
+            let s = b.sum(gy, vec![last])?;
+            let t = b.binary(Binary::Sub, g, s)?;
+            vec![Some(b.binary(Binary::Mul, y, t)?)]
+        }
+        Op::SoftmaxCrossEntropy | Op::SigmoidCrossEntropy => {
+            if want(1) {
+                return Err(no_rule(b, node, "the labels of a cross-entropy"));
+            }
+            let (z, labels) = (xs[0], xs[1]);
+            let (activation, per_sample) = match op {
+                Op::SoftmaxCrossEntropy => (Op::Softmax, 1.0),
+                _ => (Op::Unary(Unary::Sigmoid), b.shape(z).count().0 as f64),
+            };
+            // Fused: (p - y) / N (over every element for the sigmoid's mean).
+            let p = existing_user(b, z, &activation).map_or_else(|| b.op(activation, &[z]), Ok)?;
+            let scale = b.per_batch(1.0 / per_sample)?;
+            let scale = b.binary(Binary::Mul, g, scale)?;
+            let diff = b.binary(Binary::Sub, p, labels)?;
+            vec![Some(b.binary(Binary::Mul, diff, scale)?), None]
+        }
+        Op::MaxPool2dGrad(_) => return Err(no_rule(b, node, "maxpool2d_grad")),
+    };
+    Ok(grads)
+}
+
+fn no_rule(b: &Builder, node: NodeId, what: &str) -> Error {
+    Error::NoRule {
+        op: what.to_string(),
+        origin: b.graph[node].origin.clone(),
+    }
+}
+
+/// The forward pass may already compute `op(x)` (the softmax before a
+/// cross-entropy): reuse it rather than compute it twice.
+fn existing_user(b: &Builder, x: NodeId, op: &Op) -> Option<NodeId> {
+    b.graph.users(x).into_iter().find(|&u| &b.graph[u].op == op)
+}
+
+/// Sums a gradient over the axes its operand was broadcast along, so it has
+/// the operand's shape.
+fn unbroadcast(b: &mut Builder, grad: NodeId, operand: NodeId) -> Result<NodeId, Error> {
+    let target = b.shape(operand).clone();
+    let shape = b.shape(grad).clone();
+    if shape == target {
+        return Ok(grad);
+    }
+    let lead = shape.rank() - target.rank();
+    let axes: Vec<usize> = (0..shape.rank())
+        .filter(|&i| i < lead || (target.0[i - lead] == crate::ir::Dim::Size(1) && shape.0[i] != target.0[i - lead]))
+        .collect();
+    let summed = if axes.is_empty() { grad } else { b.sum(grad, axes)? };
+    Ok(b.reshape(summed, Shape(target.0))?)
+}

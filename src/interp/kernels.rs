@@ -1,0 +1,186 @@
+//! The interpreter's compute kernels, written for clarity: convolution as
+//! explicit padding, im2col and one matrix product.
+
+use super::{Error, Float};
+use crate::ir::{Conv, Pool};
+use ndarray::{Array2, Array4, ArrayD, Axis, Ix2, Ix4, IxDyn};
+
+pub fn matmul<T: Float>(a: &ArrayD<T>, b: &ArrayD<T>, ta: bool, tb: bool) -> Result<ArrayD<T>, Error> {
+    let (a, b) = (two(a)?, two(b)?);
+    let a = if ta { a.reversed_axes() } else { a };
+    let b = if tb { b.reversed_axes() } else { b };
+    Ok(a.dot(&b).into_dyn())
+}
+
+fn two<T: Float>(x: &ArrayD<T>) -> Result<ndarray::ArrayView2<'_, T>, Error> {
+    x.view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| Error(format!("matmul operand of shape {:?} is not 2-D", x.shape())))
+}
+
+fn four<T: Float>(x: &ArrayD<T>) -> Result<ndarray::ArrayView4<'_, T>, Error> {
+    x.view()
+        .into_dimensionality::<Ix4>()
+        .map_err(|_| Error(format!("expected a 4-D tensor, got {:?}", x.shape())))
+}
+
+/// The general convolution of [`Conv`], by definition: bring both operands to
+/// canonical layouts, dilate and pad the input, unfold its patches, multiply.
+pub fn conv2d<T: Float>(lhs: &ArrayD<T>, rhs: &ArrayD<T>, c: &Conv, out_shape: &[usize]) -> Result<ArrayD<T>, Error> {
+    // Canonical views: input [B, H, W, C], kernel [KH, KW, I, O].
+    let x = four(lhs)?.permuted_axes([c.lhs.batch, c.lhs.spatial[0], c.lhs.spatial[1], c.lhs.feature]);
+    let mut k = four(rhs)?.permuted_axes([c.rhs.spatial[0], c.rhs.spatial[1], c.rhs.input, c.rhs.output]);
+    if c.flip {
+        k.invert_axis(Axis(0));
+        k.invert_axis(Axis(1));
+    }
+    let (b, h, w, ci) = x.dim();
+    let (kh, kw, _, co) = k.dim();
+
+    // Dilate then pad (negative padding crops).
+    let len = |n: usize, axis: usize| {
+        let (lo, hi) = c.padding[axis];
+        (n as i64 - 1) * c.lhs_dilation[axis] as i64 + 1 + lo + hi
+    };
+    let (ph, pw) = (len(h, 0).max(0) as usize, len(w, 1).max(0) as usize);
+    let mut padded = Array4::<T>::zeros((b, ph, pw, ci));
+    for i in 0..h {
+        let pi = c.padding[0].0 + (i * c.lhs_dilation[0]) as i64;
+        if pi < 0 || pi >= ph as i64 {
+            continue;
+        }
+        for j in 0..w {
+            let pj = c.padding[1].0 + (j * c.lhs_dilation[1]) as i64;
+            if pj < 0 || pj >= pw as i64 {
+                continue;
+            }
+            for n in 0..b {
+                for f in 0..ci {
+                    padded[[n, pi as usize, pj as usize, f]] = x[[n, i, j, f]];
+                }
+            }
+        }
+    }
+
+    let mut canonical_out = [0usize; 4];
+    canonical_out[0] = out_shape[c.out.batch];
+    canonical_out[1] = out_shape[c.out.spatial[0]];
+    canonical_out[2] = out_shape[c.out.spatial[1]];
+    canonical_out[3] = out_shape[c.out.feature];
+    let [_, oh, ow, _] = canonical_out;
+
+    // im2col: one row per output pixel, one column per (ky, kx, c) tap.
+    let taps = kh * kw * ci;
+    let mut cols = Array2::<T>::zeros((b * oh * ow, taps));
+    for n in 0..b {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let mut row = cols.row_mut((n * oh + y) * ow + xo);
+                for ky in 0..kh {
+                    let py = y * c.strides[0] + ky * c.rhs_dilation[0];
+                    for kx in 0..kw {
+                        let px = xo * c.strides[1] + kx * c.rhs_dilation[1];
+                        for f in 0..ci {
+                            row[(ky * kw + kx) * ci + f] = padded[[n, py, px, f]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let kmat = k
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((taps, co))
+        .map_err(|e| Error(format!("conv2d kernel: {e}")))?;
+    let out = cols
+        .dot(&kmat)
+        .into_shape_with_order((b, oh, ow, co))
+        .map_err(|e| Error(format!("conv2d output: {e}")))?;
+    // Back to the requested output layout.
+    let mut perm = [0usize; 4];
+    perm[c.out.batch] = 0;
+    perm[c.out.spatial[0]] = 1;
+    perm[c.out.spatial[1]] = 2;
+    perm[c.out.feature] = 3;
+    Ok(out.permuted_axes(perm).as_standard_layout().into_owned().into_dyn())
+}
+
+/// The window positions of output pixel `o` along one axis that fall inside
+/// the input (padding never wins).
+fn window(o: usize, p: &Pool, axis: usize, n: usize) -> impl Iterator<Item = usize> {
+    let start = (o * p.strides[axis]) as i64 - p.padding[axis].0 as i64;
+    (start..start + p.window[axis] as i64).filter_map(move |i| (i >= 0 && (i as usize) < n).then_some(i as usize))
+}
+
+/// Where each pooling window's first maximum is, visiting rows then columns.
+fn argmax<T: Float>(x: &ndarray::ArrayView4<T>, p: &Pool, n: usize, y: usize, xo: usize, c: usize) -> (usize, usize) {
+    let (_, h, w, _) = x.dim();
+    let mut best = (usize::MAX, usize::MAX);
+    let mut best_value = T::neg_infinity();
+    for i in window(y, p, 0, h) {
+        for j in window(xo, p, 1, w) {
+            let v = x[[n, i, j, c]];
+            if best.0 == usize::MAX || v > best_value {
+                best = (i, j);
+                best_value = v;
+            }
+        }
+    }
+    best
+}
+
+pub fn maxpool<T: Float>(x: &ArrayD<T>, p: &Pool, out_shape: &[usize]) -> ArrayD<T> {
+    let Ok(x) = x.view().into_dimensionality::<Ix4>() else {
+        return ArrayD::zeros(IxDyn(out_shape));
+    };
+    let mut out = ArrayD::zeros(IxDyn(out_shape));
+    for n in 0..out_shape[0] {
+        for y in 0..out_shape[1] {
+            for xo in 0..out_shape[2] {
+                for c in 0..out_shape[3] {
+                    let (i, j) = argmax(&x, p, n, y, xo, c);
+                    out[[n, y, xo, c]] = x[[n, i, j, c]];
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn maxpool_grad<T: Float>(x: &ArrayD<T>, dy: &ArrayD<T>, p: &Pool) -> ArrayD<T> {
+    let mut dx = ArrayD::zeros(x.raw_dim());
+    let (Ok(xv), Ok(dyv)) = (
+        x.view().into_dimensionality::<Ix4>(),
+        dy.view().into_dimensionality::<Ix4>(),
+    ) else {
+        return dx;
+    };
+    let (b, oh, ow, ch) = dyv.dim();
+    for n in 0..b {
+        for y in 0..oh {
+            for xo in 0..ow {
+                for c in 0..ch {
+                    let (i, j) = argmax(&xv, p, n, y, xo, c);
+                    dx[[n, i, j, c]] += dyv[[n, y, xo, c]];
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// log(sum(exp(z))) over the last axis, shifted by the maximum for
+/// stability.
+pub fn logsumexp<T: Float>(z: &ArrayD<T>) -> ArrayD<T> {
+    let last = Axis(z.ndim() - 1);
+    let max = z.fold_axis(last, T::neg_infinity(), |&m, &v| m.max(v));
+    let sum = (z - &max.clone().insert_axis(last)).mapv(T::exp).sum_axis(last);
+    max + sum.mapv(T::ln)
+}
+
+pub fn softmax<T: Float>(z: &ArrayD<T>) -> ArrayD<T> {
+    let last = Axis(z.ndim() - 1);
+    let lse = logsumexp(z).insert_axis(last);
+    (z - &lse).mapv(T::exp)
+}

@@ -1,0 +1,475 @@
+//! The closed set of primitive operations and the one shape rule of each.
+//! Every stage matches on [`Op`] exhaustively, so a new op makes the compiler
+//! list every place that must learn it.
+
+use super::shape::{Dim, Shape};
+use crate::shape::window;
+use std::fmt;
+
+/// Index of a variable (weight, moving statistic, optimizer slot) in
+/// [`super::Graph::vars`].
+pub type VarId = usize;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The batch of samples, `[N, ...]`.
+    Input,
+    /// The batch of targets: one-hot rows for softmax, 0/1 for sigmoid.
+    Label,
+    Var(VarId),
+    /// A scalar; divided by the batch size when `per_batch` (the `1/N` of
+    /// means over the batch).
+    Const {
+        value: f64,
+        per_batch: bool,
+    },
+    /// Inverted dropout's random mask: each element 0 or `1/(1-rate)`, drawn
+    /// by the runtime each step (so every engine sees the same mask).
+    DropoutMask {
+        rate: f64,
+        index: usize,
+    },
+    /// A scalar the runtime sets each step (learning rate, Adam's step size).
+    Hyper(Hyper),
+    Unary(Unary),
+    Binary(Binary),
+    /// Sum over `axes`, keeping them with size 1.
+    Sum {
+        axes: Vec<usize>,
+    },
+    /// The operand stretched to this node's shape (NumPy broadcasting).
+    Broadcast,
+    /// Same elements, this node's shape (row-major, Keras flatten order).
+    Reshape,
+    MatMul {
+        transpose_a: bool,
+        transpose_b: bool,
+    },
+    Conv2d(Conv),
+    MaxPool2d(Pool),
+    /// `(x, dy) -> dx`: each window's gradient goes to its first maximum.
+    MaxPool2dGrad(Pool),
+    /// Over the last axis.
+    Softmax,
+    /// `(logits, one-hot labels) -> mean cross-entropy of softmax(logits)`.
+    SoftmaxCrossEntropy,
+    /// `(logits, 0/1 labels) -> mean binary cross-entropy of sigmoid(logits)`.
+    SigmoidCrossEntropy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hyper {
+    LearningRate,
+    /// Adam's bias-corrected step size `lr * sqrt(1 - b2^t) / (1 - b1^t)`.
+    AdamStepSize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Recip,
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    /// 1 where `a > b`, else 0.
+    Greater,
+}
+
+/// Axis positions of (batch, height, width, feature) in a 4-D tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Layout {
+    pub batch: usize,
+    pub spatial: [usize; 2],
+    pub feature: usize,
+}
+
+/// Axis positions of (height, width, input feature, output feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelLayout {
+    pub spatial: [usize; 2],
+    pub input: usize,
+    pub output: usize,
+}
+
+impl Layout {
+    pub const NHWC: Layout = Layout {
+        batch: 0,
+        spatial: [1, 2],
+        feature: 3,
+    };
+}
+
+impl KernelLayout {
+    pub const HWIO: KernelLayout = KernelLayout {
+        spatial: [0, 1],
+        input: 2,
+        output: 3,
+    };
+}
+
+/// A general 2-D convolution (XLA's ConvGeneralDilated): dimension numbers
+/// let its gradients be convolutions too, with no transposes.
+///
+/// `out[b, y, x, f] = sum over ky, kx, c of
+///     lhs'[b, y*stride + ky*rhs_dilation, x*stride + kx*rhs_dilation, c] * rhs[ky', kx', c, f]`
+/// where `lhs'` is the input dilated by `lhs_dilation` then padded (negative
+/// padding crops) and `ky' = KH-1-ky` when `flip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv {
+    pub strides: [usize; 2],
+    pub padding: [(i64, i64); 2],
+    pub lhs_dilation: [usize; 2],
+    pub rhs_dilation: [usize; 2],
+    pub flip: bool,
+    pub lhs: Layout,
+    pub rhs: KernelLayout,
+    pub out: Layout,
+}
+
+impl Conv {
+    /// The convolution a Keras Conv2D layer computes.
+    pub fn forward(strides: [usize; 2], padding: [(i64, i64); 2]) -> Conv {
+        Conv {
+            strides,
+            padding,
+            lhs_dilation: [1, 1],
+            rhs_dilation: [1, 1],
+            flip: false,
+            lhs: Layout::NHWC,
+            rhs: KernelLayout::HWIO,
+            out: Layout::NHWC,
+        }
+    }
+
+    pub fn is_forward(&self) -> bool {
+        self.lhs_dilation == [1, 1]
+            && self.rhs_dilation == [1, 1]
+            && !self.flip
+            && self.lhs == Layout::NHWC
+            && self.rhs == KernelLayout::HWIO
+            && self.out == Layout::NHWC
+    }
+}
+
+/// A max-pooling window over NHWC; padding cells never win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool {
+    pub window: [usize; 2],
+    pub strides: [usize; 2],
+    pub padding: [(usize, usize); 2],
+}
+
+impl Pool {
+    pub fn output_len(&self, input: usize, axis: usize) -> Option<usize> {
+        let (lo, hi) = self.padding[axis];
+        window::output_len(
+            input,
+            (lo as i64, hi as i64),
+            1,
+            self.window[axis],
+            1,
+            self.strides[axis],
+        )
+    }
+}
+
+impl Op {
+    /// How many operands the op takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Input | Op::Label | Op::Var(_) | Op::Const { .. } | Op::DropoutMask { .. } | Op::Hyper(_) => 0,
+            Op::Unary(_) | Op::Sum { .. } | Op::Broadcast | Op::Reshape | Op::MaxPool2d(_) | Op::Softmax => 1,
+            Op::Binary(_)
+            | Op::MatMul { .. }
+            | Op::Conv2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::SoftmaxCrossEntropy
+            | Op::SigmoidCrossEntropy => 2,
+        }
+    }
+
+    /// The op's name in IR dumps.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Label => "label",
+            Op::Var(_) => "var",
+            Op::Const { .. } => "const",
+            Op::DropoutMask { .. } => "dropout_mask",
+            Op::Hyper(_) => "hyper",
+            Op::Unary(u) => match u {
+                Unary::Neg => "neg",
+                Unary::Exp => "exp",
+                Unary::Log => "log",
+                Unary::Sqrt => "sqrt",
+                Unary::Recip => "recip",
+                Unary::Relu => "relu",
+                Unary::Sigmoid => "sigmoid",
+                Unary::Tanh => "tanh",
+            },
+            Op::Binary(b) => match b {
+                Binary::Add => "add",
+                Binary::Sub => "sub",
+                Binary::Mul => "mul",
+                Binary::Div => "div",
+                Binary::Max => "max",
+                Binary::Greater => "greater",
+            },
+            Op::Sum { .. } => "sum",
+            Op::Broadcast => "broadcast",
+            Op::Reshape => "reshape",
+            Op::MatMul { .. } => "matmul",
+            Op::Conv2d(_) => "conv2d",
+            Op::MaxPool2d(_) => "maxpool2d",
+            Op::MaxPool2dGrad(_) => "maxpool2d_grad",
+            Op::Softmax => "softmax",
+            Op::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Op::SigmoidCrossEntropy => "sigmoid_cross_entropy",
+        }
+    }
+
+    /// The shape rule: the output shape for these operand shapes, or why
+    /// they do not fit. Leaves (and ops whose output shape is a parameter:
+    /// broadcast, reshape) check a `declared` shape instead.
+    pub fn infer(&self, operands: &[&Shape], declared: &Shape) -> Result<Shape, String> {
+        if operands.len() != self.arity() {
+            return Err(format!("takes {} operands, got {}", self.arity(), operands.len()));
+        }
+        let fixed4 = |s: &Shape, what: &str| {
+            if s.rank() == 4 {
+                Ok(())
+            } else {
+                Err(format!("{what} must be 4-D, got {s}"))
+            }
+        };
+        match self {
+            Op::Input | Op::Label | Op::Var(_) | Op::DropoutMask { .. } => Ok(declared.clone()),
+            Op::Const { .. } | Op::Hyper(_) => Ok(Shape::scalar()),
+            Op::Unary(_) => Ok(operands[0].clone()),
+            Op::Binary(_) => operands[0]
+                .broadcast(operands[1])
+                .ok_or_else(|| format!("cannot broadcast {} with {}", operands[0], operands[1])),
+            Op::Sum { axes } => {
+                let mut dims = operands[0].0.clone();
+                for &a in axes {
+                    *dims
+                        .get_mut(a)
+                        .ok_or_else(|| format!("axis {a} out of range for {}", operands[0]))? = Dim::Size(1);
+                }
+                Ok(Shape(dims))
+            }
+            Op::Broadcast => match operands[0].broadcast(declared) {
+                Some(s) if &s == declared => Ok(s),
+                _ => Err(format!("cannot broadcast {} to {declared}", operands[0])),
+            },
+            Op::Reshape => {
+                if operands[0].count() == declared.count() {
+                    Ok(declared.clone())
+                } else {
+                    Err(format!("cannot reshape {} to {declared}", operands[0]))
+                }
+            }
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            } => {
+                let (a, b) = (operands[0], operands[1]);
+                if a.rank() != 2 || b.rank() != 2 {
+                    return Err(format!("matmul needs 2-D operands, got {a} and {b}"));
+                }
+                let (m, ka) = if *transpose_a {
+                    (a.0[1], a.0[0])
+                } else {
+                    (a.0[0], a.0[1])
+                };
+                let (kb, n) = if *transpose_b {
+                    (b.0[1], b.0[0])
+                } else {
+                    (b.0[0], b.0[1])
+                };
+                if ka != kb {
+                    return Err(format!("matmul contracts {a} with {b}: inner sizes differ"));
+                }
+                Ok(Shape(vec![m, n]))
+            }
+            Op::Conv2d(c) => {
+                let (x, k) = (operands[0], operands[1]);
+                fixed4(x, "conv2d input")?;
+                fixed4(k, "conv2d kernel")?;
+                if x.0[c.lhs.feature] != k.0[c.rhs.input] {
+                    return Err(format!("conv2d input {x} and kernel {k} disagree on input features"));
+                }
+                let mut out = vec![Dim::Size(0); 4];
+                out[c.out.batch] = x.0[c.lhs.batch];
+                out[c.out.feature] = k.0[c.rhs.output];
+                for axis in 0..2 {
+                    let (Dim::Size(n), Dim::Size(w)) = (x.0[c.lhs.spatial[axis]], k.0[c.rhs.spatial[axis]]) else {
+                        return Err("conv2d spatial axes cannot be the batch".to_string());
+                    };
+                    let len = window::output_len(
+                        n,
+                        c.padding[axis],
+                        c.lhs_dilation[axis],
+                        w,
+                        c.rhs_dilation[axis],
+                        c.strides[axis],
+                    )
+                    .ok_or_else(|| format!("conv2d kernel {k} does not fit input {x}"))?;
+                    out[c.out.spatial[axis]] = Dim::Size(len);
+                }
+                Ok(Shape(out))
+            }
+            Op::MaxPool2d(p) => {
+                let x = operands[0];
+                fixed4(x, "maxpool2d input")?;
+                let mut out = x.0.clone();
+                for axis in 0..2 {
+                    let Dim::Size(n) = x.0[axis + 1] else {
+                        return Err("maxpool2d spatial axes cannot be the batch".to_string());
+                    };
+                    out[axis + 1] = Dim::Size(
+                        p.output_len(n, axis)
+                            .ok_or_else(|| format!("pool window does not fit input {x}"))?,
+                    );
+                }
+                Ok(Shape(out))
+            }
+            Op::MaxPool2dGrad(p) => {
+                let pooled = Op::MaxPool2d(*p).infer(&operands[..1], declared)?;
+                if &pooled != operands[1] {
+                    return Err(format!("gradient {} does not match pooled shape {pooled}", operands[1]));
+                }
+                Ok(operands[0].clone())
+            }
+            Op::Softmax => Ok(operands[0].clone()),
+            Op::SoftmaxCrossEntropy | Op::SigmoidCrossEntropy => {
+                if operands[0] != operands[1] {
+                    return Err(format!("logits {} and labels {} differ", operands[0], operands[1]));
+                }
+                Ok(Shape::scalar())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = ['?'; 4];
+        s[self.batch] = 'N';
+        s[self.spatial[0]] = 'H';
+        s[self.spatial[1]] = 'W';
+        s[self.feature] = 'C';
+        f.write_str(&s.iter().collect::<String>())
+    }
+}
+
+impl fmt::Display for KernelLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = ['?'; 4];
+        s[self.spatial[0]] = 'H';
+        s[self.spatial[1]] = 'W';
+        s[self.input] = 'I';
+        s[self.output] = 'O';
+        f.write_str(&s.iter().collect::<String>())
+    }
+}
+
+fn pair<T: fmt::Display + PartialEq>(v: [T; 2]) -> String {
+    if v[0] == v[1] {
+        format!("{}", v[0])
+    } else {
+        format!("{}x{}", v[0], v[1])
+    }
+}
+
+/// The attributes of an op as IR dumps print them: `strides=1 padding=valid`.
+pub fn attributes(op: &Op) -> String {
+    match op {
+        Op::Const { value, per_batch } => {
+            if *per_batch {
+                format!("{value}/N")
+            } else {
+                format!("{value}")
+            }
+        }
+        Op::DropoutMask { rate, index } => format!("rate={rate} #{index}"),
+        Op::Hyper(h) => match h {
+            Hyper::LearningRate => "learning_rate".into(),
+            Hyper::AdamStepSize => "adam_step_size".into(),
+        },
+        Op::Sum { axes } => format!("axes={axes:?}"),
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
+            let mut s = Vec::new();
+            if *transpose_a {
+                s.push("transpose_a");
+            }
+            if *transpose_b {
+                s.push("transpose_b");
+            }
+            s.join(" ")
+        }
+        Op::Conv2d(c) => {
+            let mut s = format!("strides={}", pair(c.strides));
+            let pad = |p: (i64, i64)| {
+                if p.0 == p.1 {
+                    format!("{}", p.0)
+                } else {
+                    format!("{}:{}", p.0, p.1)
+                }
+            };
+            if c.padding == [(0, 0); 2] {
+                s += " padding=valid";
+            } else {
+                s += &format!(" padding={},{}", pad(c.padding[0]), pad(c.padding[1]));
+            }
+            if c.lhs_dilation != [1, 1] {
+                s += &format!(" lhs_dilation={}", pair(c.lhs_dilation));
+            }
+            if c.rhs_dilation != [1, 1] {
+                s += &format!(" rhs_dilation={}", pair(c.rhs_dilation));
+            }
+            if c.flip {
+                s += " flip";
+            }
+            if !c.is_forward() {
+                s += &format!(" dims={},{}->{}", c.lhs, c.rhs, c.out);
+            }
+            s
+        }
+        Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) => {
+            let mut s = format!("pool={} strides={}", pair(p.window), pair(p.strides));
+            if p.padding != [(0, 0); 2] {
+                s += &format!(
+                    " padding={}:{},{}:{}",
+                    p.padding[0].0, p.padding[0].1, p.padding[1].0, p.padding[1].1
+                );
+            }
+            s
+        }
+        Op::Input
+        | Op::Label
+        | Op::Var(_)
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Broadcast
+        | Op::Reshape
+        | Op::Softmax
+        | Op::SoftmaxCrossEntropy
+        | Op::SigmoidCrossEntropy => String::new(),
+    }
+}

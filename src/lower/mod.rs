@@ -1,0 +1,256 @@
+//! Lowering: a checked model becomes a graph of primitive ops, in inference
+//! mode (dropout off, batch normalization from moving statistics) or in
+//! training mode (dropout masks, batch statistics, the loss, and the moving
+//! statistics' updates as outputs).
+
+use crate::ir::{
+    Binary, Builder, Conv, Graph, IrError, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, verify,
+};
+use crate::parse::ast::{Activation, Layer, LayerKind, Loss};
+use crate::shape::{Checked, LayerInfo, window};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Inference,
+    Training,
+}
+
+/// The forward graph of a checked model. In training mode it also computes
+/// the loss against a `label` leaf.
+pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
+    let mut graph = Graph::default();
+    graph.vars = checked
+        .weights()
+        .map(|w| VarDecl {
+            name: w.name.clone(),
+            shape: w.shape.clone(),
+            trainable: w.trainable,
+        })
+        .collect();
+    let input = &checked.model.input;
+    let origin = Origin {
+        what: "input".into(),
+        line: input.line,
+        span: input.span,
+        ..Origin::default()
+    };
+    let mut l = Lowering {
+        b: Builder::new(&mut graph, origin),
+        mode,
+        next_var: 0,
+        next_mask: 0,
+        assigns: Vec::new(),
+    };
+    let mut x = l.b.shaped(Op::Input, &[], Shape::batch_of(&input.shape))?;
+    for (layer, info) in checked.model.layers.iter().zip(&checked.layers) {
+        l.b.origin = Origin {
+            what: layer.name.clone(),
+            line: layer.line,
+            span: layer.span,
+            ..Origin::default()
+        };
+        x = l.layer(layer, info, x)?;
+    }
+    let mut outputs = vec![(Output::Prediction, x)];
+    if mode == Mode::Training {
+        let train = checked.model.train.as_ref();
+        l.b.origin = Origin {
+            what: checked.loss().name().into(),
+            span: train.and_then(|t| t.loss_span).unwrap_or_default(),
+            ..Origin::default()
+        };
+        outputs.push((Output::Loss, l.loss(checked.loss(), x)?));
+        outputs.append(&mut l.assigns);
+    }
+    graph.outputs = outputs;
+    verify::verify(&graph)?;
+    Ok(graph)
+}
+
+struct Lowering<'g> {
+    b: Builder<'g>,
+    mode: Mode,
+    /// Variables are declared in the order of `Checked::weights`.
+    next_var: usize,
+    next_mask: usize,
+    assigns: Vec<(Output, NodeId)>,
+}
+
+impl Lowering<'_> {
+    fn var(&mut self) -> Result<NodeId, IrError> {
+        let id = self.next_var;
+        self.next_var += 1;
+        let shape = self
+            .b
+            .graph
+            .vars
+            .get(id)
+            .map(|v| Shape::fixed(&v.shape))
+            .ok_or_else(|| IrError {
+                message: format!("layer needs variable #{id}, which was not declared"),
+                origin: self.b.origin.clone(),
+            })?;
+        self.b.shaped(Op::Var(id), &[], shape)
+    }
+
+    fn layer(&mut self, layer: &Layer, info: &LayerInfo, x: NodeId) -> Result<NodeId, IrError> {
+        match &layer.kind {
+            LayerKind::Conv2D(c) => {
+                let pad = |axis: usize| {
+                    let (lo, hi) = window::padding(info.input[axis], c.kernel_size[axis], c.strides[axis], c.padding);
+                    (lo as i64, hi as i64)
+                };
+                let kernel = self.var()?;
+                let y = self
+                    .b
+                    .op(Op::Conv2d(Conv::forward(c.strides, [pad(0), pad(1)])), &[x, kernel])?;
+                let y = self.bias(y, c.use_bias)?;
+                self.activation(c.activation, y)
+            }
+            LayerKind::Dense(d) => {
+                let kernel = self.var()?;
+                let y = self.b.op(
+                    Op::MatMul {
+                        transpose_a: false,
+                        transpose_b: false,
+                    },
+                    &[x, kernel],
+                )?;
+                let y = self.bias(y, d.use_bias)?;
+                self.activation(d.activation, y)
+            }
+            LayerKind::MaxPool2D(p) => {
+                let pad =
+                    |axis: usize| window::padding(info.input[axis], p.pool_size[axis], p.strides[axis], p.padding);
+                let pool = Pool {
+                    window: p.pool_size,
+                    strides: p.strides,
+                    padding: [pad(0), pad(1)],
+                };
+                self.b.op(Op::MaxPool2d(pool), &[x])
+            }
+            LayerKind::Flatten => self.b.reshape(x, Shape::batch_of(&info.output)),
+            LayerKind::Dropout { rate } => {
+                if self.mode == Mode::Inference || *rate == 0.0 {
+                    return Ok(x);
+                }
+                let index = self.next_mask;
+                self.next_mask += 1;
+                let mask = self
+                    .b
+                    .shaped(Op::DropoutMask { rate: *rate, index }, &[], self.b.shape(x).clone())?;
+                self.b.binary(Binary::Mul, x, mask)
+            }
+            LayerKind::BatchNorm(bn) => {
+                let gamma = if bn.scale { Some(self.var()?) } else { None };
+                let beta = if bn.center { Some(self.var()?) } else { None };
+                let (moving_mean, moving_var) = (self.var()?, self.var()?);
+                let eps = self.b.constant(bn.epsilon)?;
+                let (centered, var) = match self.mode {
+                    Mode::Inference => (self.b.binary(Binary::Sub, x, moving_mean)?, moving_var),
+                    Mode::Training => {
+                        let (centered, mean, var) = self.batch_moments(x)?;
+                        self.moving_average(moving_mean, mean, bn.momentum)?;
+                        self.moving_average(moving_var, var, bn.momentum)?;
+                        (centered, var)
+                    }
+                };
+                let std = self.b.binary(Binary::Add, var, eps)?;
+                let std = self.b.unary(Unary::Sqrt, std)?;
+                let inv = self.b.unary(Unary::Recip, std)?;
+                let mut y = self.b.binary(Binary::Mul, centered, inv)?;
+                if let Some(gamma) = gamma {
+                    y = self.b.binary(Binary::Mul, y, gamma)?;
+                }
+                if let Some(beta) = beta {
+                    y = self.b.binary(Binary::Add, y, beta)?;
+                }
+                Ok(y)
+            }
+            LayerKind::Activation(a) => self.activation(*a, x),
+        }
+    }
+
+    fn bias(&mut self, y: NodeId, use_bias: bool) -> Result<NodeId, IrError> {
+        if !use_bias {
+            return Ok(y);
+        }
+        let bias = self.var()?;
+        self.b.binary(Binary::Add, y, bias)
+    }
+
+    fn activation(&mut self, a: Activation, x: NodeId) -> Result<NodeId, IrError> {
+        match a {
+            Activation::Linear => Ok(x),
+            Activation::Relu => self.b.unary(Unary::Relu, x),
+            Activation::Sigmoid => self.b.unary(Unary::Sigmoid, x),
+            Activation::Tanh => self.b.unary(Unary::Tanh, x),
+            Activation::Softmax => self.b.op(Op::Softmax, &[x]),
+        }
+    }
+
+    /// `(x - mean, mean, variance)` over every axis but the channels, with
+    /// Keras's biased variance.
+    fn batch_moments(&mut self, x: NodeId) -> Result<(NodeId, NodeId, NodeId), IrError> {
+        let shape = self.b.shape(x).clone();
+        let axes: Vec<usize> = (0..shape.rank() - 1).collect();
+        let (per_sample, _) = Shape(shape.0[1..shape.rank() - 1].to_vec()).count();
+        let scale = self.b.per_batch(1.0 / per_sample as f64)?;
+        let sum = self.b.sum(x, axes.clone())?;
+        let mean = self.b.binary(Binary::Mul, sum, scale)?;
+        let centered = self.b.binary(Binary::Sub, x, mean)?;
+        let squares = self.b.binary(Binary::Mul, centered, centered)?;
+        let sum = self.b.sum(squares, axes)?;
+        let var = self.b.binary(Binary::Mul, sum, scale)?;
+        Ok((centered, mean, var))
+    }
+
+    /// `moving = moving * momentum + batch * (1 - momentum)`.
+    fn moving_average(&mut self, moving: NodeId, batch: NodeId, momentum: f64) -> Result<(), IrError> {
+        let Op::Var(id) = self.b.graph[moving].op else {
+            return Err(IrError {
+                message: "moving statistic is not a variable".into(),
+                origin: self.b.origin.clone(),
+            });
+        };
+        let batch = self.b.reshape(batch, self.b.shape(moving).clone())?;
+        let keep = self.b.constant(momentum)?;
+        let take = self.b.constant(1.0 - momentum)?;
+        let old = self.b.binary(Binary::Mul, moving, keep)?;
+        let new = self.b.binary(Binary::Mul, batch, take)?;
+        let updated = self.b.binary(Binary::Add, old, new)?;
+        self.assigns.push((Output::Assign(id), updated));
+        Ok(())
+    }
+
+    fn loss(&mut self, loss: Loss, prediction: NodeId) -> Result<NodeId, IrError> {
+        let shape = self.b.shape(prediction).clone();
+        let label = self.b.shaped(Op::Label, &[], shape.clone())?;
+        let logits_of = |l: &Self, op: Op| {
+            let g = &*l.b.graph;
+            (g[prediction].op == op).then(|| g.operands(prediction)[0])
+        };
+        match loss {
+            Loss::CategoricalCrossentropy | Loss::BinaryCrossentropy => {
+                let (activation, fused) = match loss {
+                    Loss::CategoricalCrossentropy => (Op::Softmax, Op::SoftmaxCrossEntropy),
+                    _ => (Op::Unary(Unary::Sigmoid), Op::SigmoidCrossEntropy),
+                };
+                let logits = logits_of(self, activation).ok_or_else(|| IrError {
+                    message: format!("{} needs the model to end in its activation", loss.name()),
+                    origin: self.b.origin.clone(),
+                })?;
+                self.b.op(fused, &[logits, label])
+            }
+            Loss::MeanSquaredError => {
+                let diff = self.b.binary(Binary::Sub, prediction, label)?;
+                let squares = self.b.binary(Binary::Mul, diff, diff)?;
+                let sum = self.b.sum(squares, (0..shape.rank()).collect())?;
+                let (per_sample, _) = shape.count();
+                let scale = self.b.per_batch(1.0 / per_sample as f64)?;
+                let mean = self.b.binary(Binary::Mul, sum, scale)?;
+                self.b.reshape(mean, Shape::scalar())
+            }
+        }
+    }
+}

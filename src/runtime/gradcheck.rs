@@ -1,0 +1,205 @@
+//! Finite-difference gradient checking in f64: the derived backward graph
+//! must agree with central differences of the forward graph.
+
+use super::rng::Rng;
+use super::{dropout_masks, initial_weights, purpose};
+use crate::interp::{self, Feeds};
+use crate::ir::{Graph, Hyper, Op, Output};
+use crate::lower::{Mode, lower};
+use crate::parse::ast::Loss;
+use crate::shape::Checked;
+use ndarray::{ArrayD, IxDyn};
+use std::fmt;
+
+/// First step of the central difference. In f64 this balances truncation
+/// error (h^2) against rounding (eps/h).
+pub const STEP: f64 = 1e-4;
+/// Relative error is taken against at least this magnitude: the rounding
+/// error of a difference quotient of an O(1) loss is about 1e-11, so
+/// gradients below 1e-4 are in effect compared with an absolute 1e-10.
+pub const FLOOR: f64 = 1e-4;
+/// The largest relative error that passes.
+pub const TOLERANCE: f64 = 1e-6;
+
+/// One compared element.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub var: String,
+    pub index: Vec<usize>,
+    pub analytic: f64,
+    pub numeric: f64,
+    pub error: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub samples: Vec<Sample>,
+}
+
+impl Report {
+    pub fn worst(&self) -> Option<&Sample> {
+        self.samples.iter().max_by(|a, b| a.error.total_cmp(&b.error))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.worst().is_none_or(|w| w.error <= TOLERANCE)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut vars: Vec<&str> = self.samples.iter().map(|s| s.var.as_str()).collect();
+        vars.dedup();
+        for v in vars {
+            let of: Vec<&Sample> = self.samples.iter().filter(|s| s.var == v).collect();
+            let worst = of.iter().map(|s| s.error).fold(0.0, f64::max);
+            writeln!(f, "  {v:<40} {:>4} elements  max relative error {worst:.2e}", of.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a differentiated graph (`backward`, with `Grad` outputs) against
+/// its forward graph at the given point, on up to `per_var` elements of
+/// each trainable variable (always including its largest gradient).
+pub fn check_graph(
+    forward: &Graph,
+    backward: &Graph,
+    feeds: &Feeds<f64>,
+    per_var: usize,
+    rng: &mut Rng,
+) -> Result<Report, interp::Error> {
+    let outputs = interp::run(backward, feeds)?;
+    let loss_at = |vars: &[ArrayD<f64>]| -> Result<f64, interp::Error> {
+        let f = Feeds {
+            input: feeds.input.view(),
+            label: feeds.label.as_ref().map(|l| l.view()),
+            vars,
+            masks: feeds.masks,
+            hyper: feeds.hyper,
+        };
+        let out = interp::run(forward, &f)?;
+        out.iter()
+            .find(|(o, _)| *o == Output::Loss)
+            .and_then(|(_, v)| v.iter().next().copied())
+            .ok_or_else(|| interp::Error("the forward graph has no loss".into()))
+    };
+    let mut vars = feeds.vars.to_vec();
+    let mut report = Report::default();
+    for (o, grad) in &outputs {
+        let Output::Grad(v) = *o else { continue };
+        let n = grad.len();
+        let mut picks: Vec<usize> = if n <= per_var {
+            (0..n).collect()
+        } else {
+            (0..per_var.saturating_sub(1)).map(|_| rng.below(n)).collect()
+        };
+        if let Some((largest, _)) = grad.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())) {
+            picks.push(largest);
+        }
+        picks.sort_unstable();
+        picks.dedup();
+        for flat in picks {
+            let Some(original) = vars[v].as_slice_mut().map(|s| s[flat]) else {
+                continue;
+            };
+            let mut at = |x: f64| {
+                if let Some(s) = vars[v].as_slice_mut() {
+                    s[flat] = x;
+                }
+                loss_at(&vars)
+            };
+            let numeric = numeric_derivative(original, &mut at)?;
+            at(original)?;
+            let analytic = grad.as_slice().map_or(f64::NAN, |s| s[flat]);
+            let error = relative(analytic, numeric);
+            report.samples.push(Sample {
+                var: backward.vars[v].name.clone(),
+                index: unravel(flat, grad.shape()),
+                analytic,
+                numeric,
+                error: if error.is_nan() { f64::INFINITY } else { error },
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(FLOOR)
+}
+
+/// Central differences at steps h and h/2, combined by Richardson
+/// extrapolation. When the two disagree, a kink (a ReLU or a max-pool
+/// switching) lies within the step: shrink it and try again.
+fn numeric_derivative(x: f64, loss: &mut impl FnMut(f64) -> Result<f64, interp::Error>) -> Result<f64, interp::Error> {
+    let mut h = STEP;
+    let mut central = |h: f64| -> Result<f64, interp::Error> { Ok((loss(x + h)? - loss(x - h)?) / (2.0 * h)) };
+    let mut estimate = f64::NAN;
+    for _ in 0..4 {
+        let (d1, d2) = (central(h)?, central(h / 2.0)?);
+        estimate = (4.0 * d2 - d1) / 3.0;
+        if relative(d1, d2) <= TOLERANCE {
+            break;
+        }
+        h /= 10.0;
+    }
+    Ok(estimate)
+}
+
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        index[i] = flat % d.max(1);
+        flat /= d.max(1);
+    }
+    index
+}
+
+/// Random data a model accepts: inputs in [0, 1) like pixels, labels that
+/// suit its loss.
+pub fn random_batch(checked: &Checked, batch: usize, rng: &mut Rng) -> (ArrayD<f64>, ArrayD<f64>) {
+    let mut in_shape = vec![batch];
+    in_shape.extend(&checked.model.input.shape);
+    let input = ArrayD::from_shape_simple_fn(IxDyn(&in_shape), || rng.uniform());
+    let out = checked.output_shape();
+    let mut out_shape = vec![batch];
+    out_shape.extend(out);
+    let classes = out.last().copied().unwrap_or(1);
+    let label = match checked.loss() {
+        Loss::CategoricalCrossentropy => {
+            let mut l = ArrayD::zeros(IxDyn(&out_shape));
+            if let Some(s) = l.as_slice_mut() {
+                for row in s.chunks_mut(classes) {
+                    row[rng.below(classes)] = 1.0;
+                }
+            }
+            l
+        }
+        Loss::BinaryCrossentropy => ArrayD::from_shape_simple_fn(IxDyn(&out_shape), || f64::from(rng.uniform() < 0.5)),
+        Loss::MeanSquaredError => ArrayD::from_shape_simple_fn(IxDyn(&out_shape), || rng.normal()),
+    };
+    (input, label)
+}
+
+/// `cnnc gradcheck`: the model's derived gradients at random weights and a
+/// random batch, against central differences.
+pub fn check_model(checked: &Checked, seed: u64, batch: usize, per_var: usize) -> Result<Report, String> {
+    let forward = lower(checked, Mode::Training).map_err(|e| e.to_string())?;
+    let mut backward = forward.clone();
+    crate::autodiff::differentiate(&mut backward).map_err(|e| e.to_string())?;
+    let mut rng = Rng::stream(seed, purpose::GRADCHECK);
+    let vars = initial_weights::<f64>(checked, seed);
+    let (input, label) = random_batch(checked, batch, &mut rng);
+    let masks = dropout_masks::<f64>(&forward, batch, &mut Rng::stream(seed, purpose::DROPOUT));
+    let no_hyper = |_: Hyper| 0.0;
+    let feeds = Feeds {
+        input: input.view(),
+        label: Some(label.view()),
+        vars: &vars,
+        masks: &masks,
+        hyper: &no_hyper,
+    };
+    debug_assert!(forward.nodes.node_weights().all(|n| !matches!(n.op, Op::Hyper(_))));
+    check_graph(&forward, &backward, &feeds, per_var, &mut rng).map_err(|e| e.to_string())
+}

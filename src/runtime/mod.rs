@@ -1,0 +1,58 @@
+//! Running models: weights and their initial values, the random streams,
+//! gradient checking, and (in `train`) the training loop.
+
+pub mod gradcheck;
+pub mod init;
+pub mod rng;
+
+use crate::interp::Float;
+use crate::ir::Graph;
+use crate::shape::Checked;
+use ndarray::{ArrayD, IxDyn};
+use rng::Rng;
+
+/// Random purposes, each its own stream of the seed.
+pub mod purpose {
+    pub const INIT: u64 = 1;
+    pub const DROPOUT: u64 = 2;
+    pub const SHUFFLE: u64 = 3;
+    pub const GRADCHECK: u64 = 4;
+}
+
+fn cast<T: Float>(x: f64) -> T {
+    T::from_f64(x).unwrap_or_else(T::nan)
+}
+
+/// Every weight of the model at its initial value (Keras initializers,
+/// literal values where the file gives them), in `Checked::weights` order.
+pub fn initial_weights<T: Float>(checked: &Checked, seed: u64) -> Vec<ArrayD<T>> {
+    let mut rng = Rng::stream(seed, purpose::INIT);
+    checked
+        .weights()
+        .map(|w| {
+            let values = init::initialize(w, &mut rng).into_iter().map(cast).collect();
+            ArrayD::from_shape_vec(IxDyn(&w.shape), values).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&w.shape)))
+        })
+        .collect()
+}
+
+/// Fresh dropout masks for one step: each element 0 with probability
+/// `rate`, else `1/(1-rate)` (inverted dropout).
+pub fn dropout_masks<T: Float>(graph: &Graph, batch: usize, rng: &mut Rng) -> Vec<ArrayD<T>> {
+    let mut masks: Vec<(usize, ArrayD<T>)> = graph
+        .nodes
+        .node_weights()
+        .filter_map(|n| match n.op {
+            crate::ir::Op::DropoutMask { rate, index } => {
+                let shape = n.shape.resolve(batch);
+                let keep = cast::<T>(1.0 / (1.0 - rate));
+                let mask =
+                    ArrayD::from_shape_simple_fn(IxDyn(&shape), || if rng.uniform() < rate { T::zero() } else { keep });
+                Some((index, mask))
+            }
+            _ => None,
+        })
+        .collect();
+    masks.sort_by_key(|(i, _)| *i);
+    masks.into_iter().map(|(_, m)| m).collect()
+}
