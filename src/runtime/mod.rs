@@ -1,6 +1,7 @@
 //! Running models: weights and their initial values, the random streams,
 //! gradient checking, and (in `train`) the training loop.
 
+pub mod data;
 pub mod gradcheck;
 pub mod init;
 pub mod rng;

@@ -1,0 +1,140 @@
+//! Training data: the bundled `mnist10k`, IDX files (MNIST's format) and
+//! folders of images with one subfolder per class, loaded into memory in the
+//! layout of the model's input. `load` is the one entry point.
+
+mod dataset;
+mod decode;
+mod error;
+mod folder;
+mod idx;
+
+pub use dataset::{Batch, Dataset};
+pub use error::DataError;
+
+use std::path::{Path, PathBuf};
+
+/// The dataset that ships with cnnc, in `data/mnist10k`.
+pub const BUNDLED: &str = "mnist10k";
+
+const SOURCES: &str = "`data` is `mnist10k`, a folder of IDX files (train-images-idx3-ubyte.gz and its kin) \
+                       or a folder of images with one subfolder per class";
+
+/// A dataset cut for training: `val` comes from the data's own validation
+/// files or from `validation_split`, `test` from its test files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Splits {
+    pub train: Dataset,
+    pub val: Option<Dataset>,
+    pub test: Option<Dataset>,
+    /// Class names by label: digits for IDX data, folder names for images.
+    pub classes: Vec<String>,
+}
+
+/// Loads `source` for a model whose input (without the batch axis) is
+/// `input_shape` and whose output has `outputs` units. `source` is
+/// `mnist10k` or a folder, relative to `base` (the `.cnn` file's folder for
+/// a training block, the current directory for a command-line flag).
+/// `validation_split` moves the last fraction of the training samples, in
+/// file order, to `val` (Keras's semantics; 0 means none).
+pub fn load(
+    source: &str,
+    base: &Path,
+    input_shape: &[usize],
+    outputs: usize,
+    validation_split: Option<f64>,
+) -> Result<Splits, DataError> {
+    let dir = locate(source, base)?;
+    let split = validation_split.filter(|&f| f != 0.0);
+    if let Some(f) = split.filter(|f| !(0.0..1.0).contains(f)) {
+        return Err(DataError::new(dir, format!("validation_split {f} is not a fraction"))
+            .help("the validation split is between 0 and 1, e.g. `validation_split 0.2`"));
+    }
+    let model = ModelIo {
+        input: input_shape,
+        outputs,
+    };
+    if idx::holds_idx(&dir) {
+        idx::load(&dir, model, split)
+    } else {
+        folder::load(&dir, model, split)
+    }
+}
+
+/// The folder `source` names: the bundled dataset is found from the current
+/// directory (a fresh clone) or else from the source tree cnnc was built in
+/// (`cargo run` from elsewhere).
+fn locate(source: &str, base: &Path) -> Result<PathBuf, DataError> {
+    if source == BUNDLED {
+        let here = Path::new("data").join(BUNDLED);
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(BUNDLED);
+        return [here.clone(), shipped].into_iter().find(|p| p.is_dir()).ok_or_else(|| {
+            DataError::new(here, "the bundled dataset `mnist10k` is missing")
+                .help("it ships in cnnc's source tree as data/mnist10k; run cnnc from there or give the folder's path")
+        });
+    }
+    let path = base.join(source);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    let what = if path.exists() {
+        "a file, not a dataset folder"
+    } else {
+        "no such folder"
+    };
+    Err(DataError::new(path, what).help(SOURCES))
+}
+
+/// The model as the loaders see it.
+#[derive(Clone, Copy, Debug)]
+struct ModelIo<'a> {
+    input: &'a [usize],
+    outputs: usize,
+}
+
+impl ModelIo<'_> {
+    /// Classes the output tells apart: one per unit, or two for a single
+    /// (sigmoid) unit.
+    fn classes(&self) -> usize {
+        if self.outputs == 1 { 2 } else { self.outputs }
+    }
+
+    /// Height, width and channels when the input is an image (`HxW` is one
+    /// channel).
+    fn image(&self) -> Option<[usize; 3]> {
+        match *self.input {
+            [h, w] => Some([h, w, 1]),
+            [h, w, c] => Some([h, w, c]),
+            _ => None,
+        }
+    }
+
+    /// The input as the `.cnn` file writes it.
+    fn input_text(&self) -> String {
+        dims(self.input)
+    }
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x")
+}
+
+/// How many of `n` samples stay for training: Keras cuts at
+/// floor(n * (1 - split)).
+fn training_count(n: usize, split: f64) -> usize {
+    (n as f64 * (1.0 - split)).floor() as usize
+}
+
+/// A split that leaves one side empty is a mistake, not a choice.
+fn check_split(train: usize, val: usize, split: f64, file: &Path) -> Result<(), DataError> {
+    if train > 0 && val > 0 {
+        return Ok(());
+    }
+    Err(DataError::new(
+        file,
+        format!(
+            "validation_split {split} of {} samples leaves {train} for training and {val} for validation",
+            train + val
+        ),
+    )
+    .help("choose a split that leaves samples on both sides, e.g. `validation_split 0.2`"))
+}
