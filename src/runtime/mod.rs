@@ -1,9 +1,12 @@
 //! Running models: weights and their initial values, the random streams,
 //! gradient checking, and (in `train`) the training loop.
 
+pub mod checkpoint;
 pub mod data;
 pub mod gradcheck;
 pub mod init;
+pub mod metrics;
+pub mod plot;
 pub mod rng;
 
 use crate::interp::Float;

@@ -1,0 +1,238 @@
+//! The learning curves of a run as a PNG: loss and accuracy against epoch,
+//! training and validation, in two panels side by side.
+
+use super::checkpoint::{FileError, write_atomic};
+use super::metrics::EpochMetrics;
+use image::codecs::png::PngEncoder;
+use image::imageops::{self, FilterType};
+use image::{ExtendedColorType, ImageEncoder, RgbImage};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub const WIDTH: u32 = 1200;
+pub const HEIGHT: u32 = 480;
+
+/// The plot is drawn this many times larger and scaled down: plotters draws
+/// lines without anti-aliasing and places glyphs up to a pixel off (it
+/// ignores their side bearings), and both show less at a fraction of a pixel.
+const SUPERSAMPLE: u32 = 2;
+
+/// A length in pixels of the finished image, in pixels of the drawing.
+fn px(length: u32) -> u32 {
+    length * SUPERSAMPLE
+}
+
+// Bundled so that drawing needs no system fonts (see data/fonts/LICENSE-DejaVu.txt).
+static FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+// Matplotlib's first two colours, which readers of learning curves know.
+const TRAINING: RGBColor = RGBColor(31, 119, 180);
+const VALIDATION: RGBColor = RGBColor(255, 127, 14);
+const GRID: RGBColor = RGBColor(232, 232, 232);
+const AXIS: RGBColor = RGBColor(90, 90, 90);
+
+/// Up to this many epochs each one also gets a dot; beyond, dots would
+/// only thicken the line.
+const MAX_DOTS: usize = 40;
+
+#[derive(Debug)]
+pub enum PlotError {
+    File(FileError),
+    Draw { path: PathBuf, reason: String },
+}
+
+/// Draws the curves of `epochs` of model `model` and writes them to `path`
+/// as a `WIDTH` x `HEIGHT` PNG, atomically.
+pub fn write_learning_curves(path: &Path, model: &str, epochs: &[EpochMetrics]) -> Result<(), PlotError> {
+    let png = render(model, epochs).map_err(|reason| PlotError::Draw {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    write_atomic(path, &png).map_err(PlotError::File)
+}
+
+struct Series {
+    label: &'static str,
+    color: RGBColor,
+    points: Vec<(u64, f64)>,
+}
+
+struct Panel {
+    title: &'static str,
+    series: Vec<Series>,
+    y_range: Range<f64>,
+    legend: SeriesLabelPosition,
+}
+
+fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    if !REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
+        return Err("the bundled font is not a valid TrueType font".into());
+    }
+    let loss = series(epochs, |m| Some(m.loss), |m| m.val_loss);
+    let accuracy = series(epochs, |m| Some(m.accuracy), |m| m.val_accuracy);
+    let loss = Panel {
+        title: "Loss",
+        y_range: loss_range(&loss),
+        series: loss,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    let accuracy = Panel {
+        title: "Accuracy",
+        y_range: accuracy_range(&accuracy),
+        series: accuracy,
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    let last = epochs.iter().map(|m| m.epoch).max().unwrap_or(1);
+
+    let (width, height) = (px(WIDTH), px(HEIGHT));
+    let mut pixels = vec![255; width as usize * height as usize * 3];
+    {
+        let backend = BitMapBackend::with_buffer_and_format(&mut pixels, (width, height)).map_err(|e| e.to_string())?;
+        let root = backend.into_drawing_area().margin(px(8), 0, 0, 0);
+        let title = format!("{model}: learning curves");
+        let root = root.titled(&title, font(24, BLACK)).map_err(|e| e.to_string())?;
+        let (left, right) = root.split_horizontally(width / 2);
+        draw_panel(&left, &loss, last)?;
+        draw_panel(&right, &accuracy, last)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let drawn = RgbImage::from_raw(width, height, pixels).ok_or("the drawing has the wrong size")?;
+    let image = imageops::resize(&drawn, WIDTH, HEIGHT, FilterType::Triangle);
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(image.as_raw(), WIDTH, HEIGHT, ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(png)
+}
+
+fn font(size: u32, color: RGBColor) -> TextStyle<'static> {
+    (FAMILY, px(size)).into_font().color(&color)
+}
+
+/// Training always; validation only when the run had validation data.
+/// Points that are not finite (a diverged loss) are left out.
+fn series(
+    epochs: &[EpochMetrics],
+    training: impl Fn(&EpochMetrics) -> Option<f64>,
+    validation: impl Fn(&EpochMetrics) -> Option<f64>,
+) -> Vec<Series> {
+    let points = |value: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(u64, f64)> {
+        epochs
+            .iter()
+            .filter_map(|m| value(m).filter(|v| v.is_finite()).map(|v| (m.epoch, v)))
+            .collect()
+    };
+    let mut all = vec![Series {
+        label: "training",
+        color: TRAINING,
+        points: points(&training),
+    }];
+    let validation = points(&validation);
+    if !validation.is_empty() {
+        all.push(Series {
+            label: "validation",
+            color: VALIDATION,
+            points: validation,
+        });
+    }
+    all
+}
+
+fn values(series: &[Series]) -> impl Iterator<Item = f64> + '_ {
+    series.iter().flat_map(|s| s.points.iter().map(|&(_, v)| v))
+}
+
+/// From zero, so that how far the loss fell reads at a glance.
+fn loss_range(series: &[Series]) -> Range<f64> {
+    let top = values(series).fold(0.0, f64::max);
+    if top > 0.0 { 0.0..top * 1.08 } else { 0.0..1.0 }
+}
+
+/// Up to 1, from a tenth below the lowest value, so late gains of a
+/// fraction of a percent stay visible.
+fn accuracy_range(series: &[Series]) -> Range<f64> {
+    let low = values(series).fold(1.0, f64::min);
+    let bottom = ((low - 0.02) * 10.0).floor() / 10.0;
+    bottom.clamp(0.0, 0.9)..1.0
+}
+
+fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, last: u64) -> Result<(), String> {
+    // Integer epochs, with one spare on each side so the first and last
+    // points are not drawn on the frame.
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.title, font(18, BLACK))
+        .margin(px(16))
+        .x_label_area_size(px(44))
+        .y_label_area_size(px(64))
+        .build_cartesian_2d(0..last + 1, panel.y_range.clone())
+        .map_err(|e| e.to_string())?;
+    let x_labels = usize::try_from(last + 2).unwrap_or(usize::MAX).min(11);
+    // Enough decimals to tell neighbouring ticks apart.
+    let step = (panel.y_range.end - panel.y_range.start) / 8.0;
+    let decimals = (-step.log10().floor()).clamp(1.0, 6.0) as usize;
+    let epoch_label = |&epoch: &u64| {
+        if (1..=last).contains(&epoch) {
+            epoch.to_string()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(panel.title.to_lowercase())
+        .x_labels(x_labels)
+        .y_labels(8)
+        .x_label_formatter(&epoch_label)
+        .y_label_formatter(&|v| format!("{v:.decimals$}"))
+        .label_style(font(13, AXIS))
+        .axis_desc_style(font(14, AXIS))
+        .axis_style(AXIS.stroke_width(px(1)))
+        .bold_line_style(GRID.stroke_width(px(1)))
+        .light_line_style(TRANSPARENT)
+        .set_all_tick_mark_size(px(4))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for s in &panel.series {
+        let style = s.color.stroke_width(px(2));
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), style))
+            .map_err(|e| e.to_string())?
+            .label(s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + px(20) as i32, y)], style));
+        if s.points.len() <= MAX_DOTS {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, px(3), s.color.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(panel.legend.clone())
+        .label_font(font(13, AXIS))
+        .background_style(WHITE.mix(0.9))
+        .border_style(GRID.stroke_width(px(1)))
+        .margin(px(12))
+        .legend_area_size(px(26))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+impl fmt::Display for PlotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlotError::File(e) => e.fmt(f),
+            PlotError::Draw { path, reason } => write!(f, "cannot draw `{}`: {reason}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for PlotError {}

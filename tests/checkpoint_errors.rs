@@ -1,0 +1,317 @@
+//! A weights file that does not fit the model, or is no weights file at all,
+//! is an error naming the file and every tensor that is wrong.
+
+use cnnc::runtime::checkpoint::{
+    CheckpointError, Metadata, OptimizerState, Problem, Tensor, load, load_optimizer, save, save_optimizer,
+};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use std::path::{Path, PathBuf};
+
+/// A directory of its own for one test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("cnnc-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn zeros(name: &str, shape: &[usize]) -> Tensor {
+    Tensor {
+        name: name.into(),
+        shape: shape.into(),
+        data: vec![0.0; shape.iter().product()],
+    }
+}
+
+fn saved(dir: &Path, tensors: &[Tensor]) -> PathBuf {
+    let path = dir.join("mnist_cnn.safetensors");
+    save(&path, tensors, &Metadata::new()).unwrap();
+    path
+}
+
+fn problems(result: Result<impl std::fmt::Debug, CheckpointError>) -> (Vec<Problem>, String) {
+    match result {
+        Err(e @ CheckpointError::Mismatch { .. }) => {
+            let message = e.to_string();
+            let CheckpointError::Mismatch { problems, .. } = e else {
+                unreachable!()
+            };
+            (problems, message)
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
+
+const MODEL: [(&str, &[usize]); 4] = [
+    ("conv2d/kernel", &[3, 3, 1, 32]),
+    ("conv2d/bias", &[32]),
+    ("dense/kernel", &[800, 128]),
+    ("dense/bias", &[128]),
+];
+
+#[test]
+fn a_shape_mismatch_names_both_shapes() {
+    let dir = Scratch::new("shape");
+    let mut tensors: Vec<Tensor> = MODEL.iter().map(|(n, s)| zeros(n, s)).collect();
+    tensors[2] = zeros("dense/kernel", &[4608, 128]);
+    let path = saved(&dir, &tensors);
+    let (found, message) = problems(load(&path, &MODEL));
+    assert_eq!(
+        found,
+        [Problem::Shape {
+            name: "dense/kernel".into(),
+            found: vec![4608, 128],
+            expected: vec![800, 128]
+        }]
+    );
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(
+        message.contains("`dense/kernel` has shape [4608, 128] in the file, the model needs [800, 128]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_tensor_suggests_a_similar_name_and_every_problem_is_listed() {
+    let dir = Scratch::new("missing");
+    let path = saved(
+        &dir,
+        &[
+            zeros("conv2d/kernel", &[3, 3, 1, 16]),
+            zeros("conv2d/bais", &[32]),
+            zeros("dense/kernel", &[800, 128]),
+            zeros("dense_7/kernel", &[5, 5]),
+        ],
+    );
+    let (found, message) = problems(load(&path, &MODEL));
+    assert_eq!(
+        found,
+        [
+            Problem::Shape {
+                name: "conv2d/kernel".into(),
+                found: vec![3, 3, 1, 16],
+                expected: vec![3, 3, 1, 32]
+            },
+            Problem::Missing {
+                name: "conv2d/bias".into(),
+                similar: Some("conv2d/bais".into())
+            },
+            Problem::Missing {
+                name: "dense/bias".into(),
+                similar: None
+            },
+            Problem::Unexpected {
+                name: "dense_7/kernel".into()
+            },
+        ]
+    );
+    for line in [
+        "`conv2d/bias` is missing (did you mean `conv2d/bais`?)",
+        "`dense/bias` is missing",
+        "`dense_7/kernel` is in the file but not in the model",
+        "help: tensors the model lacks mean the file was saved from another model",
+    ] {
+        assert!(message.contains(line), "{line} not in:\n{message}");
+    }
+    assert!(
+        message.starts_with(&format!("`{}` does not fit the model:", path.display())),
+        "{message}"
+    );
+}
+
+#[test]
+fn extra_tensors_alone_are_an_error() {
+    let dir = Scratch::new("extra");
+    let mut tensors: Vec<Tensor> = MODEL.iter().map(|(n, s)| zeros(n, s)).collect();
+    tensors.push(zeros("dense_1/kernel", &[128, 10]));
+    tensors.push(zeros("dense_1/bias", &[10]));
+    let path = saved(&dir, &tensors);
+    let (found, _) = problems(load(&path, &MODEL));
+    let names = ["dense_1/bias", "dense_1/kernel"];
+    assert_eq!(found, names.map(|n| Problem::Unexpected { name: n.into() }));
+}
+
+#[test]
+fn an_integer_tensor_is_named_with_its_dtype() {
+    let dir = Scratch::new("dtype");
+    let path = dir.join("ints.safetensors");
+    let bytes = vec![0u8; 32 * 8];
+    let view = TensorView::new(Dtype::I64, vec![32], &bytes).unwrap();
+    std::fs::write(&path, safetensors::serialize([("conv2d/bias", view)], None).unwrap()).unwrap();
+    let (found, message) = problems(load(&path, &[("conv2d/bias", &[32])]));
+    assert_eq!(
+        found,
+        [Problem::Dtype {
+            name: "conv2d/bias".into(),
+            dtype: "I64".into()
+        }]
+    );
+    assert!(message.contains("`conv2d/bias` holds I64 values"), "{message}");
+    assert!(message.contains("ints.safetensors"), "{message}");
+}
+
+fn not_safetensors(path: &Path) -> String {
+    match load(path, &MODEL) {
+        Err(e @ CheckpointError::NotSafetensors { .. }) => e.to_string(),
+        other => panic!("expected not-safetensors, got {other:?}"),
+    }
+}
+
+#[test]
+fn garbage_empty_and_foreign_files_are_not_safetensors() {
+    let dir = Scratch::new("garbage");
+    let cases: [(&str, &[u8]); 4] = [
+        ("empty.safetensors", b""),
+        ("model.h5", b"\x89HDF\r\n\x1a\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+        ("text.safetensors", b"conv2d/kernel = [1, 2, 3]\n"),
+        // A plausible length followed by a header that is not JSON.
+        ("truncated.safetensors", b"\x10\0\0\0\0\0\0\0{\"a\": {\"dtype\""),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let message = not_safetensors(&path);
+        assert!(
+            message.contains(&format!("`{}` is not a safetensors file", path.display())),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn keras_own_formats_are_recognised() {
+    let dir = Scratch::new("keras-formats");
+    let cases: [(&str, &[u8], &str); 2] = [
+        ("model.weights.h5", b"\x89HDF\r\n\x1a\n\0\0\0\0", "it is HDF5"),
+        ("model.keras", b"PK\x03\x04\x14\0\0\0", "it is a zip archive"),
+    ];
+    for (name, bytes, why) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let message = not_safetensors(&path);
+        assert!(message.contains(why) && message.contains(name), "{message}");
+    }
+}
+
+#[test]
+fn a_file_cut_short_is_not_safetensors() {
+    let dir = Scratch::new("cut");
+    let path = saved(&dir, &[zeros("dense/bias", &[128])]);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+    let message = not_safetensors(&path);
+    assert!(message.contains("mnist_cnn.safetensors"), "{message}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = Scratch::new("nofile");
+    let path = dir.join("nope.safetensors");
+    let e = load(&path, &MODEL).unwrap_err();
+    assert!(matches!(e, CheckpointError::File(_)), "{e:?}");
+    assert_eq!(e.to_string(), format!("no such file `{}`", path.display()));
+}
+
+#[test]
+fn tensors_that_cannot_form_a_file_are_refused_before_writing() {
+    let dir = Scratch::new("invalid");
+    let path = dir.join("w.safetensors");
+    let mut short = zeros("dense/kernel", &[2, 3]);
+    short.data.pop();
+    let cases = [
+        (vec![short], "`dense/kernel` has shape [2, 3] but 5 values"),
+        (vec![zeros("a", &[1]), zeros("a", &[2])], "two tensors are named `a`"),
+        (vec![zeros("__metadata__", &[1])], "`__metadata__`"),
+    ];
+    for (tensors, why) in cases {
+        let e = save(&path, &tensors, &Metadata::new()).unwrap_err();
+        let message = e.to_string();
+        assert!(matches!(e, CheckpointError::Invalid { .. }), "{e:?}");
+        assert!(message.contains(why) && message.contains("w.safetensors"), "{message}");
+        assert!(!path.exists());
+    }
+}
+
+fn adam_at_epoch(epoch: u64) -> OptimizerState {
+    OptimizerState {
+        optimizer: "adam".into(),
+        iterations: 100,
+        epoch,
+        seed: 1,
+        slots: vec![
+            zeros("dense/bias/momentum", &[128]),
+            zeros("dense/bias/velocity", &[128]),
+        ],
+    }
+}
+
+#[test]
+fn optimizer_state_from_another_optimizer_or_epoch_is_refused() {
+    let dir = Scratch::new("opt-mismatch");
+    let weights = dir.join("mnist_cnn.safetensors");
+    save_optimizer(&weights, &adam_at_epoch(2)).unwrap();
+    let slots: [(&str, &[usize]); 1] = [("dense/bias/momentum", &[128])];
+    let (found, message) = problems(load_optimizer(&weights, "sgd", 3, &slots));
+    assert_eq!(
+        found,
+        [
+            Problem::Unexpected {
+                name: "dense/bias/velocity".into()
+            },
+            Problem::Metadata {
+                key: "optimizer".into(),
+                found: Some("adam".into()),
+                expected: "`sgd`, the model's optimizer".into()
+            },
+            Problem::Metadata {
+                key: "epoch".into(),
+                found: Some("2".into()),
+                expected: "`3`, the epoch of the weights".into()
+            },
+        ]
+    );
+    assert!(message.contains("mnist_cnn.optimizer.safetensors"), "{message}");
+    assert!(
+        message.contains("metadata `epoch` is `2`, expected `3`, the epoch of the weights"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_weights_file_is_not_optimizer_state() {
+    let dir = Scratch::new("opt-foreign");
+    let weights = dir.join("m.safetensors");
+    let meta = Metadata::from([("epoch".to_string(), "1".to_string())]);
+    save(&dir.join("m.optimizer.safetensors"), &[], &meta).unwrap();
+    let (found, message) = problems(load_optimizer(&weights, "sgd", 1, &[]));
+    let keys: Vec<&str> = found
+        .iter()
+        .map(|p| match p {
+            Problem::Metadata { key, found: None, .. } => key.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(keys, ["format", "optimizer", "iterations", "seed"]);
+    assert!(
+        message.contains("metadata `seed` is missing, expected a whole number"),
+        "{message}"
+    );
+}

@@ -1,0 +1,131 @@
+//! The learning-curve PNG: a valid image of the documented size, with a
+//! curve for training and, when there is validation data, one for it.
+
+use cnnc::runtime::metrics::EpochMetrics;
+use cnnc::runtime::plot::{HEIGHT, PlotError, WIDTH, write_learning_curves};
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+
+/// A directory of its own for one test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("cnnc-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(epochs: u64, validation: bool) -> Vec<EpochMetrics> {
+    (1..=epochs)
+        .map(|epoch| {
+            let e = epoch as f64;
+            EpochMetrics {
+                epoch,
+                loss: 0.05 + 1.2 / e,
+                accuracy: 0.99 - 0.5 / (e + 1.0),
+                val_loss: validation.then_some(0.1 + 1.0 / e + 0.004 * e),
+                val_accuracy: validation.then_some(0.97 - 0.5 / (e + 1.0)),
+                seconds: 10.0,
+                samples_per_sec: 3000.0,
+            }
+        })
+        .collect()
+}
+
+fn drawn(path: &Path) -> RgbImage {
+    let bytes = std::fs::read(path).unwrap();
+    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()))
+        .to_rgb8()
+}
+
+/// Pixels close to one of the curve colours.
+fn pixels_near(image: &RgbImage, [r, g, b]: [u8; 3]) -> usize {
+    image
+        .pixels()
+        .filter(|p| p.0.iter().zip([r, g, b]).all(|(&a, b)| a.abs_diff(b) < 24))
+        .count()
+}
+
+const TRAINING: [u8; 3] = [31, 119, 180];
+const VALIDATION: [u8; 3] = [255, 127, 14];
+
+fn check(epochs: u64, validation: bool) {
+    let dir = Scratch::new(&format!("plot-{epochs}-{validation}"));
+    let path = dir.join("curves.png");
+    write_learning_curves(&path, "mnist_cnn", &run(epochs, validation)).unwrap();
+    let image = drawn(&path);
+    assert_eq!(image.dimensions(), (WIDTH, HEIGHT));
+    let (training, validated) = (pixels_near(&image, TRAINING), pixels_near(&image, VALIDATION));
+    // The legend's sample line is about 40 pixels; each epoch adds a dot
+    // and a stretch of line.
+    let curve = 40 + 15 * epochs as usize;
+    assert!(training > curve, "no training curve: {training} pixels");
+    if validation {
+        assert!(validated > curve, "no validation curve: {validated} pixels");
+    } else {
+        assert_eq!(validated, 0, "a validation curve without validation data");
+    }
+    // Text is drawn with the bundled font: the title row is not blank.
+    let dark_in_title = (0..WIDTH)
+        .flat_map(|x| (0..40).map(move |y| (x, y)))
+        .filter(|&(x, y)| image.get_pixel(x, y).0.iter().all(|&c| c < 100))
+        .count();
+    assert!(dark_in_title > 50, "no title text");
+}
+
+#[test]
+fn one_epoch_with_validation() {
+    check(1, true);
+}
+
+#[test]
+fn one_epoch_without_validation() {
+    check(1, false);
+}
+
+#[test]
+fn thirty_epochs_with_validation() {
+    check(30, true);
+}
+
+#[test]
+fn thirty_epochs_without_validation() {
+    check(30, false);
+}
+
+#[test]
+fn a_diverged_run_still_plots() {
+    let dir = Scratch::new("plot-nan");
+    let path = dir.join("curves.png");
+    let mut epochs = run(5, true);
+    epochs[3].loss = f64::NAN;
+    epochs[4].loss = f64::INFINITY;
+    write_learning_curves(&path, "mnist_cnn", &epochs).unwrap();
+    assert_eq!(drawn(&path).dimensions(), (WIDTH, HEIGHT));
+}
+
+#[test]
+fn an_unwritable_path_is_named() {
+    let dir = Scratch::new("plot-nodir");
+    let path = dir.join("missing/curves.png");
+    let e = write_learning_curves(&path, "m", &run(2, false)).unwrap_err();
+    assert!(matches!(e, PlotError::File(_)), "{e:?}");
+    assert!(e.to_string().contains(&format!("`{}`", path.display())), "{e}");
+}
