@@ -178,14 +178,27 @@ fn not_safetensors(path: &Path) -> String {
 #[test]
 fn garbage_empty_and_foreign_files_are_not_safetensors() {
     let dir = Scratch::new("garbage");
-    let cases: [(&str, &[u8]); 4] = [
-        ("empty.safetensors", b""),
-        ("model.h5", b"\x89HDF\r\n\x1a\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
-        ("text.safetensors", b"conv2d/kernel = [1, 2, 3]\n"),
-        // A plausible length followed by a header that is not JSON.
-        ("truncated.safetensors", b"\x10\0\0\0\0\0\0\0{\"a\": {\"dtype\""),
+    let length = "its first 8 bytes are not the length of a safetensors header";
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("empty.safetensors", b"", "it is shorter than a safetensors header"),
+        (
+            "model.bin",
+            b"\0\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10",
+            length,
+        ),
+        ("text.safetensors", b"conv2d/kernel = [1, 2, 3]\n", length),
+        (
+            "cut.safetensors",
+            b"\x10\0\0\0\0\0\0\0{\"a\": {\"dtype\"",
+            "it ends inside its header",
+        ),
+        (
+            "json.safetensors",
+            b"\x08\0\0\0\0\0\0\0not json",
+            "invalid JSON in header",
+        ),
     ];
-    for (name, bytes) in cases {
+    for (name, bytes, why) in cases {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         let message = not_safetensors(&path);
@@ -193,6 +206,7 @@ fn garbage_empty_and_foreign_files_are_not_safetensors() {
             message.contains(&format!("`{}` is not a safetensors file", path.display())),
             "{message}"
         );
+        assert!(message.contains(why), "{why} not in:\n{message}");
     }
 }
 

@@ -317,7 +317,15 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
     if let Some(format) = keras_format(&bytes) {
         return Err(foreign(format.into()));
     }
-    let foreign = |e: SafeTensorError| foreign(e.to_string());
+    let foreign = |e: SafeTensorError| {
+        foreign(match e {
+            SafeTensorError::HeaderTooSmall => "it is shorter than a safetensors header".into(),
+            // The first 8 bytes of anything else read as an absurd length.
+            SafeTensorError::HeaderTooLarge => "its first 8 bytes are not the length of a safetensors header".into(),
+            SafeTensorError::InvalidHeaderLength => "it ends inside its header: was it cut short?".into(),
+            other => other.to_string(),
+        })
+    };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(foreign)?;
     let file = SafeTensors::deserialize(&bytes).map_err(foreign)?;
 
