@@ -95,10 +95,14 @@ impl Diagnostic {
 /// be a plausible typo.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
+    let near = |c: &str| (c.len().max(word.len()) / 3).max(1);
     candidates
         .into_iter()
+        // The distance is at least the difference in length; skipping those
+        // keeps a megabyte-long word from costing seconds.
+        .filter(|c| word.len().abs_diff(c.len()) <= near(c))
         .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
-        .filter(|&(d, c)| d <= (c.len().max(word.len()) / 3).max(1))
+        .filter(|&(d, c)| d <= near(c))
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }
@@ -112,8 +116,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -27,7 +27,17 @@ impl<'a> Args<'a> {
     /// Binds values to `positional` in order and `name=value` pairs to any of
     /// `keywords` (which include the positional names).
     pub fn bind(statement: &'a Statement, positional: &[&'static str], keywords: &[&'static str]) -> Args<'a> {
-        let what = &statement.keyword.text;
+        Args::bind_as(statement, &statement.keyword.text, positional, keywords)
+    }
+
+    /// Like `bind`, naming the statement `what` in errors: `adam` rather
+    /// than `optimizer`.
+    pub fn bind_as(
+        statement: &'a Statement,
+        what: &str,
+        positional: &[&'static str],
+        keywords: &[&'static str],
+    ) -> Args<'a> {
         let mut args = Args {
             statement,
             bound: Vec::new(),
@@ -44,13 +54,13 @@ impl<'a> Args<'a> {
                             [one] => format!("one value without a name (`{one}`)"),
                             many => format!("{} values without a name ({})", many.len(), quoted(many)),
                         };
-                        let mut e = Diagnostic::error(arg.value.span, format!("too many values for `{what}`"))
+                        let e = Diagnostic::error(arg.value.span, format!("too many values for `{what}`"))
                             .label("unexpected value")
                             .note(format!("`{what}` takes {takes}"));
-                        if !keywords.is_empty() {
-                            e = e.help(format!("name the argument, one of {}", quoted(keywords)));
-                        }
-                        args.errors.push(e);
+                        args.errors.push(match meant_for(&arg.value, keywords) {
+                            Some(key) => e.help(format!("write it as `{key}={}`", arg.value.kind.text())),
+                            None => e.help("remove it, or write it as `name=value` for one of the other arguments"),
+                        });
                         continue;
                     }
                 },
@@ -156,11 +166,34 @@ impl<'a> Args<'a> {
     }
 }
 
+/// The argument a stray positional value was most likely meant for, judged
+/// by the value alone: `relu` is an activation, `same` a padding.
+fn meant_for(value: &Value, keywords: &[&'static str]) -> Option<&'static str> {
+    let ValueKind::Name(name) = &value.kind else {
+        return None;
+    };
+    let key = if super::ast::Activation::ALL.iter().any(|(n, _)| n == name) {
+        "activation"
+    } else if name == "same" || name == "valid" {
+        "padding"
+    } else {
+        return None;
+    };
+    keywords.iter().copied().find(|k| *k == key)
+}
+
 fn quoted(names: &[&str]) -> String {
     names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn wrong(value: &Value, what: &str, expected: &str) -> Diagnostic {
+    // A bare argument name reads as code; a phrase such as "the dropout
+    // rate" reads as prose.
+    let what = if what.contains(' ') {
+        what.to_string()
+    } else {
+        format!("`{what}`")
+    };
     Diagnostic::error(
         value.span,
         format!("{what} must be {expected}, found {}", value.kind.describe()),
@@ -172,12 +205,8 @@ fn wrong(value: &Value, what: &str, expected: &str) -> Diagnostic {
 pub fn count(value: &Value, what: &str) -> Result<usize, Diagnostic> {
     match &value.kind {
         ValueKind::Number(x, _) if x.fract() == 0.0 && *x >= 1.0 && *x <= MAX_SIZE as f64 => Ok(*x as usize),
-        ValueKind::Number(x, _) if *x > MAX_SIZE as f64 => {
-            Err(wrong(value, what, "a whole number").help(format!("the largest size cnnc accepts is {MAX_SIZE}")))
-        }
-        ValueKind::Number(x, _) if x.fract() == 0.0 => {
-            Err(wrong(value, what, "at least 1").help(format!("{what} is a count: 1 or more")))
-        }
+        ValueKind::Number(x, _) if *x > MAX_SIZE as f64 => Err(wrong(value, what, &format!("at most {MAX_SIZE}"))),
+        ValueKind::Number(x, _) if x.fract() == 0.0 => Err(wrong(value, what, "at least 1")),
         _ => Err(wrong(value, what, "a whole number of at least 1")),
     }
 }
@@ -192,31 +221,45 @@ pub fn natural(value: &Value, what: &str) -> Result<u64, Diagnostic> {
 
 /// A 2-D window: `3` means 3x3, `5x3` is height 5, width 3.
 pub fn window(value: &Value, what: &str) -> Result<[usize; 2], Diagnostic> {
+    let too_small = || {
+        wrong(value, what, "at least 1 on each side").help(match what {
+            "strides" => "a stride is how far the window moves per step: `strides=2` or `strides=2x1`",
+            _ => "write a height x width of 1 or more, e.g. `3x3`",
+        })
+    };
     match &value.kind {
+        ValueKind::Number(x, _) if *x < 1.0 => Err(too_small()),
         ValueKind::Number(..) => count(value, what).map(|n| [n, n]),
         ValueKind::Dims(d) if d.len() == 2 => {
-            if d.iter().any(|&x| x == 0 || x > MAX_SIZE) {
-                Err(wrong(value, what, "at least 1x1").help(format!("each side of {what} is 1 or more")))
+            if d.contains(&0) {
+                Err(too_small())
+            } else if d.iter().any(|&x| x > MAX_SIZE) {
+                Err(wrong(value, what, &format!("at most {MAX_SIZE} on each side")))
             } else {
                 Ok([d[0] as usize, d[1] as usize])
             }
         }
-        ValueKind::Dims(_) => Err(wrong(value, what, "a height x width like `3x3`")),
+        ValueKind::Dims(d) => Err(wrong(value, what, "a height x width like `3x3`").help(format!(
+            "a 2-D window has two sides; the channels come from the layer's input: write `{}x{}`",
+            d[0],
+            d.get(1).copied().unwrap_or(d[0])
+        ))),
         _ => Err(wrong(value, what, "a size like `3x3` or `3`")),
     }
 }
 
 /// A number `lo <= x < hi` (or `<= hi` when `hi_inclusive`).
 pub fn number_in(value: &Value, what: &str, lo: f64, hi: f64, hi_inclusive: bool) -> Result<f64, Diagnostic> {
-    let bracket = if hi_inclusive { ']' } else { ')' };
     let range = if hi.is_infinite() {
         format!("at least {lo}")
+    } else if hi_inclusive {
+        format!("from {lo} to {hi}")
     } else {
-        format!("in [{lo}, {hi}{bracket}")
+        format!("at least {lo} and below {hi}")
     };
     match &value.kind {
         ValueKind::Number(x, _) if *x >= lo && (*x < hi || (hi_inclusive && *x == hi)) => Ok(*x),
-        ValueKind::Number(..) => Err(wrong(value, what, &format!("a number {range}"))),
+        ValueKind::Number(..) => Err(wrong(value, what, &range)),
         _ => Err(wrong(value, what, "a number")),
     }
 }
@@ -230,11 +273,11 @@ pub fn positive(value: &Value, what: &str) -> Result<f64, Diagnostic> {
 }
 
 pub fn boolean(value: &Value, what: &str) -> Result<bool, Diagnostic> {
-    choice(
-        value,
-        what,
-        &[("true", true), ("false", false), ("True", true), ("False", false)],
-    )
+    match &value.kind {
+        ValueKind::Name(n) if n == "true" || n == "True" => Ok(true),
+        ValueKind::Name(n) if n == "false" || n == "False" => Ok(false),
+        _ => Err(wrong(value, what, "`true` or `false`")),
+    }
 }
 
 /// One of a fixed set of names, with a did-you-mean.

@@ -3,7 +3,7 @@
 
 use super::args::{self, Args};
 use super::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding};
-use super::syntax::ValueKind;
+use super::syntax::{Value, ValueKind};
 use crate::diag::Diagnostic;
 
 /// Keywords, with the Keras-flavoured spellings accepted for them.
@@ -69,27 +69,37 @@ fn initializer_arg(a: &mut Args, name: &str, default: Init) -> Option<Init> {
     })
 }
 
+/// A count, with `help` when the value is zero or negative.
+fn count(v: &Value, what: &str, help: &str) -> Result<usize, Diagnostic> {
+    args::count(v, what).map_err(|e| match v.kind {
+        ValueKind::Number(x, _) if x < 1.0 => e.help(help),
+        _ => e,
+    })
+}
+
 fn conv2d(a: &mut Args) -> Option<LayerKind> {
     // `conv2d 3x3 32` is a common slip: say which comes first.
     let swapped = matches!(
         (a.positional(0).map(|v| &v.kind), a.positional(1).map(|v| &v.kind)),
         (Some(ValueKind::Dims(_)), Some(ValueKind::Number(..)))
     );
-    if swapped {
-        if let Some(first) = a.positional(0) {
-            a.errors.push(
-                Diagnostic::error(
-                    first.span,
-                    "conv2d takes the number of filters first, then the kernel size",
-                )
-                .label("this is a kernel size")
-                .help("write e.g. `conv2d 32 3x3`"),
-            );
-            return None;
-        }
+    if swapped && let Some(first) = a.positional(0) {
+        a.errors.push(
+            Diagnostic::error(
+                first.span,
+                "conv2d takes the number of filters first, then the kernel size",
+            )
+            .label("this is a kernel size")
+            .help("write e.g. `conv2d 32 3x3`"),
+        );
+        return None;
     }
     let filters = a.require("filters", "write e.g. `conv2d 32 3x3` for 32 filters of 3x3", |v| {
-        args::count(v, "filters")
+        count(
+            v,
+            "the number of filters",
+            "a convolution needs at least one filter, e.g. `conv2d 32 3x3`",
+        )
     });
     let kernel_size = a.require("kernel_size", "write e.g. `conv2d 32 3x3` for a 3x3 kernel", |v| {
         args::window(v, "kernel_size")
@@ -114,7 +124,11 @@ fn conv2d(a: &mut Args) -> Option<LayerKind> {
 
 fn dense(a: &mut Args) -> Option<LayerKind> {
     let units = a.require("units", "write e.g. `dense 128` for 128 units", |v| {
-        args::count(v, "units")
+        count(
+            v,
+            "the number of units",
+            "a dense layer needs at least one unit, e.g. `dense 128`",
+        )
     });
     let activation = activation_arg(a);
     let use_bias = a.or("use_bias", true, |v| args::boolean(v, "use_bias"));
@@ -152,7 +166,11 @@ fn dropout(a: &mut Args) -> Option<LayerKind> {
     let rate = a.require(
         "rate",
         "write e.g. `dropout 0.5` to drop half of the values while training",
-        |v| args::number_in(v, "the dropout rate", 0.0, 1.0, false),
+        |v| {
+            args::number_in(v, "the dropout rate", 0.0, 1.0, false).map_err(|e| {
+                e.help("the rate is the fraction of values dropped while training: 0 keeps all, 1 would drop all; e.g. `dropout 0.5`")
+            })
+        },
     )?;
     Some(LayerKind::Dropout { rate })
 }

@@ -4,6 +4,10 @@
 //! The grammar (`grammar/cnn.pest`) gives the shape of a line; `layers.rs`
 //! and `train.rs` give it meaning. Shapes are checked later, in `shape`.
 
+// Errors are values here, built only on the error path and once per mistake
+// in a file; their size costs nothing worth boxing them for.
+#![allow(clippy::result_large_err)]
+
 pub mod args;
 pub mod ast;
 pub mod layers;
@@ -26,9 +30,14 @@ pub fn parse(file: &str, source: &str) -> Result<Model, Diagnostics> {
     };
     let statements = syntax::parse(source).map_err(|e| fail(vec![e]))?;
     if statements.is_empty() {
+        let what = if source.trim().is_empty() {
+            "empty file"
+        } else {
+            "only comments and blank lines"
+        };
         return Err(fail(vec![
             Diagnostic::error(Span::new(0, 0), format!("`{file}` has no model in it"))
-                .label("empty file")
+                .label(what)
                 .help("a model is an input and its layers, e.g.\n      input 28x28x1\n      flatten\n      dense 10 activation=softmax"),
         ]));
     }
@@ -52,6 +61,9 @@ const MODEL_KEYWORDS: [&str; 3] = ["model", "input", "train"];
 fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, source: &str) -> Option<Model> {
     let mut model_name: Option<(String, Span)> = None;
     let mut input: Option<Input> = None;
+    // Where `input` was written, valid or not, so that a bad input line is
+    // one error and not also "the model has no input".
+    let mut input_span: Option<Span> = None;
     let mut layers = Vec::new();
     let mut train = None;
     let mut train_span: Option<Span> = None;
@@ -76,31 +88,33 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
                 });
                 errors.append(&mut a.errors);
                 if let Some((_, first)) = &model_name {
-                    errors.push(twice(s, *first, "the model name"));
+                    errors.push(twice(s, *first, "the model name").help("keep one `model` line"));
                 } else if let Some(n) = n {
                     model_name = Some((n, s.span));
                 }
             }
             "input" => {
                 let i = input_statement(s, errors, source);
-                if let Some(earlier) = &input {
-                    errors.push(twice(s, earlier.span, "the input").note("a model has exactly one input"));
-                } else if let Some(first) = first_layer {
+                if let Some(earlier) = input_span {
+                    errors.push(twice(s, earlier, "the input").note("a model has exactly one input"));
+                    continue;
+                }
+                input_span = Some(s.span);
+                if let Some(first) = first_layer {
                     errors.push(
                         Diagnostic::error(s.keyword.span, "the input comes after the first layer")
                             .label("declared here")
                             .related(first, "first layer")
                             .help("move `input` above the layers"),
                     );
-                } else {
-                    input = i;
                 }
+                input = i;
             }
             "train" => {
                 if let Some(first) = train_span {
-                    errors.push(twice(s, first, "the training block"));
+                    errors.push(twice(s, first, "the training block").note("a model has one training block"));
                 } else {
-                    train_span = Some(s.span);
+                    train_span = Some(s.keyword.span);
                     train = Some(train::build(s, s.block.as_deref().unwrap_or_default(), errors));
                 }
             }
@@ -129,6 +143,9 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
 
     unique_names(&layers, errors);
     let Some(input) = input else {
+        if input_span.is_some() {
+            return None;
+        }
         let at = first_layer.unwrap_or(Span::new(0, source.len().min(1)));
         errors.push(
             Diagnostic::error(at, "the model has no input")
@@ -166,11 +183,28 @@ fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &str) ->
         |v| match &v.kind {
             ValueKind::Number(..) => args::count(v, "the input size").map(|n| vec![n]),
             ValueKind::Dims(d) if d.len() <= 3 => {
-                if d.iter().any(|&x| x == 0 || x > args::MAX_SIZE) {
-                    Err(Diagnostic::error(v.span, "every input dimension must be at least 1").label("empty dimension"))
+                if d.contains(&0) {
+                    Err(
+                        Diagnostic::error(v.span, "every input dimension must be at least 1, found a 0")
+                            .label("a dimension of 0")
+                            .help("write the size of one sample, e.g. `input 28x28x1`"),
+                    )
+                } else if d.iter().any(|&x| x > args::MAX_SIZE) {
+                    Err(Diagnostic::error(v.span, "an input dimension is too large")
+                        .label("too large")
+                        .note(format!("the largest size cnnc accepts is {}", args::MAX_SIZE)))
                 } else {
                     Ok(d.iter().map(|&x| x as usize).collect())
                 }
+            }
+            ValueKind::Dims(d) if d.len() == 4 => {
+                let sample: Vec<String> = d[1..].iter().map(u64::to_string).collect();
+                Err(Diagnostic::error(
+                    v.span,
+                    "the input shape has 4 dimensions; cnnc leaves out the batch axis",
+                )
+                .label("batch x height x width x channels?")
+                .help(format!("write the shape of one sample: `input {}`", sample.join("x"))))
             }
             _ => Err(
                 Diagnostic::error(v.span, "the input shape must be HxWxC or a vector length")

@@ -51,6 +51,20 @@ pub enum ValueKind {
 }
 
 impl ValueKind {
+    /// The value as it would be written in a file.
+    pub fn text(&self) -> String {
+        match self {
+            ValueKind::Number(_, text) => text.clone(),
+            ValueKind::Dims(d) => d.iter().map(u64::to_string).collect::<Vec<_>>().join("x"),
+            ValueKind::Name(n) => n.clone(),
+            ValueKind::Str(s) => format!("\"{s}\""),
+            ValueKind::List(items) => format!(
+                "[{}]",
+                items.iter().map(|v| v.kind.text()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
     /// How the value reads in an error message.
     pub fn describe(&self) -> String {
         match self {
@@ -66,9 +80,23 @@ impl ValueKind {
     }
 }
 
+/// Lists nest at most this deep. Weights nest four levels (HWIO); the limit
+/// keeps a file of ten thousand `[` from exhausting the stack of the
+/// recursive parser and of everything that walks the list afterwards.
+pub const MAX_LIST_NESTING: usize = 16;
+
 /// Splits the source into statements, or reports the first syntax error.
 pub fn parse(source: &str) -> Result<Vec<Statement>, Diagnostic> {
-    let mut pairs = CnnParser::parse(Rule::file, source).map_err(|e| syntax_error(source, e))?;
+    let delimiters = Delimiters::scan(source);
+    if let Some(at) = delimiters.too_deep {
+        return Err(Diagnostic::error(
+            Span::new(at, at + 1),
+            format!("lists nest more than {MAX_LIST_NESTING} deep"),
+        )
+        .label("too deep")
+        .note("a conv2d kernel, the deepest weight, nests four levels: height, width, in, out"));
+    }
+    let mut pairs = CnnParser::parse(Rule::file, source).map_err(|e| syntax_error(source, &delimiters, e))?;
     let file = pairs.next().map(Pair::into_inner);
     file.into_iter()
         .flatten()
@@ -127,7 +155,11 @@ fn value(pair: Pair<Rule>) -> Result<Value, Diagnostic> {
     let kind = match pair.as_rule() {
         Rule::number => match text.parse::<f64>() {
             Ok(x) if x.is_finite() => ValueKind::Number(x, text.to_string()),
-            _ => return Err(Diagnostic::error(span, format!("`{text}` is too large a number")).label("not finite")),
+            _ => {
+                return Err(Diagnostic::error(span, format!("`{text}` is too large a number"))
+                    .label("too large")
+                    .note("numbers must fit a 64-bit float, below about 1.8e308"));
+            }
         },
         Rule::dims => {
             let mut dims = Vec::new();
@@ -149,39 +181,170 @@ fn value(pair: Pair<Rule>) -> Result<Value, Diagnostic> {
     Ok(Value { kind, span })
 }
 
+/// Where lists and blocks open without closing, found by a scan that skips
+/// comments and strings as the grammar does. Pest can only say "expected
+/// ..." where it gave up, often far from the bracket that was left open.
+struct Delimiters {
+    unclosed_lists: Vec<usize>,
+    unclosed_blocks: Vec<usize>,
+    too_deep: Option<usize>,
+}
+
+impl Delimiters {
+    fn scan(source: &str) -> Delimiters {
+        let mut lists = Vec::new();
+        let mut blocks = Vec::new();
+        let mut too_deep = None;
+        let mut in_comment = false;
+        let mut in_string = false;
+        for (i, c) in source.char_indices() {
+            if c == '\n' || c == '\r' {
+                in_comment = false;
+                in_string = false;
+                continue;
+            }
+            if in_comment {
+                continue;
+            }
+            if in_string {
+                in_string = c != '"';
+                continue;
+            }
+            match c {
+                '#' => in_comment = true,
+                '"' => in_string = true,
+                '[' => {
+                    lists.push(i);
+                    if lists.len() > MAX_LIST_NESTING && too_deep.is_none() {
+                        too_deep = Some(i);
+                    }
+                }
+                ']' => {
+                    lists.pop();
+                }
+                '{' => blocks.push(i),
+                '}' => {
+                    blocks.pop();
+                }
+                _ => {}
+            }
+        }
+        Delimiters {
+            unclosed_lists: lists,
+            unclosed_blocks: blocks,
+            too_deep,
+        }
+    }
+}
+
+/// Characters that can begin a token of the grammar; anything else is a
+/// stray character and is reported alone.
+fn starts_token(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.\"[]{},=".contains(c)
+}
+
 /// Turns pest's "expected X, Y" into the user's vocabulary.
-fn syntax_error(source: &str, error: pest::error::Error<Rule>) -> Diagnostic {
-    let (start, end) = match error.location {
-        InputLocation::Pos(p) => (p, p),
-        InputLocation::Span((s, e)) => (s, e),
-    };
-    // Underline the whole offending token, not a single column.
-    let token_end = source[start..]
-        .char_indices()
-        .find(|&(_, c)| c.is_whitespace() || c == ',' || c == ']')
-        .map_or(source.len(), |(i, _)| start + i)
-        .max(end);
-    let span = Span::new(start, token_end.max(start + 1).min(source.len().max(start)));
-    let found = &source[span.start..span.end.min(source.len())];
+fn syntax_error(source: &str, delimiters: &Delimiters, error: pest::error::Error<Rule>) -> Diagnostic {
+    let mut start = match error.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    }
+    .min(source.len());
+    while !source.is_char_boundary(start) {
+        start -= 1;
+    }
     let expected = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => describe_rules(positives),
         ErrorVariant::CustomError { message } => message.clone(),
     };
-    let what = if found.is_empty() {
-        "unexpected end of line".to_string()
-    } else {
-        format!("unexpected `{found}`")
+    if let Some(&open) = delimiters.unclosed_lists.iter().rev().find(|&&at| at <= start) {
+        return Diagnostic::error(Span::new(open, open + 1), "syntax error: this list is never closed")
+            .label("unclosed `[`")
+            .help("close the list with `]`, e.g. `kernel_initializer=[1, 2]`");
+    }
+    if let Some(&open) = delimiters.unclosed_blocks.iter().rev().find(|&&at| at <= start) {
+        return Diagnostic::error(Span::new(open, open + 1), "syntax error: this block is never closed")
+            .label("unclosed `{`")
+            .help("close the block with `}` on a line of its own after its settings");
+    }
+    let line_start = source[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
+    let at_line_start = source[line_start..start].trim().is_empty();
+    let Some(c) = source[start..].chars().next() else {
+        return Diagnostic::error(Span::new(start, start), "syntax error: unexpected end of file")
+            .label(format!("expected {expected}"));
     };
-    let diag = Diagnostic::error(span, format!("syntax error: {what}")).label(format!("expected {expected}"));
-    match found.chars().next() {
-        Some(c) if c.is_ascii_digit() && found.contains(|c: char| c.is_ascii_alphabetic() && c != 'x' && c != 'e') => {
-            diag.help("sizes are written like `3x3` or `28x28x1`, numbers like `0.5` or `1e-3`")
+    if c == '\n' || c == '\r' {
+        let before = source[line_start..start].trim_end();
+        if let Some(key) = before.strip_suffix('=') {
+            let key = key.trim_end();
+            let key_start = key
+                .rfind(|c: char| c.is_whitespace())
+                .map_or(line_start, |i| line_start + i + 1);
+            let key = &source[key_start..line_start + key.len()];
+            return Diagnostic::error(
+                Span::new(key_start, line_start + before.len()),
+                format!("syntax error: `{key}=` has no value"),
+            )
+            .label("missing value")
+            .help("write the value right after `=` on the same line, e.g. `activation=relu`");
         }
-        Some('{') | Some('}') => {
-            diag.help("a block is written `train {` on one line, its settings on the lines below, `}` on its own line")
-        }
-        Some('=') => diag.help("arguments are written `name=value` with no space before `=`"),
-        _ => diag,
+        return Diagnostic::error(Span::new(start, start), "syntax error: unexpected end of line")
+            .label(format!("expected {expected}"));
+    }
+    if !starts_token(c) {
+        let span = Span::new(start, start + c.len_utf8());
+        let shown = if c.is_whitespace() || c.is_control() || c == '\u{feff}' {
+            format!("U+{:04X}", u32::from(c))
+        } else if c.is_ascii() {
+            format!("`{c}`")
+        } else {
+            format!("`{c}` (U+{:04X})", u32::from(c))
+        };
+        let diag = Diagnostic::error(span, format!("syntax error: unexpected character {shown}"))
+            .label(format!("expected {expected}"));
+        return match c {
+            '\u{feff}' => diag.help("the file starts with a byte-order mark; save it as UTF-8 without BOM"),
+            '×' | '✕' | '⨯' => diag.help("sizes use the letter x: `28x28x1`"),
+            '“' | '”' | '„' | '«' | '»' => diag.help("strings use straight quotes: `\"celeb8/\"`"),
+            ':' => diag.help("arguments are written `name=value`, not `name: value`"),
+            '\'' => diag.help("strings use double quotes: `\"celeb8/\"`"),
+            '(' | ')' => diag.help("sizes are written like `3x3`, lists like `[1, 2]`"),
+            _ if c.is_whitespace() => diag.help("replace it with an ordinary space"),
+            _ => diag.help("remove it"),
+        };
+    }
+    // Underline the whole offending token, not a single column.
+    let token_end = source[start..]
+        .char_indices()
+        .skip(1)
+        .find(|&(_, c)| c.is_whitespace() || c == ',' || c == ']')
+        .map_or(source.len(), |(i, _)| start + i);
+    let found = &source[start..token_end];
+    if c == '"' {
+        return Diagnostic::error(Span::new(start, token_end), "syntax error: this string is never closed")
+            .label("no closing `\"` on this line")
+            .help("a string ends with `\"` on the line it starts, e.g. `data \"celeb8/\"`");
+    }
+    if c == '{' && !Delimiters::scan(&source[..start]).unclosed_blocks.is_empty() {
+        return Diagnostic::error(Span::new(start, start + 1), "syntax error: blocks cannot be nested")
+            .label("a block inside a block")
+            .help("only `train` opens a block; write its settings one per line, e.g. `optimizer adam`");
+    }
+    let diag = Diagnostic::error(
+        Span::new(start, token_end),
+        format!("syntax error: unexpected `{found}`"),
+    )
+    .label(format!("expected {expected}"));
+    if c.is_ascii_digit() && found.contains(|c: char| c.is_ascii_alphabetic() && c != 'x' && c != 'e') {
+        diag.help("sizes are written like `3x3` or `28x28x1`, numbers like `0.5` or `1e-3`")
+    } else if c == '{' || c == '}' {
+        diag.help("a block is written `train {` on one line, its settings on the lines below, `}` on its own line")
+    } else if c == '=' {
+        diag.help("arguments are written `name=value`, on the line of the layer they belong to")
+    } else if at_line_start {
+        diag.help("each line starts with a keyword: a layer such as `dense`, or `input`, `model`, `train`")
+    } else {
+        diag
     }
 }
 
@@ -230,6 +393,21 @@ mod tests {
         let body = s[0].block.as_ref().unwrap();
         assert_eq!(body.len(), 2);
         assert_eq!(body[1].args.len(), 2);
+    }
+
+    #[test]
+    fn a_stray_multibyte_character_is_underlined_alone() {
+        // A no-break space once made the error's span end inside it.
+        let src = "input 784\ndense\u{a0}10\n";
+        let e = parse(src).unwrap_err();
+        assert_eq!(&src[e.span.start..e.span.end], "\u{a0}");
+    }
+
+    #[test]
+    fn deep_lists_are_refused_before_parsing() {
+        let src = format!("dense 1 kernel_initializer={}\n", "[".repeat(100_000));
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("nest"), "{}", e.message);
     }
 
     #[test]

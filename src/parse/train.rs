@@ -21,6 +21,44 @@ pub const SETTINGS: [&str; 9] = [
 
 const OPTIMIZERS: [(&str, Optimizer); 2] = [("sgd", Optimizer::SGD), ("adam", Optimizer::ADAM)];
 
+/// Each optimizer's own arguments, besides `learning_rate`.
+const OPTIMIZER_ARGS: [(&str, &[&str]); 2] = [
+    ("sgd", &["momentum", "nesterov"]),
+    ("adam", &["beta_1", "beta_2", "epsilon"]),
+];
+
+/// Settings Keras users look for in the training block that cnnc takes
+/// elsewhere, and where.
+const MOVED_SETTINGS: [(&str, &str); 8] = [
+    (
+        "learning_rate",
+        "it is an argument of the optimizer: `optimizer adam learning_rate=0.001`",
+    ),
+    (
+        "lr",
+        "it is an argument of the optimizer: `optimizer adam learning_rate=0.001`",
+    ),
+    ("momentum", "it is an argument of sgd: `optimizer sgd momentum=0.9`"),
+    (
+        "nesterov",
+        "it is an argument of sgd: `optimizer sgd momentum=0.9 nesterov=true`",
+    ),
+    ("beta_1", "it is an argument of adam: `optimizer adam beta_1=0.9`"),
+    ("beta_2", "it is an argument of adam: `optimizer adam beta_2=0.999`"),
+    ("epsilon", "it is an argument of adam: `optimizer adam epsilon=1e-7`"),
+    ("metrics", "cnnc reports loss and accuracy on its own"),
+];
+
+/// Keras's short names and other spellings of the losses cnnc has.
+const LOSS_ALIASES: [(&str, &str); 6] = [
+    ("mse", "mean_squared_error"),
+    ("MSE", "mean_squared_error"),
+    ("crossentropy", "categorical_crossentropy"),
+    ("bce", "binary_crossentropy"),
+    ("cce", "categorical_crossentropy"),
+    ("sparse_categorical_crossentropy", "categorical_crossentropy"),
+];
+
 pub fn build(block: &Statement, body: &[Statement], errors: &mut Vec<Diagnostic>) -> Train {
     let mut train = Train {
         span: block.span,
@@ -54,16 +92,17 @@ pub fn build(block: &Statement, body: &[Statement], errors: &mut Vec<Diagnostic>
         let one = [canonical];
         let mut a = match canonical {
             "optimizer" => {
-                let keys = optimizer_keywords(s);
-                Args::bind(s, &["optimizer"], &keys)
+                let (name, keys) = optimizer_keywords(s, errors);
+                Args::bind_as(s, name, &["optimizer"], &keys)
             }
             "" => {
-                errors.push(
-                    Diagnostic::error(s.keyword.span, format!("unknown training setting `{key}`"))
-                        .label("unknown setting")
-                        .did_you_mean(key, SETTINGS)
-                        .note(format!("the training block sets {}", SETTINGS.join(", "))),
-                );
+                let e = Diagnostic::error(s.keyword.span, format!("unknown training setting `{key}`"))
+                    .label("unknown setting")
+                    .note(format!("the training block sets {}", SETTINGS.join(", ")));
+                errors.push(match MOVED_SETTINGS.iter().find(|(k, _)| *k == key) {
+                    Some((_, help)) => e.help(*help),
+                    None => e.did_you_mean(key, SETTINGS),
+                });
                 continue;
             }
             _ => Args::bind(s, &one, &one),
@@ -72,7 +111,18 @@ pub fn build(block: &Statement, body: &[Statement], errors: &mut Vec<Diagnostic>
         match canonical {
             "data" => train.data = a.require("data", &help, |v| args::text(v, "data")),
             "loss" => {
-                train.loss = a.require("loss", &help, |v| args::choice(v, "loss", &Loss::ALL));
+                train.loss = a.require("loss", &help, |v| {
+                    args::choice(v, "loss", &Loss::ALL).map_err(|e| match &v.kind {
+                        ValueKind::Name(n) => match LOSS_ALIASES.iter().find(|(alias, _)| alias == n) {
+                            Some((_, loss)) if n.starts_with("sparse") => e.help(format!(
+                                "cnnc's labels are one-hot, so the sparse form is not needed: use `loss {loss}`"
+                            )),
+                            Some((_, loss)) => e.help(format!("cnnc spells it out: `loss {loss}`")),
+                            None => e,
+                        },
+                        _ => e,
+                    })
+                });
                 train.loss_span = a.span_of("loss");
             }
             "optimizer" => train.optimizer = optimizer(&mut a, &help),
@@ -81,7 +131,9 @@ pub fn build(block: &Statement, body: &[Statement], errors: &mut Vec<Diagnostic>
             "seed" => train.seed = a.require("seed", &help, |v| args::natural(v, "the seed")),
             "validation_split" => {
                 train.validation_split = a.require("validation_split", &help, |v| {
-                    args::number_in(v, "the validation split", 0.0, 1.0, false)
+                    args::number_in(v, "the validation split", 0.0, 1.0, false).map_err(|e| {
+                        e.help("it is the fraction of the data held out to validate on, e.g. `validation_split 0.1`")
+                    })
                 })
             }
             _ => train.patience = a.require("patience", &help, |v| args::count(v, "patience")),
@@ -104,19 +156,46 @@ fn example(setting: &str) -> &'static str {
     }
 }
 
-/// The keyword arguments of the optimizer the statement names (all of them
-/// when it names none we know, so the unknown name is the one error).
-fn optimizer_keywords(s: &Statement) -> Vec<&'static str> {
+/// The name the optimizer statement goes by in errors, and the keyword
+/// arguments of the optimizer it names (all of them when it names none we
+/// know, so the unknown name is the one error). An argument that belongs to
+/// the other optimizer is reported here, with where it belongs.
+fn optimizer_keywords(s: &Statement, errors: &mut Vec<Diagnostic>) -> (&'static str, Vec<&'static str>) {
     let name = s.args.iter().find(|a| a.key.is_none()).map(|a| &a.value.kind);
-    let mut keys = vec!["optimizer", "learning_rate"];
-    let sgd = ["momentum", "nesterov"];
-    let adam = ["beta_1", "beta_2", "epsilon"];
-    match name {
-        Some(ValueKind::Name(n)) if n == "sgd" => keys.extend(sgd),
-        Some(ValueKind::Name(n)) if n == "adam" => keys.extend(adam),
-        _ => keys.extend(sgd.iter().chain(&adam)),
+    let known = OPTIMIZER_ARGS
+        .iter()
+        .find(|(n, _)| matches!(name, Some(ValueKind::Name(x)) if x == n));
+    let mut keys = vec!["learning_rate"];
+    let Some(&(chosen, own)) = known else {
+        keys.extend(OPTIMIZER_ARGS.iter().flat_map(|(_, a)| a.iter()));
+        return ("optimizer", keys);
+    };
+    keys.extend(own);
+    let takes = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    for &(other, theirs) in OPTIMIZER_ARGS.iter().filter(|(n, _)| *n != chosen) {
+        for &foreign in theirs {
+            let given: Vec<_> = s
+                .args
+                .iter()
+                .filter_map(|a| a.key.as_ref())
+                .filter(|k| k.text == foreign)
+                .collect();
+            for key in &given {
+                errors.push(
+                    Diagnostic::error(key.span, format!("`{chosen}` has no argument `{foreign}`"))
+                        .label(format!("an argument of `{other}`"))
+                        .note(format!("`{chosen}` takes {takes}"))
+                        .help(format!("use `optimizer {other}` for `{foreign}`, or remove it")),
+                );
+            }
+            if !given.is_empty() {
+                // Reported above; binding it keeps it from being reported
+                // again as unknown.
+                keys.push(foreign);
+            }
+        }
     }
-    keys
+    (chosen, keys)
 }
 
 fn optimizer(a: &mut Args, help: &str) -> Option<Optimizer> {

@@ -2,6 +2,10 @@
 //! shape, its weights with Keras names, and its cost. Errors name the layer
 //! and the shape it received. `cnnc check` prints what this computes.
 
+// Errors are values here, built only on the error path and once per mistake
+// in a file; their size costs nothing worth boxing them for.
+#![allow(clippy::result_large_err)]
+
 pub mod window;
 
 use crate::diag::{Diagnostic, Diagnostics, Span};
@@ -31,16 +35,16 @@ pub struct LayerInfo {
 
 impl LayerInfo {
     pub fn params(&self) -> u64 {
-        self.weights.iter().map(Weight::len).sum()
+        self.weights.iter().map(Weight::len).fold(0, u64::saturating_add)
     }
 
     pub fn flops(&self) -> u64 {
-        2 * self.macs
+        self.macs.saturating_mul(2)
     }
 
     /// Bytes of one sample's output activation (f32).
     pub fn activation_bytes(&self) -> u64 {
-        4 * numel(&self.output)
+        numel(&self.output).saturating_mul(4)
     }
 }
 
@@ -82,10 +86,18 @@ impl Weight {
     pub fn len(&self) -> u64 {
         numel(&self.shape)
     }
+
+    /// True only for a weight with a zero dimension, which the checker
+    /// never produces.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
+/// Elements of a shape. Saturates rather than overflows: a typo's absurd
+/// shape must become an error about its size, not a crash.
 pub fn numel(shape: &[usize]) -> u64 {
-    shape.iter().map(|&d| d as u64).product()
+    shape.iter().fold(1, |n, &d| n.saturating_mul(d as u64))
 }
 
 impl Checked {
@@ -129,20 +141,59 @@ pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnost
         source: source.to_string(),
         errors: vec![e],
     };
-    let mut shape = model.input.shape.clone();
-    let mut from = "the input".to_string();
+    let inputs = numel(&model.input.shape);
+    if inputs > MAX_ELEMENTS {
+        return Err(fail(
+            Diagnostic::error(
+                model.input.span,
+                format!("the input has {} values per sample", group(inputs)),
+            )
+            .label(format!("{} values", group(inputs)))
+            .note(format!(
+                "cnnc refuses tensors of more than {} values per sample ({} as f32)",
+                group(MAX_ELEMENTS),
+                bytes(4 * MAX_ELEMENTS)
+            ))
+            .help("downscale the images, e.g. `input 224x224x3`"),
+        ));
+    }
+    let mut from = Source {
+        is_input: true,
+        name: "the input".to_string(),
+        span: model.input.span,
+        shape: model.input.shape.clone(),
+    };
     let mut layers = Vec::with_capacity(model.layers.len());
     let mut total = Budget::default();
     for layer in &model.layers {
-        let info = check_layer(layer, &shape, &from).map_err(&fail)?;
+        let info = check_layer(layer, &from, &model.input.shape, source).map_err(&fail)?;
         total.add(layer, &info).map_err(&fail)?;
-        shape = info.output.clone();
-        from = format!("`{}`", layer.name);
+        from = Source {
+            is_input: false,
+            name: format!("`{}`", layer.name),
+            span: layer.span,
+            shape: info.output.clone(),
+        };
         layers.push(info);
     }
     let checked = Checked { model, layers };
     check_loss(&checked).map_err(fail)?;
     Ok(checked)
+}
+
+/// What feeds a layer: the input or the layer above, for errors that say
+/// where a shape came from.
+struct Source {
+    is_input: bool,
+    name: String,
+    span: Span,
+    shape: Vec<usize>,
+}
+
+impl Source {
+    fn label(&self) -> String {
+        format!("{} gives {}", self.name, describe(&self.shape))
+    }
 }
 
 #[derive(Default)]
@@ -152,30 +203,45 @@ struct Budget {
 
 impl Budget {
     fn add(&mut self, layer: &Layer, info: &LayerInfo) -> Result<(), Diagnostic> {
-        self.params += info.params();
-        let too_big = |what: String, n: u64| {
-            Diagnostic::error(layer.span, format!("`{}` {what}", layer.name))
-                .label(format!("{} elements", group(n)))
-                .note(format!(
-                    "cnnc refuses tensors of more than {} elements ({})",
-                    group(MAX_ELEMENTS),
-                    bytes(4 * MAX_ELEMENTS)
-                ))
-                .help("use fewer units or filters, or add pooling or strides before this layer")
+        self.params = self.params.saturating_add(info.params());
+        let help = match &layer.kind {
+            LayerKind::Dense(_) => {
+                "use fewer units, or make its input smaller with pooling or strides before `flatten`"
+            }
+            LayerKind::Conv2D(_) => "use fewer filters, or add pooling or strides before this layer",
+            _ => "add pooling or strides before this layer",
         };
         if self.params > MAX_ELEMENTS {
-            return Err(too_big(
+            return Err(Diagnostic::error(
+                layer.span,
                 format!(
-                    "brings the model to {} parameters ({})",
+                    "`{}` brings the model to {} parameters ({})",
+                    layer.name,
                     group(self.params),
-                    bytes(4 * self.params)
+                    bytes(self.params.saturating_mul(4))
                 ),
-                self.params,
-            ));
+            )
+            .label(format!("{} parameters in this layer", group(info.params())))
+            .note(format!(
+                "cnnc refuses models of more than {} parameters ({} as f32)",
+                group(MAX_ELEMENTS),
+                bytes(4 * MAX_ELEMENTS)
+            ))
+            .help(help));
         }
         let out = numel(&info.output);
         if out > MAX_ELEMENTS {
-            return Err(too_big(format!("would output {} values per sample", group(out)), out));
+            return Err(Diagnostic::error(
+                layer.span,
+                format!("`{}` would output {} values per sample", layer.name, group(out)),
+            )
+            .label(format!("outputs {}", dims(&info.output)))
+            .note(format!(
+                "cnnc refuses layers that output more than {} values per sample ({} as f32)",
+                group(MAX_ELEMENTS),
+                bytes(4 * MAX_ELEMENTS)
+            ))
+            .help(help));
         }
         Ok(())
     }
@@ -185,20 +251,23 @@ fn dims(shape: &[usize]) -> String {
     shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x")
 }
 
-fn check_layer(layer: &Layer, input: &[usize], from: &str) -> Result<LayerInfo, Diagnostic> {
-    let err = |message: String| Diagnostic::error(layer.keyword, message);
+fn check_layer(layer: &Layer, from: &Source, model_input: &[usize], source: &str) -> Result<LayerInfo, Diagnostic> {
+    let input = from.shape.as_slice();
+    let err = |message: String| Diagnostic::error(layer.keyword, message).related(from.span, from.label());
     let image = |what: &str| -> Result<[usize; 3], Diagnostic> {
         match *input {
             [h, w, c] => Ok([h, w, c]),
             _ => {
                 let e = err(format!(
-                    "`{}` needs an image (height x width x channels), but {from} gives it {} values",
+                    "`{}` needs an image (height x width x channels), but {} gives it {}",
                     layer.name,
+                    from.name,
                     describe(input)
                 ))
-                .label(format!("{what} needs HxWxC"));
+                .label(format!("{what} needs height x width x channels"));
                 Err(match input.len() {
-                    2 => e.help(format!("give the input a channel axis: `input {}x1`", dims(input))),
+                    2 if from.is_input => e.help(format!("give the input a channel axis: `input {}x1`", dims(input))),
+                    _ if from.is_input => e.help("declare the input as an image, e.g. `input 28x28x1`"),
                     _ => e.help(format!(
                         "a {what} cannot follow `flatten` or `dense`: move it above them"
                     )),
@@ -223,11 +292,11 @@ fn check_layer(layer: &Layer, input: &[usize], from: &str) -> Result<LayerInfo, 
                         layer.name,
                         role.keras_name(),
                         dims(&shape),
-                        want,
-                        values.len()
+                        group(want),
+                        group(values.len() as u64)
                     ),
                 )
-                .label(format!("{} values", values.len()))
+                .label(format!("{} values", group(values.len() as u64)))
                 .help(match role {
                     Role::Kernel => "list the values in Keras order: (height, width, in, out) for conv2d, (in, out) for dense; nesting is optional",
                     _ => "give one value per output channel or unit",
@@ -242,10 +311,20 @@ fn check_layer(layer: &Layer, input: &[usize], from: &str) -> Result<LayerInfo, 
             init: init.clone(),
         })
     };
+    let window = |what: &'static str, size: [usize; 2], strides: [usize; 2], padding: Padding, hw: [usize; 2]| {
+        let fit = Window {
+            what,
+            size,
+            strides,
+            padding,
+            shrunk: !from.is_input && hw[..] != model_input[..model_input.len().min(2)],
+        };
+        fit.slide(layer, from, hw, source)
+    };
     match &layer.kind {
         LayerKind::Conv2D(c) => {
             let [h, w, cin] = image("conv2d")?;
-            let (oh, ow) = slide(layer, [h, w], c.kernel_size, c.strides, c.padding, "kernel", from)?;
+            let (oh, ow) = window("kernel", c.kernel_size, c.strides, c.padding, [h, w])?;
             info.output = vec![oh, ow, c.filters];
             let k = c.kernel_size;
             info.weights.push(weight(
@@ -262,13 +341,14 @@ fn check_layer(layer: &Layer, input: &[usize], from: &str) -> Result<LayerInfo, 
                     layer.trainable,
                 )?);
             }
-            info.macs = (oh * ow * c.filters) as u64 * (k[0] * k[1] * cin) as u64;
+            info.macs = numel(&info.output).saturating_mul(numel(&[k[0], k[1], cin]));
         }
         LayerKind::Dense(d) => {
             let [n] = *input else {
                 return Err(err(format!(
-                    "`{}` needs a flat vector, but {from} gives it {} values",
+                    "`{}` needs a flat vector, but {} gives it {}",
                     layer.name,
+                    from.name,
                     describe(input)
                 ))
                 .label("dense needs a vector")
@@ -285,14 +365,17 @@ fn check_layer(layer: &Layer, input: &[usize], from: &str) -> Result<LayerInfo, 
                 info.weights
                     .push(weight(Role::Bias, vec![d.units], &d.bias_initializer, layer.trainable)?);
             }
-            info.macs = n as u64 * d.units as u64;
+            info.macs = (n as u64).saturating_mul(d.units as u64);
         }
         LayerKind::MaxPool2D(p) => {
             let [h, w, c] = image("maxpool2d")?;
-            let (oh, ow) = slide(layer, [h, w], p.pool_size, p.strides, p.padding, "pool", from)?;
+            let (oh, ow) = window("pool", p.pool_size, p.strides, p.padding, [h, w])?;
             info.output = vec![oh, ow, c];
         }
-        LayerKind::Flatten => info.output = vec![input.iter().product()],
+        LayerKind::Flatten => {
+            // Bounded by the per-layer budget, so it fits a usize.
+            info.output = vec![usize::try_from(numel(input)).unwrap_or(usize::MAX)];
+        }
         LayerKind::Dropout { .. } | LayerKind::Activation(_) => {}
         LayerKind::BatchNorm(b) => {
             let c = input.last().copied().unwrap_or(1);
@@ -313,50 +396,73 @@ fn check_layer(layer: &Layer, input: &[usize], from: &str) -> Result<LayerInfo, 
     Ok(info)
 }
 
-/// Output height and width of a kernel or pool, or an error saying it does
-/// not fit.
-fn slide(
-    layer: &Layer,
-    input: [usize; 2],
-    window: [usize; 2],
+/// A kernel or pool sliding over an image.
+struct Window {
+    what: &'static str,
+    size: [usize; 2],
     strides: [usize; 2],
     padding: Padding,
-    what: &str,
-    from: &str,
-) -> Result<(usize, usize), Diagnostic> {
-    let len = |axis: usize| {
-        let (lo, hi) = window::padding(input[axis], window[axis], strides[axis], padding);
-        window::output_len(input[axis], (lo as i64, hi as i64), 1, window[axis], 1, strides[axis])
-    };
-    match (len(0), len(1)) {
-        (Some(h), Some(w)) => Ok((h, w)),
-        _ => Err(Diagnostic::error(
-            layer.keyword,
+    /// Whether the layers above made the image smaller than the input.
+    shrunk: bool,
+}
+
+impl Window {
+    /// Output height and width, or an error saying the window does not fit.
+    fn slide(&self, layer: &Layer, from: &Source, hw: [usize; 2], source: &str) -> Result<(usize, usize), Diagnostic> {
+        let len = |axis: usize| {
+            let (lo, hi) = window::padding(hw[axis], self.size[axis], self.strides[axis], self.padding);
+            window::output_len(
+                hw[axis],
+                (lo as i64, hi as i64),
+                1,
+                self.size[axis],
+                1,
+                self.strides[axis],
+            )
+        };
+        if let (Some(h), Some(w)) = (len(0), len(1)) {
+            return Ok((h, w));
+        }
+        let what = self.what;
+        let size = dims(&self.size);
+        let image = dims(&hw);
+        let argument = if what == "kernel" { "kernel_size" } else { "pool_size" };
+        let at = argument_span(layer, argument, source).unwrap_or(layer.keyword);
+        let mut help = format!("use a {what} of at most {image}, or `padding=same` to pad the image");
+        if self.shrunk {
+            help.push_str(", or shrink the image less in the layers above");
+        }
+        Err(Diagnostic::error(
+            at,
             format!(
-                "the {what} of `{}` is {}, larger than the {}x{} image {from} gives it",
-                layer.name,
-                dims(&window),
-                input[0],
-                input[1]
+                "the {what} of `{}` is {size}, larger than the {image} image {} gives it",
+                layer.name, from.name
             ),
         )
-        .label(format!(
-            "{what} {} does not fit {}x{}",
-            dims(&window),
-            input[0],
-            input[1]
-        ))
-        .help(format!(
-            "use a {what} of at most {}x{}, or `padding=same`, or remove a pooling layer above",
-            input[0], input[1]
-        ))),
+        .label(format!("{size} does not fit in {image}"))
+        .related(from.span, from.label())
+        .help(help))
     }
 }
 
+/// Where the layer's statement gives `argument`, found by reading the
+/// statement again: the AST keeps values, not where they were written.
+fn argument_span(layer: &Layer, argument: &str, source: &str) -> Option<Span> {
+    let text = source.get(layer.span.start..layer.span.end)?;
+    let statement = crate::parse::syntax::parse(text).ok()?.into_iter().next()?;
+    let (positional, keywords) = crate::parse::layers::signature(&statement.keyword.text);
+    let args = crate::parse::args::Args::bind(&statement, positional, &keywords);
+    let span = args.span_of(argument)?;
+    Some(Span::new(span.start + layer.span.start, span.end + layer.span.start))
+}
+
+/// A shape in the words of an error message.
 fn describe(shape: &[usize]) -> String {
-    match shape.len() {
-        1 => format!("a vector of {}", shape[0]),
-        _ => format!("{} (rank {})", dims(shape), shape.len()),
+    match shape {
+        [n] => format!("a vector of {} values", group(*n as u64)),
+        [_, _] => format!("a {} matrix", dims(shape)),
+        [_, _, _] => format!("a {} image", dims(shape)),
+        _ => format!("a tensor of shape {}", dims(shape)),
     }
 }
 
@@ -368,29 +474,36 @@ fn check_loss(checked: &Checked) -> Result<(), Diagnostic> {
     let (Some(loss), Some(span)) = (train.loss, train.loss_span) else {
         return Ok(());
     };
-    let last = checked.model.layers.last().map_or(Span::default(), |l| l.span);
+    let last = checked.model.layers.last().map_or(checked.model.input.span, |l| l.span);
     let act = checked.output_activation();
     let out = checked.output_shape();
-    let need = match loss {
-        Loss::CategoricalCrossentropy if act != Activation::Softmax => Some("a softmax output"),
-        Loss::BinaryCrossentropy if act != Activation::Sigmoid => Some("a sigmoid output"),
-        _ if out.len() != 1 => Some("a flat output vector"),
-        _ => None,
+    let (need, ends) = match loss {
+        Loss::CategoricalCrossentropy if act != Activation::Softmax => (
+            "a softmax output",
+            format!("the model ends in {}, not softmax", act.name()),
+        ),
+        Loss::BinaryCrossentropy if act != Activation::Sigmoid => (
+            "a sigmoid output",
+            format!("the model ends in {}, not sigmoid", act.name()),
+        ),
+        _ if out.len() != 1 => ("a flat output vector", format!("the model outputs {}", describe(out))),
+        _ => return Ok(()),
     };
-    match need {
-        None => Ok(()),
-        Some(need) => Err(Diagnostic::error(span, format!("`{}` needs {need}", loss.name()))
-            .label("this loss")
-            .related(
-                last,
-                format!("the model ends in {} with shape {}", act.name(), dims(out)),
-            )
-            .help(match loss {
-                Loss::CategoricalCrossentropy => "end the model with `dense K activation=softmax` for K classes",
-                Loss::BinaryCrossentropy => "end the model with `dense 1 activation=sigmoid`",
-                Loss::MeanSquaredError => "add `flatten` and a `dense` layer at the end",
-            })),
-    }
+    let help = match (loss, act) {
+        (Loss::CategoricalCrossentropy, Activation::Sigmoid) => {
+            "end the model with `activation=softmax` for one class per sample, or use `loss binary_crossentropy` for independent yes/no outputs"
+        }
+        (Loss::BinaryCrossentropy, Activation::Softmax) => {
+            "end the model with `dense 1 activation=sigmoid`, or use `loss categorical_crossentropy` for one class out of several"
+        }
+        (Loss::CategoricalCrossentropy, _) => "end the model with `dense K activation=softmax` for K classes",
+        (Loss::BinaryCrossentropy, _) => "end the model with `dense 1 activation=sigmoid`",
+        (Loss::MeanSquaredError, _) => "add `flatten` and a `dense` layer at the end",
+    };
+    Err(Diagnostic::error(span, format!("`{}` needs {need}", loss.name()))
+        .label("this loss")
+        .related(last, ends)
+        .help(help))
 }
 
 /// `1234567` as `1,234,567`, as Keras prints counts.
@@ -398,7 +511,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
