@@ -3,6 +3,8 @@
 //! (message on stderr), 2 a usage error (reported by clap).
 
 mod check;
+mod grad;
+mod gradcheck;
 mod ir;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +39,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ir::IrFormat::Text)]
         format: ir::IrFormat,
     },
+    /// Loss, gradients and one SGD step for a single example.
+    Grad(grad::GradArgs),
+    /// Check the derived gradients against finite differences.
+    Gradcheck(gradcheck::GradcheckArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -59,6 +65,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { file, format } => check::run(&file, format),
         Command::Ir { file, stage, format } => ir::run(&file, stage, format),
+        Command::Grad(args) => grad::run(args),
+        Command::Gradcheck(args) => gradcheck::run(args),
     };
     match result {
         Ok(out) => {

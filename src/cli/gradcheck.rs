@@ -1,0 +1,47 @@
+//! `cnnc gradcheck FILE`: the compiler's derived gradients against central
+//! differences, in f64, at random weights and a random batch.
+
+use super::{Failure, check::load};
+use crate::runtime::gradcheck::{self, TOLERANCE};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct GradcheckArgs {
+    /// The model file (.cnn).
+    file: PathBuf,
+    /// Seed for the weights, the batch and the dropout masks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Samples in the random batch (2 or more for batch normalization).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    batch: u64,
+    /// Elements checked per weight tensor (always including its largest gradient).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    samples: u64,
+}
+
+pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
+    let checked = load(&args.file)?;
+    let report =
+        gradcheck::check_model(&checked, args.seed, args.batch as usize, args.samples as usize).map_err(Failure)?;
+    let mut out = format!(
+        "gradient check of `{}`: {} elements, batch {}, seed {}\n{report}",
+        checked.model.name,
+        report.samples.len(),
+        args.batch,
+        args.seed
+    );
+    let Some(worst) = report.worst() else {
+        return Ok(out + "no trainable weights: nothing to check\n");
+    };
+    let summary = format!(
+        "worst: {}{:?} analytic {:.9e} numeric {:.9e}, relative error {:.2e} (tolerance {TOLERANCE:.0e})\n",
+        worst.var, worst.index, worst.analytic, worst.numeric, worst.error
+    );
+    if report.passed() {
+        out += &format!("ok: {summary}");
+        Ok(out)
+    } else {
+        Err(Failure(format!("{out}error: gradient check failed: {summary}")))
+    }
+}
