@@ -115,6 +115,8 @@ fn needs_gradient(graph: &Graph, order: &[NodeId], loss: NodeId) -> Vec<bool> {
     for &n in order {
         from_var[n.index()] = match graph[n].op {
             Op::Var(v) => graph.vars[v].trainable,
+            // A step function: no gradient flows through it.
+            Op::Binary(Binary::Greater) => false,
             _ => graph.operands(n).iter().any(|a| from_var[a.index()]),
         };
     }

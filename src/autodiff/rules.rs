@@ -217,13 +217,19 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
                 return Err(no_rule(b, node, "the labels of a cross-entropy"));
             }
             let (z, labels) = (xs[0], xs[1]);
-            let (activation, per_sample) = match op {
-                Op::SoftmaxCrossEntropy => (Op::Softmax, 1.0),
-                _ => (Op::Unary(Unary::Sigmoid), b.shape(z).count().0 as f64),
+            // The mean runs over every row (softmax) or every element
+            // (sigmoid); rows are counted from the shape, `N` included.
+            let shape = b.shape(z).clone();
+            let (activation, averaged) = match op {
+                Op::SoftmaxCrossEntropy => (Op::Softmax, Shape(shape.0[..shape.rank() - 1].to_vec())),
+                _ => (Op::Unary(Unary::Sigmoid), shape),
             };
-            // Fused: (p - y) / N (over every element for the sigmoid's mean).
+            // Fused: (p - y) / count.
             let p = existing_user(b, z, &activation).map_or_else(|| b.op(activation, &[z]), Ok)?;
-            let scale = b.per_batch(1.0 / per_sample)?;
+            let scale = match averaged.count() {
+                (per, true) => b.per_batch(1.0 / per as f64)?,
+                (per, false) => b.constant(1.0 / per as f64)?,
+            };
             let scale = b.binary(Binary::Mul, g, scale)?;
             let diff = b.binary(Binary::Sub, p, labels)?;
             vec![Some(b.binary(Binary::Mul, diff, scale)?), None]

@@ -51,7 +51,12 @@ pub fn run<T: Float>(graph: &Graph, feeds: &Feeds<T>) -> Result<Vec<(Output, Arr
                 want
             )));
         }
-        values[n.index()] = Some(v);
+        // Callers index outputs as flat row-major slices.
+        values[n.index()] = Some(if v.is_standard_layout() {
+            v
+        } else {
+            v.as_standard_layout().into_owned()
+        });
     }
     graph
         .outputs

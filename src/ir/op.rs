@@ -397,12 +397,10 @@ fn pair<T: fmt::Display + PartialEq>(v: [T; 2]) -> String {
 /// The attributes of an op as IR dumps print them: `strides=1 padding=valid`.
 pub fn attributes(op: &Op) -> String {
     match op {
+        // Shown at the f32 precision the engines compute in.
         Op::Const { value, per_batch } => {
-            if *per_batch {
-                format!("{value}/N")
-            } else {
-                format!("{value}")
-            }
+            let v = *value as f32;
+            if *per_batch { format!("{v}/N") } else { format!("{v}") }
         }
         Op::DropoutMask { rate, index } => format!("rate={rate} #{index}"),
         Op::Hyper(h) => match h {

@@ -94,6 +94,7 @@ pub fn dot(g: &Graph, title: &str) -> String {
         let attrs = attributes(&node.op);
         let label = match node.op {
             Op::Var(_) => format!("{}\\n{}", names[&n], node.shape),
+            _ if attrs.is_empty() => format!("{} {}\\n{}", names[&n], node.op.name(), node.shape),
             _ => format!("{} {}\\n{} {}", names[&n], node.op.name(), attrs, node.shape),
         };
         let fill = match node.origin.phase {

@@ -1,0 +1,166 @@
+//! Forward semantics equal Keras's: a convolution with `same` padding and an
+//! even kernel (the odd pixel goes bottom/right), a strided max-pool with
+//! `same` padding (padding never wins), and flatten-then-dense in H, W, C
+//! order. The expected numbers come from a Keras 3.15 (JAX) run of the same
+//! model with the same weights, not from cnnc:
+//!
+//! ```python
+//! m = keras.Sequential([keras.Input((5, 5, 2)),
+//!     keras.layers.Conv2D(3, (2, 2), padding="same"),
+//!     keras.layers.MaxPooling2D((3, 3), strides=2, padding="same"),
+//!     keras.layers.Flatten(), keras.layers.Dense(2)])
+//! # weights and input: round(sin(1.7 i + k) * 0.9, 3), as listed below
+//! ```
+
+mod common;
+
+use cnnc::interp::{self, Feeds};
+use cnnc::ir::{Hyper, Output, Phase};
+use cnnc::lower::{Mode, lower};
+use ndarray::{ArrayD, IxDyn};
+
+const MODEL: &str = "
+input 5x5x2
+conv2d 3 2x2 padding=same kernel_initializer=[0.802, 0.301, -0.88, -0.075, 0.899, -0.157, -0.859, 0.378, 0.761, -0.574, -0.613, 0.732, 0.424, -0.842, -0.208, 0.895, -0.023, -0.889, 0.252, 0.824, -0.465, -0.704, 0.646, 0.538] bias_initializer=[0.818, -0.477, -0.695]
+maxpool2d 3x3 strides=2 padding=same
+flatten
+dense 2 kernel_initializer=[0.58, 0.608, -0.736, -0.418, 0.844, 0.201, -0.896, 0.03, 0.888, -0.259, -0.821, 0.471, 0.7, -0.651, -0.532, 0.788, 0.329, -0.873, -0.104, 0.9, -0.128, -0.867, 0.351, 0.776, -0.551, -0.634, 0.715, 0.45, -0.831, -0.236, 0.892, 0.006, -0.893, 0.224, 0.836, -0.439, -0.722, 0.625, 0.561, -0.77, -0.363, 0.863, 0.14, -0.9, 0.091, 0.876, -0.317, -0.794, 0.522, 0.66, -0.692, -0.482, 0.816, 0.271] bias_initializer=[0.09, 0.876]
+";
+
+const INPUT: [f32; 50] = [
+    0.266, 0.818, -0.477, -0.695, 0.656, 0.526, -0.792, -0.322, 0.875, 0.097, -0.9, 0.135, 0.865, -0.358, -0.773,
+    0.557, 0.629, -0.719, -0.444, 0.834, 0.229, -0.893, 0.001, 0.892, -0.231, -0.833, 0.445, 0.718, -0.63, -0.556,
+    0.774, 0.356, -0.865, -0.133, 0.9, -0.099, -0.874, 0.324, 0.791, -0.528, -0.655, 0.697, 0.475, -0.819, -0.264,
+    0.887, 0.036, -0.896, 0.195, 0.846,
+];
+
+const KERAS_CONV: [f32; 75] = [
+    1.9878921,
+    1.820364,
+    -2.456887,
+    -0.918431,
+    -2.3170779,
+    1.5155761,
+    3.0052652,
+    0.78321707,
+    -3.2069738,
+    -1.6761699,
+    -1.0737541,
+    1.9529042,
+    2.070649,
+    0.22824395,
+    -2.129303,
+    -1.781323,
+    0.32466608,
+    1.69769,
+    3.2098532,
+    -1.9219319,
+    -2.714458,
+    -1.2081368,
+    1.513748,
+    0.818096,
+    2.3430171,
+    -2.8826258,
+    -1.6000731,
+    -0.36537796,
+    0.6823701,
+    0.19010603,
+    1.0782139,
+    -3.2158699,
+    -0.24941897,
+    1.2391741,
+    2.1575549,
+    -1.7950759,
+    -0.25452298,
+    -2.833717,
+    0.98481506,
+    2.471802,
+    1.444267,
+    -2.8438709,
+    0.21726406,
+    -1.8203521,
+    0.25155598,
+    3.273796,
+    0.22838193,
+    -3.3325229,
+    -1.8046098,
+    -0.48169196,
+    1.9287701,
+    3.4338,
+    -1.17135,
+    -3.1318219,
+    -1.616745,
+    0.87135601,
+    1.392236,
+    2.331832,
+    -0.89722896,
+    -2.100838,
+    0.30249602,
+    0.634045,
+    -0.46606201,
+    0.97801304,
+    -1.713829,
+    -0.53603697,
+    1.0231271,
+    0.803805,
+    -1.2304151,
+    0.26096302,
+    -1.716556,
+    0.18165904,
+    0.91093999,
+    0.34224898,
+    -0.99942195,
+];
+
+const KERAS_POOL: [f32; 27] = [
+    3.2098532, 1.820364, 1.69769, 3.2098532, 1.513748, 1.9529042, 2.3430171, 0.6823701, 1.9529042, 3.273796, 2.1575549,
+    1.9287701, 3.4338, 2.1575549, 1.9287701, 2.471802, 1.444267, 1.392236, 3.273796, 0.634045, 1.9287701, 3.4338,
+    0.87135601, 1.9287701, 2.331832, 0.87135601, 1.392236,
+];
+
+const KERAS_DENSE: [f32; 2] = [0.007204406, 1.838055];
+
+#[test]
+fn conv_pool_flatten_dense_match_keras() {
+    let checked = common::checked("keras_forward", MODEL);
+    let graph = lower(&checked, Mode::Inference).unwrap();
+    let vars = cnnc::runtime::initial_weights::<f32>(&checked, 0);
+    let input = ArrayD::from_shape_vec(IxDyn(&[1, 5, 5, 2]), INPUT.to_vec()).unwrap();
+    // Expose each layer's last node as an output, to compare layer by layer.
+    let mut g = graph.clone();
+    let order = g.schedule();
+    let layer_out = |name: &str| {
+        *order
+            .iter()
+            .rev()
+            .find(|&&n| g[n].origin.what == name && g[n].origin.phase == Phase::Forward)
+            .unwrap()
+    };
+    let (conv, pool) = (layer_out("conv2d"), layer_out("max_pooling2d"));
+    g.outputs.push((Output::Grad(0), conv));
+    g.outputs.push((Output::Grad(1), pool));
+    let hyper = |_: Hyper| 0.0;
+    let out = interp::run(
+        &g,
+        &Feeds {
+            input: input.view(),
+            label: None,
+            vars: &vars,
+            masks: &[],
+            hyper: &hyper,
+        },
+    )
+    .unwrap();
+    let close = |what: &str, got: &ArrayD<f32>, want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 2e-5 * w.abs().max(1.0),
+                "{what}[{i}]: cnnc {g}, Keras {w}"
+            );
+        }
+    };
+    close("conv2d", &out[1].1, &KERAS_CONV);
+    close("max_pooling2d", &out[2].1, &KERAS_POOL);
+    close("dense", &out[0].1, &KERAS_DENSE);
+}

@@ -1,0 +1,104 @@
+//! Finite-difference gradient checks of whole models: every model in
+//! `models/`, and variants that cover the convolution and pooling cases the
+//! seed models do not (strides 2, `same` with even kernels, non-square
+//! windows, pool strides unlike the pool, frozen layers, every loss).
+
+mod common;
+
+use cnnc::runtime::gradcheck::{TOLERANCE, check_model};
+use common::{checked, checked_file, models, stem};
+
+fn assert_passes(name: &str, c: &cnnc::shape::Checked, per_var: usize) {
+    for seed in [1, 2] {
+        let report = check_model(c, seed, 3, per_var).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let worst = report.worst().unwrap_or_else(|| panic!("{name}: nothing checked"));
+        assert!(worst.error <= TOLERANCE, "{name} seed {seed}: {worst:?}\n{report}");
+    }
+}
+
+#[test]
+fn every_model_in_models() {
+    for path in models() {
+        let name = stem(&path);
+        // celeb8 is large for an interpreter in f64: fewer elements each.
+        let per_var = if name == "celeb8" { 3 } else { 8 };
+        assert_passes(&name, &checked_file(&path), per_var);
+    }
+}
+
+const STRIDES_AND_PADDINGS: &str = "
+input 12x11x2
+conv2d 3 3x3 strides=2 padding=same activation=tanh    # 6x6: stride 2, same, odd kernel
+conv2d 4 2x2 padding=same                              # even kernel, odd pixel bottom/right
+batchnorm
+activation sigmoid
+conv2d 3 5x3 strides=1x2                               # non-square kernel and strides: 2x2
+maxpool2d 3x2 strides=1x2 padding=same                 # non-square pool, strides unlike it
+dropout 0.3
+flatten
+dense 5 activation=tanh
+dense 3 activation=softmax
+";
+
+const CROPPED_STRIDE_BINARY: &str = "
+input 8x8x1
+conv2d 2 3x3 strides=2 activation=relu   # row and column 7 are never read
+conv2d 2 2x2 activation=tanh             # even kernel, valid
+maxpool2d 2x2 strides=1
+flatten
+dense 1 activation=sigmoid
+train {
+  loss binary_crossentropy
+}
+";
+
+const FROZEN_EDGE_FILTER_MSE: &str = "
+input 7x7x1
+conv2d 1 3x3 padding=same use_bias=false trainable=false kernel_initializer=[0, -1, 0, -1, 5, -1, 0, -1, 0]
+conv2d 2 3x3 activation=relu
+maxpool2d 2x2 padding=same
+flatten
+dense 4 activation=relu
+batchnorm center=false momentum=0.9
+dense 2
+train {
+  loss mean_squared_error
+}
+";
+
+#[test]
+fn convolution_and_pooling_variants() {
+    for (name, source) in [
+        ("strides_and_paddings", STRIDES_AND_PADDINGS),
+        ("cropped_stride_binary", CROPPED_STRIDE_BINARY),
+        ("frozen_edge_filter_mse", FROZEN_EDGE_FILTER_MSE),
+    ] {
+        assert_passes(name, &checked(name, source), 10);
+    }
+}
+
+#[test]
+fn frozen_layers_get_no_gradient_and_the_input_none() {
+    let c = checked("frozen", FROZEN_EDGE_FILTER_MSE);
+    let mut graph = cnnc::lower::lower(&c, cnnc::lower::Mode::Training).unwrap();
+    cnnc::autodiff::differentiate(&mut graph).unwrap();
+    let grads: Vec<&str> = graph
+        .outputs
+        .iter()
+        .filter_map(|(o, _)| match o {
+            cnnc::ir::Output::Grad(v) => Some(graph.vars[*v].name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!grads.contains(&"conv2d/kernel"), "{grads:?}");
+    assert!(grads.contains(&"conv2d_1/kernel"), "{grads:?}");
+    // Nothing in the backward graph has the shape of the input batch: its
+    // gradient is never computed, not even through the frozen layer.
+    let input = cnnc::ir::Shape::batch_of(&[7, 7, 1]);
+    let backward_input_shaped = graph
+        .nodes
+        .node_weights()
+        .filter(|n| n.origin.phase == cnnc::ir::Phase::Backward && n.shape == input)
+        .count();
+    assert_eq!(backward_input_shaped, 0);
+}

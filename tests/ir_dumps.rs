@@ -1,0 +1,70 @@
+//! `cnnc ir`: text and dot dumps of the forward and backward graphs of every
+//! model, and agreement between the IR's shapes and `cnnc check`'s.
+
+mod common;
+
+use cnnc::ir::{Op, Phase};
+use cnnc::lower::{Mode, lower};
+use common::{checked_file, cnnc, models, stdout, stem};
+
+#[test]
+fn every_model_has_forward_and_backward_dumps() {
+    for path in models() {
+        let file = path.display().to_string();
+        for stage in ["forward", "backward"] {
+            for format in ["text", "dot"] {
+                let out = cnnc(&["ir", &file, "--stage", stage, "--format", format]);
+                assert!(out.status.success(), "{file} {stage}: {}", common::stderr(&out));
+                insta::assert_snapshot!(format!("{}_{stage}_{format}", stem(&path)), stdout(&out));
+            }
+        }
+    }
+}
+
+/// Every layer's last node in the IR has the shape `cnnc check` reports.
+#[test]
+fn ir_shapes_agree_with_check() {
+    for path in models() {
+        let checked = checked_file(&path);
+        for mode in [Mode::Inference, Mode::Training] {
+            let graph = lower(&checked, mode).expect("lowers");
+            let order = graph.schedule();
+            for (layer, info) in checked.model.layers.iter().zip(&checked.layers) {
+                let last = order
+                    .iter()
+                    .rev()
+                    .find(|&&n| graph[n].origin.what == layer.name && graph[n].origin.phase == Phase::Forward);
+                let Some(&node) = last else {
+                    // Only dropout at inference lowers to nothing.
+                    assert!(mode == Mode::Inference, "{} has no nodes", layer.name);
+                    continue;
+                };
+                assert_eq!(
+                    graph[node].shape.resolve(7),
+                    std::iter::once(7)
+                        .chain(info.output.iter().copied())
+                        .collect::<Vec<_>>(),
+                    "{}: {} in {mode:?}",
+                    stem(&path),
+                    layer.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn verifier_reports_a_broken_graph_as_a_compiler_bug() {
+    let checked = checked_file(std::path::Path::new("models/mnist_cnn.cnn"));
+    let mut graph = lower(&checked, Mode::Training).expect("lowers");
+    let conv = graph
+        .nodes
+        .node_indices()
+        .find(|&n| matches!(graph[n].op, Op::Conv2d(_)))
+        .expect("a conv");
+    graph.nodes[conv].shape = cnnc::ir::Shape::batch_of(&[25, 26, 32]);
+    let err = cnnc::ir::verify::verify(&graph).expect_err("shape was corrupted");
+    let text = err.to_string();
+    assert!(text.contains("internal compiler error"), "{text}");
+    assert!(text.contains("conv2d") && text.contains("line 6"), "{text}");
+}
