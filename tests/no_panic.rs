@@ -293,6 +293,9 @@ fn extremes() -> Vec<String> {
         "input 784\ndense 10\ntrain { optimizer }",
         "input 784\ndense 10 \"unclosed",
         "input 784\ndense 10 name=\"\" name=\"\"",
+        "input 784\ndense \"a\u{3000}\"=\n",
+        "input 784\ndense 10 name=\u{3000}=\n",
+        "input 784\r\ndense 10 activation=\r\n",
     ]
     .iter()
     .map(|s| s.to_string())

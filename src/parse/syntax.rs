@@ -278,8 +278,9 @@ fn syntax_error(source: &str, delimiters: &Delimiters, error: pest::error::Error
         if let Some(key) = before.strip_suffix('=') {
             let key = key.trim_end();
             let key_start = key
-                .rfind(|c: char| c.is_whitespace())
-                .map_or(line_start, |i| line_start + i + 1);
+                .char_indices()
+                .rfind(|&(_, c)| c.is_whitespace())
+                .map_or(line_start, |(i, c)| line_start + i + c.len_utf8());
             let key = &source[key_start..line_start + key.len()];
             return Diagnostic::error(
                 Span::new(key_start, line_start + before.len()),

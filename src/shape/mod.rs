@@ -141,14 +141,14 @@ pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnost
         source: source.to_string(),
         errors: vec![e],
     };
-    let inputs = numel(&model.input.shape);
-    if inputs > MAX_ELEMENTS {
+    let inputs = exact(&model.input.shape);
+    if inputs > u128::from(MAX_ELEMENTS) {
         return Err(fail(
             Diagnostic::error(
                 model.input.span,
-                format!("the input has {} values per sample", group(inputs)),
+                format!("the input has {} values per sample", group_wide(inputs)),
             )
-            .label(format!("{} values", group(inputs)))
+            .label(format!("{} values", group_wide(inputs)))
             .note(format!(
                 "cnnc refuses tensors of more than {} values per sample ({} as f32)",
                 group(MAX_ELEMENTS),
@@ -196,14 +196,21 @@ impl Source {
     }
 }
 
+/// Parameters so far, counted exactly: a typo's absurd layer must be
+/// reported with its true size, not a saturated one.
 #[derive(Default)]
 struct Budget {
-    params: u64,
+    params: u128,
 }
 
 impl Budget {
     fn add(&mut self, layer: &Layer, info: &LayerInfo) -> Result<(), Diagnostic> {
-        self.params = self.params.saturating_add(info.params());
+        let layer_params = info
+            .weights
+            .iter()
+            .map(|w| exact(&w.shape))
+            .fold(0, u128::saturating_add);
+        self.params = self.params.saturating_add(layer_params);
         let help = match &layer.kind {
             LayerKind::Dense(_) => {
                 "use fewer units, or make its input smaller with pooling or strides before `flatten`"
@@ -211,17 +218,17 @@ impl Budget {
             LayerKind::Conv2D(_) => "use fewer filters, or add pooling or strides before this layer",
             _ => "add pooling or strides before this layer",
         };
-        if self.params > MAX_ELEMENTS {
+        if self.params > u128::from(MAX_ELEMENTS) {
             return Err(Diagnostic::error(
                 layer.span,
                 format!(
                     "`{}` brings the model to {} parameters ({})",
                     layer.name,
-                    group(self.params),
-                    bytes(self.params.saturating_mul(4))
+                    group_wide(self.params),
+                    bytes_wide(self.params.saturating_mul(4))
                 ),
             )
-            .label(format!("{} parameters in this layer", group(info.params())))
+            .label(format!("{} parameters in this layer", group_wide(layer_params)))
             .note(format!(
                 "cnnc refuses models of more than {} parameters ({} as f32)",
                 group(MAX_ELEMENTS),
@@ -229,11 +236,11 @@ impl Budget {
             ))
             .help(help));
         }
-        let out = numel(&info.output);
-        if out > MAX_ELEMENTS {
+        let out = exact(&info.output);
+        if out > u128::from(MAX_ELEMENTS) {
             return Err(Diagnostic::error(
                 layer.span,
-                format!("`{}` would output {} values per sample", layer.name, group(out)),
+                format!("`{}` would output {} values per sample", layer.name, group_wide(out)),
             )
             .label(format!("outputs {}", dims(&info.output)))
             .note(format!(
@@ -456,6 +463,12 @@ fn argument_span(layer: &Layer, argument: &str, source: &str) -> Option<Span> {
     Some(Span::new(span.start + layer.span.start, span.end + layer.span.start))
 }
 
+/// Elements of a shape without saturating: dimensions are below 2^31 and
+/// shapes have at most four, so the product fits.
+fn exact(shape: &[usize]) -> u128 {
+    shape.iter().fold(1, |n: u128, &d| n.saturating_mul(d as u128))
+}
+
 /// A shape in the words of an error message.
 fn describe(shape: &[usize]) -> String {
     match shape {
@@ -508,6 +521,10 @@ fn check_loss(checked: &Checked) -> Result<(), Diagnostic> {
 
 /// `1234567` as `1,234,567`, as Keras prints counts.
 pub fn group(n: u64) -> String {
+    group_wide(u128::from(n))
+}
+
+fn group_wide(n: u128) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -521,12 +538,16 @@ pub fn group(n: u64) -> String {
 
 /// Keras's readable size: powers of 1024, two decimals (`2.29 MB`).
 pub fn bytes(n: u64) -> String {
+    bytes_wide(u128::from(n))
+}
+
+fn bytes_wide(n: u128) -> String {
     let mut x = n as f64;
-    for unit in ["B", "KB", "MB", "GB", "TB"] {
+    for unit in ["B", "KB", "MB", "GB", "TB", "PB", "EB", "ZB"] {
         if x / 1024.0 < 1.0 {
             return format!("{x:.2} {unit}");
         }
         x /= 1024.0;
     }
-    format!("{x:.2} PB")
+    format!("{x:.2} YB")
 }
