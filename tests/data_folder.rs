@@ -2,10 +2,10 @@
 //! size resized to the model's input, grayscale or RGB, both layouts, and
 //! every error naming its file.
 
-mod data_common;
+mod common;
 
 use cnnc::runtime::data::{self, DataError, Dataset, Splits};
-use data_common::{Scratch, assert_error};
+use common::{Scratch, assert_error};
 use image::{ImageFormat, Rgb, RgbImage};
 use std::io::Cursor;
 use std::path::Path;
@@ -248,7 +248,7 @@ fn a_folder_without_classes_is_named() {
     assert!(
         error
             .to_string()
-            .contains("\nhelp: an image dataset holds one folder per class")
+            .contains("\n  = help: an image dataset holds one folder per class")
     );
 }
 

@@ -2,12 +2,12 @@
 //! Python's gzip module), raw and gzipped files told apart by content, every
 //! error on small generated files, validation splits, batches and shuffles.
 
-mod data_common;
+mod common;
 
 use cnnc::runtime::data::{self, DataError, Splits};
 use cnnc::runtime::purpose;
 use cnnc::runtime::rng::Rng;
-use data_common::{Scratch, assert_error};
+use common::{Scratch, assert_error};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -359,7 +359,7 @@ fn mnist_for_a_colour_model_says_what_the_data_is() {
     assert!(
         error
             .to_string()
-            .contains("\nhelp: IDX images are not resized: write `input 28x28x1`")
+            .contains("\n  = help: IDX images are not resized: write `input 28x28x1`")
     );
     let error = mnist(&[28, 28, 3], None).unwrap_err();
     assert_error(&error, "train-images-idx3-ubyte.gz", "model's input is 28x28x3");

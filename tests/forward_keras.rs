@@ -34,7 +34,7 @@ const INPUT: [f32; 50] = [
     0.887, 0.036, -0.896, 0.195, 0.846,
 ];
 
-const KERAS_CONV: [f32; 75] = [
+const KERAS_CONV: [f64; 75] = [
     1.9878921,
     1.820364,
     -2.456887,
@@ -112,13 +112,13 @@ const KERAS_CONV: [f32; 75] = [
     -0.99942195,
 ];
 
-const KERAS_POOL: [f32; 27] = [
+const KERAS_POOL: [f64; 27] = [
     3.2098532, 1.820364, 1.69769, 3.2098532, 1.513748, 1.9529042, 2.3430171, 0.6823701, 1.9529042, 3.273796, 2.1575549,
     1.9287701, 3.4338, 2.1575549, 1.9287701, 2.471802, 1.444267, 1.392236, 3.273796, 0.634045, 1.9287701, 3.4338,
     0.87135601, 1.9287701, 2.331832, 0.87135601, 1.392236,
 ];
 
-const KERAS_DENSE: [f32; 2] = [0.007204406, 1.838055];
+const KERAS_DENSE: [f64; 2] = [0.007204406, 1.838055];
 
 #[test]
 fn conv_pool_flatten_dense_match_keras() {
@@ -151,9 +151,10 @@ fn conv_pool_flatten_dense_match_keras() {
         },
     )
     .unwrap();
-    let close = |what: &str, got: &ArrayD<f32>, want: &[f32]| {
+    let close = |what: &str, got: &ArrayD<f32>, want: &[f64]| {
         assert_eq!(got.len(), want.len(), "{what}");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let g = f64::from(*g);
             assert!(
                 (g - w).abs() <= 2e-5 * w.abs().max(1.0),
                 "{what}[{i}]: cnnc {g}, Keras {w}"

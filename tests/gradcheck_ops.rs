@@ -148,10 +148,12 @@ fn matmul_in_every_transpose() {
     }
 }
 
+/// Input HxW, kernel HxW, strides, padding (low, high) per axis.
+type ConvCase = ([usize; 2], [usize; 2], [usize; 2], [(i64, i64); 2]);
+
 #[test]
 fn conv2d_strides_paddings_and_kernels() {
-    // (input HxW, kernel HxW, strides, padding lo/hi per axis)
-    let cases: [([usize; 2], [usize; 2], [usize; 2], [(i64, i64); 2]); 7] = [
+    let cases: [ConvCase; 7] = [
         ([5, 5], [3, 3], [1, 1], [(0, 0), (0, 0)]), // valid, odd
         ([5, 5], [3, 3], [1, 1], [(1, 1), (1, 1)]), // same, odd
         ([6, 6], [2, 2], [1, 1], [(0, 1), (0, 1)]), // same, even: odd pixel bottom/right

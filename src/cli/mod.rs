@@ -3,9 +3,12 @@
 //! (message on stderr), 2 a usage error (reported by clap).
 
 mod check;
+mod eval;
 mod grad;
 mod gradcheck;
 mod ir;
+mod predict;
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -43,6 +46,12 @@ enum Command {
     Grad(grad::GradArgs),
     /// Check the derived gradients against finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Train a model on its dataset.
+    Run(run::RunArgs),
+    /// Evaluate trained weights on the test split.
+    Eval(eval::EvalArgs),
+    /// Classify images or a .npy batch with trained weights.
+    Predict(predict::PredictArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,6 +76,9 @@ pub fn main() -> ExitCode {
         Command::Ir { file, stage, format } => ir::run(&file, stage, format),
         Command::Grad(args) => grad::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
     };
     match result {
         Ok(out) => {

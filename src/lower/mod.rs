@@ -1,5 +1,6 @@
 //! Lowering: a checked model becomes a graph of primitive ops, in inference
-//! mode (dropout off, batch normalization from moving statistics) or in
+//! mode (dropout off, batch normalization from moving statistics), in
+//! evaluation mode (inference plus the loss, as Keras's `evaluate`) or in
 //! training mode (dropout masks, batch statistics, the loss, and the moving
 //! statistics' updates as outputs).
 
@@ -12,21 +13,24 @@ use crate::shape::{Checked, LayerInfo, window};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Inference,
+    Evaluation,
     Training,
 }
 
-/// The forward graph of a checked model. In training mode it also computes
-/// the loss against a `label` leaf.
+/// The forward graph of a checked model. In evaluation and training modes it
+/// also computes the loss against a `label` leaf.
 pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
-    let mut graph = Graph::default();
-    graph.vars = checked
-        .weights()
-        .map(|w| VarDecl {
-            name: w.name.clone(),
-            shape: w.shape.clone(),
-            trainable: w.trainable,
-        })
-        .collect();
+    let mut graph = Graph {
+        vars: checked
+            .weights()
+            .map(|w| VarDecl {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                trainable: w.trainable,
+            })
+            .collect(),
+        ..Graph::default()
+    };
     let input = &checked.model.input;
     let origin = Origin {
         what: "input".into(),
@@ -52,7 +56,7 @@ pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
         x = l.layer(layer, info, x)?;
     }
     let mut outputs = vec![(Output::Prediction, x)];
-    if mode == Mode::Training {
+    if mode != Mode::Inference {
         let train = checked.model.train.as_ref();
         l.b.origin = Origin {
             what: checked.loss().name().into(),
@@ -131,7 +135,7 @@ impl Lowering<'_> {
             }
             LayerKind::Flatten => self.b.reshape(x, Shape::batch_of(&info.output)),
             LayerKind::Dropout { rate } => {
-                if self.mode == Mode::Inference || *rate == 0.0 {
+                if self.mode != Mode::Training || *rate == 0.0 {
                     return Ok(x);
                 }
                 let index = self.next_mask;
@@ -147,7 +151,7 @@ impl Lowering<'_> {
                 let (moving_mean, moving_var) = (self.var()?, self.var()?);
                 let eps = self.b.constant(bn.epsilon)?;
                 let (centered, var) = match self.mode {
-                    Mode::Inference => (self.b.binary(Binary::Sub, x, moving_mean)?, moving_var),
+                    Mode::Inference | Mode::Evaluation => (self.b.binary(Binary::Sub, x, moving_mean)?, moving_var),
                     Mode::Training => {
                         let (centered, mean, var) = self.batch_moments(x)?;
                         self.moving_average(moving_mean, mean, bn.momentum)?;

@@ -1,13 +1,16 @@
 //! Running models: weights and their initial values, the random streams,
-//! gradient checking, and (in `train`) the training loop.
+//! data, engines, optimizers, the training loop, checkpoints and metrics.
 
 pub mod checkpoint;
 pub mod data;
+pub mod engine;
 pub mod gradcheck;
 pub mod init;
 pub mod metrics;
+pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod train;
 
 use crate::interp::Float;
 use crate::ir::Graph;
@@ -60,3 +63,61 @@ pub fn dropout_masks<T: Float>(graph: &Graph, batch: usize, rng: &mut Rng) -> Ve
     masks.sort_by_key(|(i, _)| *i);
     masks.into_iter().map(|(_, m)| m).collect()
 }
+
+/// Anything that stops a run: the user's data, files or settings, or a
+/// compiler bug surfacing at run time.
+#[derive(Debug)]
+pub enum Error {
+    Data(data::DataError),
+    Checkpoint(checkpoint::CheckpointError),
+    File(checkpoint::FileError),
+    Metrics(metrics::MetricsError),
+    Plot(plot::PlotError),
+    Interp(crate::interp::Error),
+    Ir(crate::ir::IrError),
+    Grad(crate::autodiff::Error),
+    /// A user-facing message, with its `help:` if any.
+    Message(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Error::Data(e) => e.to_string(),
+            Error::Checkpoint(e) => e.to_string(),
+            Error::File(e) => e.to_string(),
+            Error::Metrics(e) => e.to_string(),
+            Error::Plot(e) => e.to_string(),
+            Error::Interp(e) => e.to_string(),
+            Error::Ir(e) => e.to_string(),
+            Error::Grad(e) => e.to_string(),
+            Error::Message(m) => m.clone(),
+        };
+        // Every message reads `error: ...`, whichever module wrote it.
+        let body = text.strip_prefix("error: ").unwrap_or(&text);
+        write!(f, "error: {body}")
+    }
+}
+
+impl std::error::Error for Error {}
+
+macro_rules! from_errors {
+    ($($variant:ident($t:ty)),*) => {
+        $(impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::$variant(e)
+            }
+        })*
+    };
+}
+
+from_errors!(
+    Data(data::DataError),
+    Checkpoint(checkpoint::CheckpointError),
+    File(checkpoint::FileError),
+    Metrics(metrics::MetricsError),
+    Plot(plot::PlotError),
+    Interp(crate::interp::Error),
+    Ir(crate::ir::IrError),
+    Grad(crate::autodiff::Error)
+);

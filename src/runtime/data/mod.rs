@@ -138,3 +138,20 @@ fn check_split(train: usize, val: usize, split: f64, file: &Path) -> Result<(), 
     )
     .help("choose a split that leaves samples on both sides, e.g. `validation_split 0.2`"))
 }
+
+/// Image files as one batch in the model's input layout (`cnnc predict`):
+/// decoded, converted and resized exactly as training images are.
+pub fn images(paths: &[PathBuf], input_shape: &[usize]) -> Result<ndarray::ArrayD<f32>, DataError> {
+    let model = ModelIo {
+        input: input_shape,
+        outputs: 1,
+    };
+    let root = paths.first().map_or_else(PathBuf::new, PathBuf::clone);
+    let size = decode::size(&root, model)?;
+    let samples: Vec<(&Path, usize)> = paths.iter().map(|p| (p.as_path(), 0)).collect();
+    let data = decode::dataset(&samples, size, model)?;
+    let mut shape = vec![paths.len()];
+    shape.extend(input_shape);
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data.inputs)
+        .map_err(|e| DataError::new(root, format!("cannot form a batch: {e}")))
+}

@@ -1,0 +1,91 @@
+//! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
+//! trained weights on the dataset's test split.
+
+use super::run::{DataArgs, dataset, engine, fail};
+use super::{Failure, Format, check::load};
+use crate::runtime::engine::Routines;
+use crate::runtime::train::{self, State};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The model file (.cnn).
+    file: PathBuf,
+    /// Weights to evaluate (safetensors with Keras names).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+pub fn run(args: EvalArgs) -> Result<String, Failure> {
+    let checked = load(&args.file)?;
+    let optimizer = checked
+        .model
+        .train
+        .as_ref()
+        .and_then(|t| t.optimizer)
+        .unwrap_or(crate::parse::ast::Optimizer::ADAM);
+    let routines = Routines::new(&checked, &optimizer).map_err(fail)?;
+    let mut state = State::new(&checked, &routines, 0);
+    let loaded = train::load_weights(&args.weights, &routines, state.weights).map_err(fail)?;
+    state.values[..state.weights].clone_from_slice(&loaded.values);
+    let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
+    let Some(test) = &splits.test else {
+        return Err(Failure(
+            "error: the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder"
+                .into(),
+        ));
+    };
+    let mut engine = engine(args.data.engine, &routines);
+    let e = train::evaluate(&checked, engine.as_mut(), &state, test, args.batch as usize).map_err(fail)?;
+    Ok(match args.format {
+        Format::Json => format!(
+            "{:#}\n",
+            json!({ "loss": e.loss, "accuracy": if e.accuracy.is_nan() { None } else { Some(e.accuracy) }, "n": e.n, "confusion": e.confusion })
+        ),
+        Format::Text => {
+            let mut out = format!("test: loss {:.4}", e.loss);
+            if !e.accuracy.is_nan() {
+                out += &format!(" - accuracy {:.4}", e.accuracy);
+            }
+            out += &format!(
+                " ({} samples)\n\nconfusion matrix (rows: true class, columns: predicted)\n",
+                e.n
+            );
+            out += &confusion_table(&e.confusion, &splits.classes);
+            out
+        }
+    })
+}
+
+fn confusion_table(confusion: &[Vec<u64>], classes: &[String]) -> String {
+    let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let label_width = (0..confusion.len()).map(|i| name(i).len()).max().unwrap_or(1);
+    let cell = confusion
+        .iter()
+        .flatten()
+        .map(|c| c.to_string().len())
+        .chain((0..confusion.len()).map(|i| name(i).len()))
+        .max()
+        .unwrap_or(1);
+    let mut out = format!("{:label_width$}", "");
+    for i in 0..confusion.len() {
+        out += &format!(" {:>cell$}", name(i));
+    }
+    out.push('\n');
+    for (i, row) in confusion.iter().enumerate() {
+        out += &format!("{:>label_width$}", name(i));
+        for c in row {
+            out += &format!(" {c:>cell$}");
+        }
+        out.push('\n');
+    }
+    out
+}

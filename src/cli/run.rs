@@ -1,0 +1,225 @@
+//! `cnnc run FILE`: train a model on its dataset, with the training block's
+//! settings overridden by flags.
+
+use super::{Failure, check::load};
+use crate::parse::ast::Optimizer;
+use crate::runtime::data::{self, Splits};
+use crate::runtime::engine::{Engine, Interpreter, Routines};
+use crate::runtime::train::{self, Ending, Files, Settings, compact};
+use crate::shape::Checked;
+use clap::ValueEnum;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// The reference interpreter (ndarray).
+    Interp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerName {
+    Sgd,
+    Adam,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("`{s}` is not a number greater than 0")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a fraction in [0, 1)")),
+    }
+}
+
+/// Where the data comes from, shared by `run` and `eval`.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Dataset: `mnist10k`, a folder of IDX files or an image folder with one
+    /// subfolder per class [default: the training block's `data`; mnist10k
+    /// for a 28x28 digit model with 10 outputs]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Engine that runs the model.
+    #[arg(long, value_enum, default_value_t = EngineKind::Interp)]
+    pub engine: EngineKind,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The model file (.cnn).
+    file: PathBuf,
+    /// Epochs to train [default: the training block's, else 1]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: Option<u32>,
+    /// Samples per step [default: the training block's, else 32]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
+    /// Optimizer, with Keras's defaults [default: the training block's, else adam]
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerName>,
+    /// Learning rate [default: the optimizer's]
+    #[arg(long, value_parser = positive)]
+    lr: Option<f64>,
+    /// Seed of the initial weights, the shuffles and the dropout masks [default: 0]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fraction of the training data (its last samples) kept for validation
+    #[arg(long, value_parser = fraction)]
+    validation_split: Option<f64>,
+    /// Early stopping: epochs without a better val_loss before stopping;
+    /// the best weights are restored
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    patience: Option<u32>,
+    /// Folder for the run's files; they go in OUT/<model name>/
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Continue the run in OUT/<model name>/ from its last checkpoint
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn run(args: RunArgs) -> Result<String, Failure> {
+    let checked = load(&args.file)?;
+    let block = checked.model.train.clone().unwrap_or_default();
+    let mut optimizer = match (args.optimizer, block.optimizer) {
+        (Some(OptimizerName::Sgd), Some(o @ Optimizer::Sgd { .. })) => o,
+        (Some(OptimizerName::Adam), Some(o @ Optimizer::Adam { .. })) => o,
+        (Some(OptimizerName::Sgd), _) => Optimizer::SGD,
+        (Some(OptimizerName::Adam), _) => Optimizer::ADAM,
+        (None, o) => o.unwrap_or(Optimizer::ADAM),
+    };
+    if let Some(lr) = args.lr {
+        optimizer = optimizer.with_learning_rate(lr);
+    }
+    let settings = Settings {
+        optimizer,
+        batch_size: args.batch.map(|b| b as usize).or(block.batch_size).unwrap_or(32),
+        epochs: args.epochs.map(|e| e as usize).or(block.epochs).unwrap_or(1),
+        seed: args.seed.or(block.seed).unwrap_or(0),
+        patience: args.patience.map(|p| p as usize).or(block.patience),
+        out_dir: args.out.join(&checked.model.name),
+        resume: args.resume,
+    };
+    let split = args.validation_split.or(block.validation_split);
+    let splits = dataset(&checked, &args.file, args.data.data.as_deref(), split)?;
+    let routines = Routines::new(&checked, &settings.optimizer).map_err(fail)?;
+    let mut engine = engine(args.data.engine, &routines);
+    // A second Ctrl-C while saving still kills the process; the writes are
+    // atomic, so the previous checkpoint survives it.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+
+    println!(
+        "training `{}` on {} samples ({} classes), {} epochs of batch {}, {}, seed {}",
+        checked.model.name,
+        splits.train.len(),
+        splits.classes.len(),
+        settings.epochs,
+        settings.batch_size,
+        describe(&settings.optimizer),
+        settings.seed
+    );
+    let mut stdout = std::io::stdout();
+    let report = train::train(
+        &checked,
+        &splits,
+        &settings,
+        &routines,
+        engine.as_mut(),
+        &mut stdout,
+        &INTERRUPTED,
+    )
+    .map_err(fail)?;
+    let files = Files::new(&settings.out_dir);
+    let mut out = String::new();
+    if let Some(t) = &report.test {
+        out += &format!("test: loss {:.4}", t.loss);
+        if !t.accuracy.is_nan() {
+            out += &format!(" - accuracy {:.4}", t.accuracy);
+        }
+        out += &format!(" ({} samples)\n", t.n);
+    }
+    if report.ending != Ending::Interrupted {
+        out += &format!(
+            "wrote {}, {} and {}\n",
+            files.weights.display(),
+            files.metrics.display(),
+            files.plot.display()
+        );
+    }
+    Ok(out)
+}
+
+pub fn fail(e: crate::runtime::Error) -> Failure {
+    Failure(e.to_string())
+}
+
+pub fn engine(kind: EngineKind, routines: &Routines) -> Box<dyn Engine> {
+    match kind {
+        EngineKind::Interp => Box::new(Interpreter::new(routines.clone())),
+    }
+}
+
+fn describe(o: &Optimizer) -> String {
+    match o {
+        Optimizer::Sgd {
+            learning_rate,
+            momentum,
+            nesterov,
+        } => format!(
+            "sgd (learning_rate {}, momentum {momentum}, nesterov {nesterov})",
+            compact(*learning_rate)
+        ),
+        Optimizer::Adam {
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
+        } => format!(
+            "adam (learning_rate {}, beta_1 {beta_1}, beta_2 {beta_2}, epsilon {})",
+            compact(*learning_rate),
+            compact(*epsilon)
+        ),
+    }
+}
+
+/// The model's dataset: the flag's (relative to the current folder), the
+/// training block's (relative to the model file), or mnist10k for a digit
+/// model.
+pub fn dataset(
+    checked: &Checked,
+    model_file: &Path,
+    flag: Option<&str>,
+    split: Option<f64>,
+) -> Result<Splits, Failure> {
+    let block = checked.model.train.as_ref().and_then(|t| t.data.clone());
+    let input = &checked.model.input.shape;
+    let outputs: usize = checked.output_shape().iter().product();
+    let digits = matches!(input.as_slice(), [28, 28, 1] | [28, 28] | [784]) && outputs == 10;
+    let (source, base) = match (flag, block) {
+        (Some(f), _) => (f.to_string(), PathBuf::from(".")),
+        (None, Some(b)) => (
+            b,
+            model_file
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        ),
+        (None, None) if digits => (data::BUNDLED.to_string(), PathBuf::from(".")),
+        (None, None) => {
+            return Err(Failure(format!(
+                "error: `{}` names no dataset\n  = help: add `data \"path/to/images\"` to its `train {{ ... }}` block, or pass `--data`",
+                model_file.display()
+            )));
+        }
+    };
+    data::load(&source, &base, input, outputs, split).map_err(|e| fail(e.into()))
+}
