@@ -7,6 +7,7 @@
 
 pub mod autodiff;
 pub mod cli;
+pub mod codegen;
 pub mod diag;
 pub mod interp;
 pub mod ir;

@@ -44,7 +44,7 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
         ));
     };
     let mut engine = engine(args.data.engine, &routines);
-    let e = train::evaluate(&checked, engine.as_mut(), &state, test, args.batch as usize).map_err(fail)?;
+    let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize).map_err(fail)?;
     Ok(match args.format {
         Format::Json => format!(
             "{:#}\n",

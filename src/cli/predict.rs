@@ -26,7 +26,7 @@ pub struct PredictArgs {
     /// Write every probability, [N, classes] float32, to this `.npy` file.
     #[arg(long)]
     output: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = EngineKind::Interp)]
+    #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
 }
 
@@ -41,7 +41,7 @@ pub fn run(args: PredictArgs) -> Result<String, Failure> {
     let (batch, names) = inputs(&args.inputs, input_shape)?;
     let mut engine = engine(args.engine, &routines);
     let probabilities = engine
-        .predict(&state.values[..state.weights], batch.view())
+        .predict(&mut state.values[..state.weights], batch.view())
         .map_err(fail)?;
 
     let classes = &loaded.classes;

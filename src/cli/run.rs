@@ -5,6 +5,7 @@ use super::{Failure, check::load};
 use crate::parse::ast::Optimizer;
 use crate::runtime::data::{self, Splits};
 use crate::runtime::engine::{Engine, Interpreter, Routines};
+use crate::runtime::jit::Compiled;
 use crate::runtime::train::{self, Ending, Files, Settings, compact};
 use crate::shape::Checked;
 use clap::ValueEnum;
@@ -13,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EngineKind {
+    /// Native code compiled with Cranelift.
+    Jit,
     /// The reference interpreter (ndarray).
     Interp,
 }
@@ -46,7 +49,7 @@ pub struct DataArgs {
     #[arg(long)]
     pub data: Option<String>,
     /// Engine that runs the model.
-    #[arg(long, value_enum, default_value_t = EngineKind::Interp)]
+    #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     pub engine: EngineKind,
 }
 
@@ -165,6 +168,7 @@ pub fn fail(e: crate::runtime::Error) -> Failure {
 
 pub fn engine(kind: EngineKind, routines: &Routines) -> Box<dyn Engine> {
     match kind {
+        EngineKind::Jit => Box::new(Compiled::new(routines.clone())),
         EngineKind::Interp => Box::new(Interpreter::new(routines.clone())),
     }
 }

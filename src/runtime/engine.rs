@@ -1,7 +1,7 @@
-//! Engines run a model's three routines (a training step, evaluation,
-//! prediction) on batches. The interpreter is the reference engine; the
-//! compiled engine implements the same trait, so training, evaluation and
-//! prediction are written once.
+//! Engines run a model's routines (a training step, its gradients alone,
+//! evaluation, prediction) on batches. The interpreter is the reference
+//! engine; the compiled engine (`jit.rs`) implements the same trait, so
+//! training, evaluation, prediction and gradient checking are written once.
 
 use super::Error;
 use crate::interp::{self, Feeds};
@@ -16,30 +16,68 @@ use ndarray::{ArrayD, ArrayViewD};
 pub struct Routines {
     /// Forward, backward and optimizer update.
     pub train: Graph,
+    /// Forward and backward: the loss and every gradient.
+    pub backward: Graph,
     /// Inference plus the loss (Keras's `evaluate`).
     pub eval: Graph,
     pub predict: Graph,
 }
 
+/// Which routine to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Train,
+    Backward,
+    Eval,
+    Predict,
+}
+
 impl Routines {
     pub fn new(checked: &Checked, optimizer: &Optimizer) -> Result<Routines, Error> {
-        let mut train = lower(checked, Mode::Training)?;
-        crate::autodiff::differentiate(&mut train)?;
+        let mut backward = lower(checked, Mode::Training)?;
+        crate::autodiff::differentiate(&mut backward)?;
+        let mut train = backward.clone();
         super::optim::append_update(&mut train, optimizer)?;
         Ok(Routines {
             train,
+            backward,
             eval: lower(checked, Mode::Evaluation)?,
             predict: lower(checked, Mode::Inference)?,
         })
     }
+
+    pub fn graph(&self, kind: Kind) -> &Graph {
+        match kind {
+            Kind::Train => &self.train,
+            Kind::Backward => &self.backward,
+            Kind::Eval => &self.eval,
+            Kind::Predict => &self.predict,
+        }
+    }
 }
 
-/// One batch of a training step.
+/// One batch.
 pub struct Step<'a> {
     pub inputs: ArrayViewD<'a, f32>,
-    pub targets: ArrayViewD<'a, f32>,
+    pub targets: Option<ArrayViewD<'a, f32>>,
     pub masks: &'a [ArrayD<f32>],
     pub hyper: &'a dyn Fn(Hyper) -> f64,
+}
+
+fn no_hyper(_: Hyper) -> f64 {
+    0.0
+}
+
+impl<'a> Step<'a> {
+    /// A batch for a routine without dropout or hyperparameters.
+    pub fn plain(inputs: ArrayViewD<'a, f32>, targets: Option<ArrayViewD<'a, f32>>) -> Step<'a> {
+        Step {
+            inputs,
+            targets,
+            masks: &[],
+            hyper: &no_hyper,
+        }
+    }
 }
 
 pub struct Outcome {
@@ -49,32 +87,28 @@ pub struct Outcome {
 }
 
 pub trait Engine {
-    /// One training step: updates `state` (weights, moving statistics,
-    /// optimizer slots, in `Routines::train`'s variable order) in place.
-    fn train_step(&mut self, state: &mut [ArrayD<f32>], step: &Step) -> Result<Outcome, Error>;
-    /// Loss and predictions in inference mode.
-    fn evaluate(
-        &mut self,
-        state: &[ArrayD<f32>],
-        inputs: ArrayViewD<f32>,
-        targets: ArrayViewD<f32>,
-    ) -> Result<Outcome, Error>;
-    fn predict(&mut self, state: &[ArrayD<f32>], inputs: ArrayViewD<f32>) -> Result<ArrayD<f32>, Error>;
-}
+    /// Runs a routine on a batch: its `Assign` outputs update `state` (the
+    /// variables in the routine's order) in place; its other outputs are
+    /// returned in the graph's order.
+    fn run(&mut self, kind: Kind, state: &mut [ArrayD<f32>], step: &Step) -> Result<Vec<(Output, ArrayD<f32>)>, Error>;
 
-/// The reference interpreter as an engine.
-pub struct Interpreter {
-    routines: Routines,
-}
-
-impl Interpreter {
-    pub fn new(routines: Routines) -> Interpreter {
-        Interpreter { routines }
+    /// One training step.
+    fn train_step(&mut self, state: &mut [ArrayD<f32>], step: &Step) -> Result<Outcome, Error> {
+        outcome(self.run(Kind::Train, state, step)?)
     }
-}
 
-fn no_hyper(_: Hyper) -> f64 {
-    0.0
+    /// Loss and predictions in inference mode.
+    fn evaluate(&mut self, state: &mut [ArrayD<f32>], step: &Step) -> Result<Outcome, Error> {
+        outcome(self.run(Kind::Eval, state, step)?)
+    }
+
+    fn predict(&mut self, state: &mut [ArrayD<f32>], inputs: ArrayViewD<f32>) -> Result<ArrayD<f32>, Error> {
+        self.run(Kind::Predict, state, &Step::plain(inputs, None))?
+            .into_iter()
+            .find(|(o, _)| *o == Output::Prediction)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Message("the routine did not compute a prediction".into()))
+    }
 }
 
 fn outcome(outputs: Vec<(Output, ArrayD<f32>)>) -> Result<Outcome, Error> {
@@ -95,56 +129,36 @@ fn outcome(outputs: Vec<(Output, ArrayD<f32>)>) -> Result<Outcome, Error> {
     }
 }
 
+/// The reference interpreter as an engine.
+pub struct Interpreter {
+    routines: Routines,
+}
+
+impl Interpreter {
+    pub fn new(routines: Routines) -> Interpreter {
+        Interpreter { routines }
+    }
+}
+
 impl Engine for Interpreter {
-    fn train_step(&mut self, state: &mut [ArrayD<f32>], step: &Step) -> Result<Outcome, Error> {
+    fn run(&mut self, kind: Kind, state: &mut [ArrayD<f32>], step: &Step) -> Result<Vec<(Output, ArrayD<f32>)>, Error> {
         let outputs = interp::run(
-            &self.routines.train,
+            self.routines.graph(kind),
             &Feeds {
                 input: step.inputs.view(),
-                label: Some(step.targets.view()),
+                label: step.targets.as_ref().map(|t| t.view()),
                 vars: state,
                 masks: step.masks,
                 hyper: step.hyper,
             },
         )?;
-        let mut rest = Vec::with_capacity(2);
+        let mut rest = Vec::with_capacity(outputs.len());
         for (o, v) in outputs {
             match o {
                 Output::Assign(id) => state[id] = v,
                 _ => rest.push((o, v)),
             }
         }
-        outcome(rest)
-    }
-
-    fn evaluate(
-        &mut self,
-        state: &[ArrayD<f32>],
-        inputs: ArrayViewD<f32>,
-        targets: ArrayViewD<f32>,
-    ) -> Result<Outcome, Error> {
-        let feeds = Feeds {
-            input: inputs,
-            label: Some(targets),
-            vars: state,
-            masks: &[],
-            hyper: &no_hyper,
-        };
-        outcome(interp::run(&self.routines.eval, &feeds)?)
-    }
-
-    fn predict(&mut self, state: &[ArrayD<f32>], inputs: ArrayViewD<f32>) -> Result<ArrayD<f32>, Error> {
-        let feeds = Feeds {
-            input: inputs,
-            label: None,
-            vars: state,
-            masks: &[],
-            hyper: &no_hyper,
-        };
-        interp::run(&self.routines.predict, &feeds)?
-            .into_iter()
-            .find(|(o, _)| *o == Output::Prediction)
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::Message("the routine did not compute a prediction".into()))
+        Ok(rest)
     }
 }

@@ -6,6 +6,7 @@ pub mod data;
 pub mod engine;
 pub mod gradcheck;
 pub mod init;
+pub mod jit;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
@@ -76,6 +77,7 @@ pub enum Error {
     Interp(crate::interp::Error),
     Ir(crate::ir::IrError),
     Grad(crate::autodiff::Error),
+    Codegen(crate::codegen::CodegenError),
     /// A user-facing message, with its `help:` if any.
     Message(String),
 }
@@ -91,6 +93,7 @@ impl std::fmt::Display for Error {
             Error::Interp(e) => e.to_string(),
             Error::Ir(e) => e.to_string(),
             Error::Grad(e) => e.to_string(),
+            Error::Codegen(e) => e.to_string(),
             Error::Message(m) => m.clone(),
         };
         // Every message reads `error: ...`, whichever module wrote it.
@@ -119,5 +122,6 @@ from_errors!(
     Plot(plot::PlotError),
     Interp(crate::interp::Error),
     Ir(crate::ir::IrError),
-    Grad(crate::autodiff::Error)
+    Grad(crate::autodiff::Error),
+    Codegen(crate::codegen::CodegenError)
 );

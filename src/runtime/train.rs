@@ -118,7 +118,7 @@ fn has_accuracy(checked: &Checked) -> bool {
 pub fn evaluate(
     checked: &Checked,
     engine: &mut dyn Engine,
-    state: &State,
+    state: &mut State,
     data: &Dataset,
     batch_size: usize,
 ) -> Result<Evaluation, Error> {
@@ -129,9 +129,8 @@ pub fn evaluate(
     for chunk in order.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk);
         let out = engine.evaluate(
-            &state.values[..state.weights],
-            batch.inputs.view(),
-            batch.targets.view(),
+            &mut state.values[..state.weights],
+            &Step::plain(batch.inputs.view(), Some(batch.targets.view())),
         )?;
         loss += f64::from(out.loss) * chunk.len() as f64;
         n += chunk.len();
@@ -222,7 +221,7 @@ pub fn train(
                 &mut state.values,
                 &Step {
                     inputs: batch.inputs.view(),
-                    targets: batch.targets.view(),
+                    targets: Some(batch.targets.view()),
                     masks: &masks,
                     hyper: &hyper,
                 },
@@ -265,7 +264,7 @@ pub fn train(
             break;
         }
         let validation = val
-            .map(|v| evaluate(checked, engine, &state, v, settings.batch_size))
+            .map(|v| evaluate(checked, engine, &mut state, v, settings.batch_size))
             .transpose()?;
         state.epoch = epoch;
         let accuracy = if has_accuracy(checked) {
@@ -311,7 +310,7 @@ pub fn train(
     }
     let test = match (&splits.test, &ending) {
         (Some(t), Ending::Completed | Ending::EarlyStopped { .. }) => {
-            Some(evaluate(checked, engine, &state, t, settings.batch_size)?)
+            Some(evaluate(checked, engine, &mut state, t, settings.batch_size)?)
         }
         _ => None,
     };

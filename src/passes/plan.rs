@@ -1,0 +1,337 @@
+//! Memory planning: where every value of a fused program lives for a given
+//! batch size. The model's variables, the batch, the labels, the dropout
+//! masks and the requested outputs live in buffers the caller passes; every
+//! other value gets a place in one arena, reused once the value is dead
+//! (liveness over the kernel order), in place where an elementwise loop
+//! overwrites an input it is the last to read. Assigned variables are
+//! updated in place when no later kernel reads their old value.
+
+use super::fuse::{Kernel, Program};
+use crate::ir::{Graph, NodeId, Op, Output, VarId};
+use std::collections::HashMap;
+
+/// Where a value lives. Offsets and lengths count f32 elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    Arena {
+        offset: usize,
+    },
+    Var(VarId),
+    Input,
+    Label,
+    Mask(usize),
+    /// The caller's buffer for `graph.outputs[i]`.
+    Output(usize),
+}
+
+/// Alignment of arena buffers: one cache line.
+const ALIGN: usize = 16;
+
+/// A value's home and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buffer {
+    pub storage: Storage,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub program: Program,
+    pub batch: usize,
+    pub buffers: HashMap<NodeId, Buffer>,
+    /// Temporary space of each kernel (an im2col matrix), as (offset, len).
+    pub scratch: Vec<Option<(usize, usize)>>,
+    /// Values copied into outputs or variables after the last kernel,
+    /// where they could not be written there directly.
+    pub copies: Vec<(NodeId, Storage)>,
+    pub arena_len: usize,
+}
+
+impl Plan {
+    pub fn arena_bytes(&self) -> usize {
+        4 * self.arena_len
+    }
+}
+
+/// The scratch a kernel needs beyond its inputs and outputs, in elements.
+pub type ScratchFn<'a> = &'a dyn Fn(&Kernel, &Graph, usize) -> usize;
+
+/// Plans `program` for `batch`; `scratch` sizes each kernel's temporary
+/// space (code generation decides how it lays out, say, an im2col matrix).
+pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
+    let g = &program.graph;
+    let kernels = &program.kernels;
+    let len = |n: NodeId| g[n].shape.numel(batch);
+
+    // Reshapes are views of their operand.
+    let root = |mut n: NodeId| {
+        while g[n].op == Op::Reshape {
+            n = g.operands(n)[0];
+        }
+        n
+    };
+
+    let mut buffers: HashMap<NodeId, Buffer> = HashMap::new();
+    for n in g.nodes.node_indices() {
+        let storage = match g[n].op {
+            Op::Input => Storage::Input,
+            Op::Label => Storage::Label,
+            Op::Var(v) => Storage::Var(v),
+            Op::DropoutMask { index, .. } => Storage::Mask(index),
+            _ => continue,
+        };
+        buffers.insert(n, Buffer { storage, len: len(n) });
+    }
+
+    // Which kernel writes each value, and the last kernel reading it.
+    let mut writer: HashMap<NodeId, usize> = HashMap::new();
+    let mut last_read: HashMap<NodeId, usize> = HashMap::new();
+    for (i, k) in kernels.iter().enumerate() {
+        for o in k.outputs() {
+            writer.insert(o, i);
+        }
+        for v in k.inputs() {
+            last_read.insert(root(v), i);
+        }
+    }
+
+    // Outputs go straight to the caller's buffers; assigned variables are
+    // updated in place when that is safe.
+    // A reshape's data is its operand's, so the kernel writing the operand
+    // writes the output.
+    let mut copies = Vec::new();
+    for (i, &(o, n)) in g.outputs.iter().enumerate() {
+        let target = match o {
+            Output::Assign(v) => Storage::Var(v),
+            Output::Prediction | Output::Loss | Output::Grad(_) => Storage::Output(i),
+        };
+        let r = root(n);
+        let direct = match (writer.get(&r), target) {
+            (None, _) => false,
+            (Some(_), _) if buffers.contains_key(&r) => false,
+            (Some(&w), Storage::Var(v)) => in_place_safe(g, kernels, w, v),
+            (Some(_), _) => true,
+        };
+        if direct {
+            buffers.insert(
+                r,
+                Buffer {
+                    storage: target,
+                    len: len(r),
+                },
+            );
+        } else {
+            copies.push((r, target));
+        }
+    }
+
+    // The arena: first fit over free intervals, freed after the last read.
+    let mut arena = Arena::default();
+    let mut scratch_at = Vec::with_capacity(kernels.len());
+    let end = kernels.len();
+    let mut dying: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+    for (i, k) in kernels.iter().enumerate() {
+        for o in k.outputs() {
+            if buffers.contains_key(&o) {
+                continue;
+            }
+            let n_len = len(o);
+            let last = if copies.iter().any(|(c, _)| *c == o) {
+                end
+            } else {
+                last_read.get(&o).copied().unwrap_or(i)
+            };
+            // In place: a loop may overwrite an input of its own shape that
+            // it reads last.
+            let reuse = match k {
+                Kernel::Map { shape, .. } => k.inputs().into_iter().map(root).find(|&v| {
+                    g[v].shape == *shape
+                        && last_read.get(&v) == Some(&i)
+                        && !copies.iter().any(|(c, _)| *c == v)
+                        && matches!(
+                            buffers.get(&v),
+                            Some(Buffer {
+                                storage: Storage::Arena { .. },
+                                ..
+                            })
+                        )
+                        && !k.outputs().iter().any(|&w| {
+                            w != o && buffers.get(&w).map(|b| b.storage) == buffers.get(&v).map(|b| b.storage)
+                        })
+                }),
+                _ => None,
+            };
+            let storage = match reuse.and_then(|v| buffers.get(&v).map(|b| b.storage)) {
+                Some(s @ Storage::Arena { offset }) => {
+                    // The input's interval now dies with this output.
+                    for list in dying.values_mut() {
+                        list.retain(|&(off, _)| off != offset);
+                    }
+                    dying
+                        .entry(last)
+                        .or_default()
+                        .push((offset, n_len.div_ceil(ALIGN) * ALIGN));
+                    s
+                }
+                _ => {
+                    let offset = arena.take(n_len);
+                    dying
+                        .entry(last)
+                        .or_default()
+                        .push((offset, n_len.div_ceil(ALIGN) * ALIGN));
+                    Storage::Arena { offset }
+                }
+            };
+            buffers.insert(o, Buffer { storage, len: n_len });
+        }
+        let s = scratch(k, g, batch);
+        scratch_at.push((s > 0).then(|| {
+            let offset = arena.take(s);
+            (offset, s)
+        }));
+        if let Some((offset, s)) = scratch_at[i] {
+            arena.give(offset, s.div_ceil(ALIGN) * ALIGN);
+        }
+        for (offset, size) in dying.remove(&i).unwrap_or_default() {
+            arena.give(offset, size);
+        }
+    }
+    // Reshapes share their operand's buffer.
+    for n in g.nodes.node_indices() {
+        if g[n].op == Op::Reshape
+            && let Some(b) = buffers.get(&root(n)).copied()
+        {
+            buffers.insert(n, b);
+        }
+    }
+    let arena_len = arena.high;
+    Plan {
+        program,
+        batch,
+        buffers,
+        scratch: scratch_at,
+        copies,
+        arena_len,
+    }
+}
+
+/// Whether kernel `w` may write variable `v` in place: no later kernel reads
+/// the variable's old value, and `w` reads it, if at all, only at the index
+/// it writes.
+fn in_place_safe(g: &Graph, kernels: &[Kernel], w: usize, v: VarId) -> bool {
+    let reads_var = |k: &Kernel| k.inputs().iter().any(|&n| g[n].op == Op::Var(v));
+    if kernels[w + 1..].iter().any(reads_var) {
+        return false;
+    }
+    match &kernels[w] {
+        Kernel::Map { shape, .. } => kernels[w]
+            .inputs()
+            .iter()
+            .all(|&n| g[n].op != Op::Var(v) || g[n].shape == *shape),
+        k => !reads_var(k),
+    }
+}
+
+/// Free intervals of the arena, first fit.
+#[derive(Default)]
+struct Arena {
+    free: Vec<(usize, usize)>,
+    high: usize,
+}
+
+impl Arena {
+    fn take(&mut self, len: usize) -> usize {
+        let size = len.max(1).div_ceil(ALIGN) * ALIGN;
+        if let Some(i) = self.free.iter().position(|&(_, s)| s >= size) {
+            let (offset, s) = self.free[i];
+            if s == size {
+                self.free.remove(i);
+            } else {
+                self.free[i] = (offset + size, s - size);
+            }
+            return offset;
+        }
+        // Grow, absorbing a free interval at the top.
+        let offset = match self.free.last() {
+            Some(&(o, s)) if o + s == self.high => {
+                self.free.pop();
+                o
+            }
+            _ => self.high,
+        };
+        self.high = offset + size;
+        offset
+    }
+
+    fn give(&mut self, offset: usize, size: usize) {
+        self.free.push((offset, size));
+        self.free.sort_unstable();
+        // Coalesce neighbours.
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.free.len());
+        for &(o, s) in &self.free {
+            match merged.last_mut() {
+                Some((mo, ms)) if *mo + *ms == o => *ms += s,
+                _ => merged.push((o, s)),
+            }
+        }
+        self.free = merged;
+    }
+}
+
+/// Checks the plan's invariants: no two values live at once overlap in the
+/// arena, and every buffer holds its value. Run under debug assertions and
+/// by the tests; a failure is a compiler bug.
+pub fn verify(plan: &Plan) -> Result<(), String> {
+    let g = &plan.program.graph;
+    let kernels = &plan.program.kernels;
+    let mut live: Vec<(NodeId, usize, usize, usize, usize)> = Vec::new();
+    for (&n, b) in &plan.buffers {
+        if g[n].op == Op::Reshape {
+            continue;
+        }
+        if b.len < g[n].shape.numel(plan.batch) {
+            return Err(format!("buffer of {n:?} is too small"));
+        }
+        if let Storage::Arena { offset } = b.storage {
+            if offset + b.len > plan.arena_len {
+                return Err(format!("buffer of {n:?} runs past the arena"));
+            }
+            let def = kernels.iter().position(|k| k.outputs().contains(&n)).unwrap_or(0);
+            let last = kernels
+                .iter()
+                .rposition(|k| k.inputs().contains(&n) || reads_through_reshape(g, k, n))
+                .unwrap_or(def)
+                .max(if plan.copies.iter().any(|(c, _)| *c == n) {
+                    kernels.len()
+                } else {
+                    def
+                });
+            live.push((n, offset, b.len, def, last));
+        }
+    }
+    for (i, a) in live.iter().enumerate() {
+        for b in &live[i + 1..] {
+            let overlap_mem = a.1 < b.1 + b.2 && b.1 < a.1 + a.2;
+            // Two lifetimes may touch at one kernel only when one value is
+            // written in place over the other.
+            let overlap_time = a.3 < b.4 && b.3 < a.4;
+            if overlap_mem && overlap_time {
+                return Err(format!("{:?} and {:?} share arena memory while both live", a.0, b.0));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reads_through_reshape(g: &Graph, k: &Kernel, n: NodeId) -> bool {
+    k.inputs().iter().any(|&v| {
+        let mut x = v;
+        while g[x].op == Op::Reshape {
+            x = g.operands(x)[0];
+            if x == n {
+                return true;
+            }
+        }
+        false
+    })
+}

@@ -1,0 +1,124 @@
+//! The compiled engine: each routine is optimized and fused once, then
+//! compiled to native code once per batch size it meets (the last, partial
+//! batch of an epoch gets its own), and run with the model's variables
+//! updated in place.
+
+use super::Error;
+use super::engine::{Engine, Kind, Routines, Step};
+use crate::codegen::{self, Buffers, HYPERS, Routine};
+use crate::ir::Output;
+use crate::passes::{self, fuse::Program};
+use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
+
+pub struct Compiled {
+    routines: Routines,
+    programs: HashMap<Kind, Program>,
+    cache: HashMap<(Kind, usize), Entry>,
+}
+
+/// A routine compiled for one batch size, with its output buffers.
+struct Entry {
+    routine: Routine,
+    outputs: Vec<ArrayD<f32>>,
+}
+
+impl Compiled {
+    pub fn new(routines: Routines) -> Compiled {
+        Compiled {
+            routines,
+            programs: HashMap::new(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The fused program of a routine: optimized, then fused.
+    pub fn program(routines: &Routines, kind: Kind) -> Result<Program, Error> {
+        let mut graph = routines.graph(kind).clone();
+        passes::optimize(&mut graph)?;
+        Ok(passes::fuse::fuse(graph))
+    }
+
+    /// Compiles a routine for a batch size, as `cnnc ir --stage clif` and
+    /// the benchmarks do.
+    pub fn compile(routines: &Routines, kind: Kind, batch: usize, keep_clif: bool) -> Result<Routine, Error> {
+        let program = Compiled::program(routines, kind)?;
+        let plan = codegen::plan_for(program, batch)?;
+        Ok(codegen::compile(plan, keep_clif)?)
+    }
+
+    fn entry(&mut self, kind: Kind, batch: usize) -> Result<&mut Entry, Error> {
+        if !self.cache.contains_key(&(kind, batch)) {
+            if !self.programs.contains_key(&kind) {
+                let p = Compiled::program(&self.routines, kind)?;
+                self.programs.insert(kind, p);
+            }
+            let program = self.programs[&kind].clone();
+            let plan = codegen::plan_for(program, batch)?;
+            let routine = codegen::compile(plan, false)?;
+            let g = self.routines.graph(kind);
+            let outputs = g
+                .outputs
+                .iter()
+                .map(|&(o, n)| match o {
+                    Output::Assign(_) => ArrayD::zeros(IxDyn(&[0])),
+                    _ => ArrayD::zeros(IxDyn(&g[n].shape.resolve(batch))),
+                })
+                .collect();
+            self.cache.insert((kind, batch), Entry { routine, outputs });
+        }
+        self.cache
+            .get_mut(&(kind, batch))
+            .ok_or_else(|| Error::Message("compiled routine missing".into()))
+    }
+}
+
+fn contiguous<'a>(a: &'a ArrayD<f32>, what: &str) -> Result<&'a [f32], Error> {
+    a.as_slice()
+        .ok_or_else(|| Error::Message(format!("{what} is not a contiguous array")))
+}
+
+impl Engine for Compiled {
+    fn run(&mut self, kind: Kind, state: &mut [ArrayD<f32>], step: &Step) -> Result<Vec<(Output, ArrayD<f32>)>, Error> {
+        let batch = step.inputs.shape().first().copied().unwrap_or(1);
+        let graph_outputs = self.routines.graph(kind).outputs.clone();
+        let entry = self.entry(kind, batch)?;
+        let input = step.inputs.as_standard_layout();
+        let targets = step.targets.as_ref().map(|t| t.as_standard_layout());
+        let input = input
+            .as_slice()
+            .ok_or_else(|| Error::Message("the batch is not contiguous".into()))?;
+        let label = targets.as_ref().and_then(|t| t.as_slice());
+        let masks: Vec<&[f32]> = step
+            .masks
+            .iter()
+            .map(|m| contiguous(m, "a dropout mask"))
+            .collect::<Result<_, _>>()?;
+        let mut vars: Vec<&mut [f32]> = state
+            .iter_mut()
+            .map(|v| {
+                v.as_slice_mut()
+                    .ok_or_else(|| Error::Message("a variable is not a contiguous array".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut outputs: Vec<&mut [f32]> = entry
+            .outputs
+            .iter_mut()
+            .map(|o| o.as_slice_mut().unwrap_or_default())
+            .collect();
+        entry.routine.run(Buffers {
+            input,
+            label,
+            masks: &masks,
+            vars: &mut vars,
+            outputs: &mut outputs,
+            hypers: HYPERS.map(|h| (step.hyper)(h) as f32),
+        })?;
+        Ok(graph_outputs
+            .iter()
+            .zip(&entry.outputs)
+            .filter(|((o, _), _)| !matches!(o, Output::Assign(_)))
+            .map(|((o, _), v)| (*o, v.clone()))
+            .collect())
+    }
+}
