@@ -32,9 +32,11 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
                     let t = b.binary(Binary::Mul, g, yy)?;
                     b.unary(Unary::Neg, t)?
                 }
+                // Where the output is positive, so is the input: the mask
+                // reads the output, which the next layer keeps anyway.
                 Unary::Relu => {
                     let zero = b.constant(0.0)?;
-                    let on = b.binary(Binary::Greater, x, zero)?;
+                    let on = b.binary(Binary::Greater, y, zero)?;
                     b.binary(Binary::Mul, g, on)?
                 }
                 Unary::Sigmoid => {

@@ -1,10 +1,16 @@
 //! `cnnc ir FILE --stage ...`: the graph at each stage of the pipeline.
 
+use super::run::fail;
 use super::{Failure, check::load};
+use crate::codegen::{self, Options};
 use crate::ir::{Graph, print};
 use crate::lower::{Mode, lower};
+use crate::passes;
+use crate::runtime::engine::{Kind, Routines};
+use crate::runtime::jit::Compiled;
+use crate::shape::Checked;
 use clap::ValueEnum;
-use std::path::Path;
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
@@ -14,6 +20,12 @@ pub enum Stage {
     Forward,
     /// The forward graph with the derived backward graph appended.
     Backward,
+    /// A whole routine (see --routine) after folding, simplification, CSE and DCE.
+    Optimized,
+    /// Its kernels after fusion, and the memory plan for --batch.
+    Fused,
+    /// Cranelift's IR of the compiled routine for --batch.
+    Clif,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -22,16 +34,86 @@ pub enum IrFormat {
     Dot,
 }
 
-pub fn run(path: &Path, stage: Stage, format: IrFormat) -> Result<String, Failure> {
-    let checked = load(path)?;
-    let graph = build(&checked, stage)?;
-    Ok(match format {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoutineName {
+    /// Forward, backward and the optimizer's update.
+    Train,
+    /// Inference.
+    Predict,
+}
+
+#[derive(clap::Args)]
+pub struct IrArgs {
+    /// The model file (.cnn).
+    file: PathBuf,
+    #[arg(long, value_enum, default_value_t = Stage::Forward)]
+    stage: Stage,
+    /// The routine the optimized, fused and clif stages show.
+    #[arg(long, value_enum, default_value_t = RoutineName::Train)]
+    routine: RoutineName,
+    /// Batch size of the memory plan and the compiled code [default: the
+    /// training block's, else 32]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    batch: Option<u32>,
+    #[arg(long, value_enum, default_value_t = IrFormat::Text)]
+    format: IrFormat,
+}
+
+pub fn run(args: IrArgs) -> Result<String, Failure> {
+    let checked = load(&args.file)?;
+    let batch = args
+        .batch
+        .map(|b| b as usize)
+        .or(checked.model.train.as_ref().and_then(|t| t.batch_size))
+        .unwrap_or(32);
+    let kind = match args.routine {
+        RoutineName::Train => Kind::Train,
+        RoutineName::Predict => Kind::Predict,
+    };
+    let graph = match args.stage {
+        Stage::Inference | Stage::Forward | Stage::Backward => build(&checked, args.stage)?,
+        Stage::Optimized | Stage::Fused | Stage::Clif => {
+            let routines = routines(&checked)?;
+            match args.stage {
+                Stage::Fused => {
+                    let program = Compiled::program(&routines, kind).map_err(fail)?;
+                    let plan = codegen::plan_for(program.clone(), batch).map_err(|e| Failure(e.to_string()))?;
+                    return Ok(passes::print::fused(&program, Some(&plan)));
+                }
+                Stage::Clif => {
+                    let options = Options {
+                        keep_clif: true,
+                        profile: false,
+                    };
+                    let routine = Compiled::compile(&routines, kind, batch, options).map_err(fail)?;
+                    return Ok(routine.clif.unwrap_or_default());
+                }
+                _ => {
+                    let mut g = routines.graph(kind).clone();
+                    passes::optimize(&mut g).map_err(|e| Failure(e.to_string()))?;
+                    g
+                }
+            }
+        }
+    };
+    Ok(match args.format {
         IrFormat::Text => print::text(&graph),
         IrFormat::Dot => print::dot(&graph, &checked.model.name),
     })
 }
 
-pub fn build(checked: &crate::shape::Checked, stage: Stage) -> Result<Graph, Failure> {
+/// The model's routines, with the optimizer of its training block.
+pub fn routines(checked: &Checked) -> Result<Routines, Failure> {
+    let optimizer = checked
+        .model
+        .train
+        .as_ref()
+        .and_then(|t| t.optimizer)
+        .unwrap_or(crate::parse::ast::Optimizer::ADAM);
+    Routines::new(checked, &optimizer).map_err(fail)
+}
+
+pub fn build(checked: &Checked, stage: Stage) -> Result<Graph, Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure(e.to_string());
     let mode = if stage == Stage::Inference {
         Mode::Inference

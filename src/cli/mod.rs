@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 an error in the user's model, data or files
 //! (message on stderr), 2 a usage error (reported by clap).
 
+mod bench;
 mod check;
 mod eval;
 mod grad;
@@ -35,13 +36,7 @@ enum Command {
         format: Format,
     },
     /// Print the intermediate representation at a stage of the pipeline.
-    Ir {
-        file: PathBuf,
-        #[arg(long, value_enum, default_value_t = ir::Stage::Forward)]
-        stage: ir::Stage,
-        #[arg(long, value_enum, default_value_t = ir::IrFormat::Text)]
-        format: ir::IrFormat,
-    },
+    Ir(ir::IrArgs),
     /// Loss, gradients and one SGD step for a single example.
     Grad(grad::GradArgs),
     /// Check the derived gradients against finite differences.
@@ -52,6 +47,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify images or a .npy batch with trained weights.
     Predict(predict::PredictArgs),
+    /// Time the compiled engine against the interpreter.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,12 +70,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file, format } => check::run(&file, format),
-        Command::Ir { file, stage, format } => ir::run(&file, stage, format),
+        Command::Ir(args) => ir::run(args),
         Command::Grad(args) => grad::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Run(args) => run::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(out) => {

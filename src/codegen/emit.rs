@@ -3,7 +3,7 @@
 //! scalar or the f32x4 type, and the compare-and-select maximum.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 pub const LANES: usize = 4;
@@ -173,9 +173,84 @@ impl<'a> Emitter<'a> {
         self.b.seal_block(done);
     }
 
-    /// A contiguous run of `n` elements, f32x4 at a time then one at a time:
-    /// `body(ty, index)` handles `ty`'s lanes from element `index`.
-    pub fn run(&mut self, n: Value, mut body: impl FnMut(&mut Self, Type, Value)) {
+    /// `for i in (start..end).step_by(step)` carrying byte addresses that
+    /// advance by their own steps each iteration, so the loop body never
+    /// recomputes an address from `i` (Cranelift would otherwise sink the
+    /// outer loops' address arithmetic into the inner loop). Returns the
+    /// addresses after the last iteration.
+    pub fn carry(
+        &mut self,
+        (start, end, step): (Value, Value, i64),
+        carried: &[(Value, i64)],
+        mut body: impl FnMut(&mut Self, Value, &[Value]),
+    ) -> Vec<Value> {
+        let header = self.b.create_block();
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, types::I64);
+        for _ in carried {
+            self.b.append_block_param(header, types::I64);
+        }
+        let args: Vec<BlockArg> = std::iter::once(start)
+            .chain(carried.iter().map(|c| c.0))
+            .map(Into::into)
+            .collect();
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(header);
+        let params = self.b.block_params(header).to_vec();
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, params[0], end);
+        self.b.ins().brif(more, inner, &[], exit, &[]);
+        self.b.switch_to_block(inner);
+        self.b.seal_block(inner);
+        body(self, params[0], &params[1..]);
+        let mut next = vec![self.b.ins().iadd_imm_s(params[0], step)];
+        for (p, (_, inc)) in params[1..].iter().zip(carried) {
+            next.push(if *inc == 0 {
+                *p
+            } else {
+                self.b.ins().iadd_imm_s(*p, *inc)
+            });
+        }
+        let args: Vec<BlockArg> = next.into_iter().map(Into::into).collect();
+        self.b.ins().jump(header, &args);
+        self.b.seal_block(header);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        params
+    }
+
+    /// A run of `n` elements, f32x4 at a time then one at a time, walking
+    /// each of `ptrs` (byte addresses) by its element stride (0 or 1):
+    /// `body(type, addresses)` handles `type`'s lanes.
+    pub fn run(&mut self, n: Value, ptrs: &[(Value, usize)], mut body: impl FnMut(&mut Self, Type, &[Value])) {
+        let zero = self.int(0);
+        let vector_end = self.b.ins().band_imm_s(n, !(LANES as i64 - 1));
+        let lanes = LANES as i64;
+        let vector: Vec<(Value, i64)> = ptrs.iter().map(|&(p, s)| (p, 4 * lanes * s as i64)).collect();
+        let done = self.carry((zero, vector_end, lanes), &vector, |e, _, at| body(e, VECTOR, at));
+        let scalar: Vec<(Value, i64)> = done[1..]
+            .iter()
+            .zip(ptrs)
+            .map(|(&p, &(_, s))| (p, 4 * s as i64))
+            .collect();
+        self.carry((done[0], n, 1), &scalar, |e, _, at| body(e, types::F32, at));
+    }
+
+    /// `n` elements walked by `ptrs` with any element strides: f32x4 when
+    /// every stride is 0 or 1, else one at a time.
+    pub fn walk(&mut self, n: usize, ptrs: &[(Value, usize)], mut body: impl FnMut(&mut Self, Type, &[Value])) {
+        let count = self.int(n as i64);
+        if ptrs.iter().all(|&(_, s)| s <= 1) {
+            self.run(count, ptrs, body);
+        } else {
+            let zero = self.int(0);
+            let carried: Vec<(Value, i64)> = ptrs.iter().map(|&(p, s)| (p, 4 * s as i64)).collect();
+            self.carry((zero, count, 1), &carried, |e, _, at| body(e, types::F32, at));
+        }
+    }
+
+    /// A run over element indices, for bodies that address by index.
+    pub fn run_indexed(&mut self, n: Value, mut body: impl FnMut(&mut Self, Type, Value)) {
         let zero = self.int(0);
         let vector_end = self.b.ins().band_imm_s(n, !(LANES as i64 - 1));
         self.for_range(zero, vector_end, LANES as i64, |e, i| body(e, VECTOR, i));

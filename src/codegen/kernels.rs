@@ -105,32 +105,20 @@ fn nest(
             return;
         }
         let last = d + 1 == dims.len();
-        let vector = last && strides.iter().all(|s| s[d] <= 1);
-        if last && vector {
-            let n = e.int(dims[d] as i64);
-            e.run(n, |e, ty, i| {
-                let at: Vec<Value> = addrs
-                    .iter()
-                    .zip(strides)
-                    .map(|(&a, s)| if s[d] == 0 { a } else { e.element(a, i) })
-                    .collect();
-                body(e, ty, &at);
-            });
+        let n = e.int(dims[d] as i64);
+        if last && strides.iter().all(|s| s[d] <= 1) {
+            let ptrs: Vec<(Value, usize)> = addrs.iter().zip(strides).map(|(&a, s)| (a, s[d])).collect();
+            e.run(n, &ptrs, |e, ty, at| body(e, ty, at));
             return;
         }
-        e.for_n(dims[d], |e, i| {
-            let at: Vec<Value> = addrs
-                .iter()
-                .zip(strides)
-                .map(|(&a, s)| {
-                    let off = e.b.ins().imul_imm_s(i, (s[d] * 4) as i64);
-                    if s[d] == 0 { a } else { e.b.ins().iadd(a, off) }
-                })
-                .collect();
+        // Outer axes (and a strided innermost one) carry their addresses.
+        let zero = e.int(0);
+        let carried: Vec<(Value, i64)> = addrs.iter().zip(strides).map(|(&a, s)| (a, 4 * s[d] as i64)).collect();
+        e.carry((zero, n, 1), &carried, |e, _, at| {
             if last {
-                body(e, types::F32, &at);
+                body(e, types::F32, at);
             } else {
-                level(e, dims, at, strides, d + 1, body);
+                level(e, dims, at.to_vec(), strides, d + 1, body);
             }
         });
     }
@@ -244,10 +232,9 @@ pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Ex
 
 fn fill(e: &mut Emitter, at: Value, n: usize, value: f32) {
     let count = e.int(n as i64);
-    e.run(count, |e, ty, i| {
+    e.run(count, &[(at, 1)], |e, ty, p| {
         let v = e.float(ty, value);
-        let a = e.element(at, i);
-        e.store(v, a);
+        e.store(v, p[0]);
     });
 }
 
@@ -324,52 +311,44 @@ fn blocked_sum(
     ));
     let partial = e.b.ins().stack_addr(types::I64, slot, 0);
     let blocks = rows.div_ceil(BLOCK);
-    e.for_n(blocks, |e, block| {
+    let zero = e.int(0);
+    let row_steps: Vec<(Value, i64)> = bases[1..]
+        .iter()
+        .zip(&strides[1..])
+        .map(|(&a, s)| (a, (4 * s[0] * BLOCK) as i64))
+        .collect();
+    let count = e.int(blocks as i64);
+    e.carry((zero, count, 1), &row_steps, |e, block, block_at| {
         fill(e, partial, width, 0.0);
+        // This block's rows: BLOCK, or what the last block has left.
         let first = e.b.ins().imul_imm_s(block, BLOCK as i64);
-        let end = e.b.ins().iadd_imm_s(first, BLOCK as i64);
-        let limit = e.int(rows as i64);
-        let end = e.b.ins().smin(end, limit);
-        e.for_range(first, end, 1, |e, r| {
-            let at: Vec<Value> = bases[1..]
-                .iter()
-                .zip(&strides[1..])
-                .map(|(&a, s)| {
-                    let off = e.b.ins().imul_imm_s(r, s[0] as i64);
-                    e.element(a, off)
-                })
-                .collect();
-            let inner: Vec<usize> = strides[1..].iter().map(|s| s[1]).collect();
-            let n = e.int(width as i64);
-            let vector = inner.iter().all(|&s| s <= 1);
-            let step = |e: &mut Emitter, ty: Type, i: Value| {
-                let addrs: Vec<Value> = at
-                    .iter()
-                    .zip(&inner)
-                    .map(|(&a, &s)| if s == 0 { a } else { e.element(a, i) })
-                    .collect();
+        let total = e.int(rows as i64);
+        let left = e.b.ins().isub(total, first);
+        let most = e.int(BLOCK as i64);
+        let n_rows = e.b.ins().smin(left, most);
+        let carried: Vec<(Value, i64)> = block_at
+            .iter()
+            .zip(&strides[1..])
+            .map(|(&a, s)| (a, (4 * s[0]) as i64))
+            .collect();
+        let zero = e.int(0);
+        e.carry((zero, n_rows, 1), &carried, |e, _, at| {
+            let mut ptrs = vec![(partial, 1)];
+            ptrs.extend(at.iter().zip(&strides[1..]).map(|(&a, s)| (a, s[1])));
+            e.walk(width, &ptrs, |e, ty, p| {
                 let mut env = HashMap::new();
-                e.load_all(ty, loads, &addrs, &mut env);
+                e.load_all(ty, loads, &p[1..], &mut env);
                 let v = e.eval(ty, x, &env, ctx);
-                let p = e.element(partial, i);
-                let old = e.load(ty, p);
+                let old = e.load(ty, p[0]);
                 let new = e.b.ins().fadd(old, v);
-                e.store(new, p);
-            };
-            if vector {
-                e.run(n, step);
-            } else {
-                e.for_n(width, |e, i| step(e, types::F32, i));
-            }
+                e.store(new, p[0]);
+            });
         });
-        let n = e.int(width as i64);
-        e.run(n, |e, ty, i| {
-            let p = e.element(partial, i);
-            let v = e.load(ty, p);
-            let o = e.element(bases[0], i);
-            let old = e.load(ty, o);
+        e.walk(width, &[(partial, 1), (bases[0], 1)], |e, ty, p| {
+            let v = e.load(ty, p[0]);
+            let old = e.load(ty, p[1]);
             let new = e.b.ins().fadd(old, v);
-            e.store(new, o);
+            e.store(new, p[1]);
         });
     });
 }
@@ -385,62 +364,54 @@ fn sum_run(
     loads: &[(NodeId, bool)],
     x: &Expr,
 ) -> Value {
-    let vector = strides.iter().all(|&s| s <= 1);
     let acc = e.b.declare_var(VECTOR);
     let zero4 = e.float(VECTOR, 0.0);
     e.b.def_var(acc, zero4);
     let tail = e.b.declare_var(types::F32);
     let zero = e.float(types::F32, 0.0);
     e.b.def_var(tail, zero);
-    let count = e.int(n as i64);
-    let step = |e: &mut Emitter, ty: Type, i: Value| {
-        let addrs: Vec<Value> = bases
-            .iter()
-            .zip(strides)
-            .map(|(&a, &s)| match s {
-                0 => a,
-                _ => {
-                    let k = e.b.ins().imul_imm_s(i, s as i64);
-                    e.element(a, k)
-                }
-            })
-            .collect();
+    let ptrs: Vec<(Value, usize)> = bases.iter().copied().zip(strides.iter().copied()).collect();
+    e.walk(n, &ptrs, |e, ty, addrs| {
         let mut env = HashMap::new();
-        e.load_all(ty, loads, &addrs, &mut env);
+        e.load_all(ty, loads, addrs, &mut env);
         let v = e.eval(ty, x, &env, ctx);
         let var = if ty.is_vector() { acc } else { tail };
         let old = e.b.use_var(var);
         let new = e.b.ins().fadd(old, v);
         e.b.def_var(var, new);
-    };
-    if vector {
-        e.run(count, step);
-    } else {
-        e.for_n(n, |e, i| step(e, types::F32, i));
-    }
+    });
     let v = e.b.use_var(acc);
     let lanes = e.sum_lanes(v);
     let t = e.b.use_var(tail);
     e.b.ins().fadd(lanes, t)
 }
 
-/// `c = op(a) . op(b)` through the imported GEMM.
+/// A GEMM's sizes, as values of the generated code.
+struct Sizes {
+    m: Value,
+    k: Value,
+    n: Value,
+}
+
+/// `c = a . b` (or `c += a . b`) through the imported GEMM.
 #[allow(clippy::too_many_arguments)]
 fn sgemm(
     e: &mut Emitter,
     ctx: &Context,
-    (m, k, n): (usize, usize, usize),
+    size: Sizes,
     a: Value,
     (rsa, csa): (usize, usize),
     b: Value,
     (rsb, csb): (usize, usize),
     c: Value,
     (rsc, csc): (usize, usize),
+    accumulate: Value,
 ) {
     let mut int = |x: usize| e.int(x as i64);
-    let (m, k, n) = (int(m), int(k), int(n));
     let (rsa, csa, rsb, csb, rsc, csc) = (int(rsa), int(csa), int(rsb), int(csb), int(rsc), int(csc));
-    let args = [m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, csc];
+    let args = [
+        size.m, size.k, size.n, a, rsa, csa, b, rsb, csb, c, rsc, csc, accumulate,
+    ];
     e.b.ins().call(ctx.sgemm, &args);
 }
 
@@ -451,11 +422,17 @@ pub fn matmul(e: &mut Emitter, ctx: &Context, out: NodeId, a: NodeId, b: NodeId,
     let a_strides = if ta { (1, sa[1]) } else { (sa[1], 1) };
     let b_strides = if tb { (1, sb[1]) } else { (sb[1], 1) };
     let (pa, pb, pc) = (ctx.address(e, a), ctx.address(e, b), ctx.address(e, out));
-    sgemm(e, ctx, (m, k, n), pa, a_strides, pb, b_strides, pc, (n, 1));
+    let size = Sizes {
+        m: e.int(m as i64),
+        k: e.int(k as i64),
+        n: e.int(n as i64),
+    };
+    let no = e.int(0);
+    sgemm(e, ctx, size, pa, a_strides, pb, b_strides, pc, (n, 1), no);
 }
 
-/// A convolution: pack the kernel if needed, gather the input's patches
-/// (im2col), one GEMM.
+/// A convolution: pack the kernel if needed, then tile by tile, gather the
+/// input's patches (im2col) and multiply.
 pub fn conv(e: &mut Emitter, ctx: &Context, kernel: usize, out: NodeId, lhs: NodeId, rhs: NodeId, c: &crate::ir::Conv) {
     let g = &ctx.plan.program.graph;
     let geo = ConvGemm::new(c, &g[lhs].shape, &g[rhs].shape, &g[out].shape, ctx.plan.batch);
@@ -470,20 +447,68 @@ pub fn conv(e: &mut Emitter, ctx: &Context, kernel: usize, out: NodeId, lhs: Nod
             (packed, (geo.co, 1))
         }
     };
-    im2col(e, &geo, c, lhs_at, scratch);
     let (m, k) = (geo.m(), geo.k());
-    let a_strides = if geo.a_column_major { (1, m) } else { (k, 1) };
-    sgemm(
-        e,
-        ctx,
-        (m, k, geo.co),
-        scratch,
-        a_strides,
-        b_at,
-        b_strides,
-        out_at,
-        (geo.row_stride, geo.co_stride),
-    );
+    let outer = geo.len(geo.outer());
+    let tile = geo.tile();
+    e.for_n(outer.div_ceil(tile), |e, t| {
+        let first = e.b.ins().imul_imm_s(t, tile as i64);
+        let end = e.b.ins().iadd_imm_s(first, tile as i64);
+        let limit = e.int(outer as i64);
+        let end = e.b.ins().smin(end, limit);
+        im2col(e, &geo, c, lhs_at, scratch, (first, end));
+        let count = e.b.ins().isub(end, first);
+        let n = e.int(geo.co as i64);
+        if geo.a_column_major {
+            // A tile holds columns (contraction indices): accumulate.
+            let k_tile = e.b.ins().imul_imm_s(count, (k / outer) as i64);
+            let k_first = e.b.ins().imul_imm_s(first, (k / outer) as i64);
+            let b_rows = e.b.ins().imul_imm_s(k_first, b_strides.0 as i64);
+            let b_tile = e.element(b_at, b_rows);
+            let size = Sizes {
+                m: e.int(m as i64),
+                k: k_tile,
+                n,
+            };
+            let accumulate = e.b.ins().icmp_imm_s(IntCC::NotEqual, t, 0);
+            let accumulate = e.b.ins().uextend(types::I64, accumulate);
+            sgemm(
+                e,
+                ctx,
+                size,
+                scratch,
+                (1, m),
+                b_tile,
+                b_strides,
+                out_at,
+                (geo.row_stride, geo.co_stride),
+                accumulate,
+            );
+        } else {
+            // A tile holds rows (output pixels): its own rows of C.
+            let m_tile = e.b.ins().imul_imm_s(count, (m / outer) as i64);
+            let m_first = e.b.ins().imul_imm_s(first, (m / outer) as i64);
+            let c_rows = e.b.ins().imul_imm_s(m_first, geo.row_stride as i64);
+            let c_tile = e.element(out_at, c_rows);
+            let size = Sizes {
+                m: m_tile,
+                k: e.int(k as i64),
+                n,
+            };
+            let no = e.int(0);
+            sgemm(
+                e,
+                ctx,
+                size,
+                scratch,
+                (k, 1),
+                b_at,
+                b_strides,
+                c_tile,
+                (geo.row_stride, geo.co_stride),
+                no,
+            );
+        }
+    });
 }
 
 /// B[(ky, kx, ci), co] = kernel[ky', kx', ci, co], flipped where asked.
@@ -530,7 +555,7 @@ fn pack_kernel(e: &mut Emitter, geo: &ConvGemm, flip: bool, rhs: Value, packed: 
 /// each element the (dilated, padded) input under that tap; runs along the
 /// contiguous axis are copied f32x4 at a time, or zeroed where the tap
 /// falls in the padding.
-fn im2col(e: &mut Emitter, geo: &ConvGemm, c: &crate::ir::Conv, lhs: Value, a: Value) {
+fn im2col(e: &mut Emitter, geo: &ConvGemm, c: &crate::ir::Conv, lhs: Value, a: Value, (first, end): (Value, Value)) {
     let (m, k) = (geo.m(), geo.k());
     // Loop order: A's memory order, the contiguous run innermost.
     let order: Vec<Axis> = if geo.a_column_major {
@@ -555,6 +580,18 @@ fn im2col(e: &mut Emitter, geo: &ConvGemm, c: &crate::ir::Conv, lhs: Value, a: V
     let run_len = geo.len(run);
     let [lb, lh, lw, lc] = geo.lhs_strides;
     let run_src_stride = if run == Axis::B { lb } else { lc };
+    // The x index next to the run widens it when each step moves one input
+    // pixel and the input keeps neighbouring pixels' runs back to back: one
+    // copy then covers a row of taps (3 x 32 channels for a 3x3 kernel).
+    let x_step = |axis: Axis| match axis {
+        Axis::Kx => c.rhs_dilation[1],
+        Axis::Ox => c.strides[1],
+        _ => 0,
+    };
+    let last = order[order.len() - 1];
+    let wide = x_step(last) == 1 && c.lhs_dilation[1] == 1 && run_src_stride == 1 && lw == run_len;
+    let loops = if wide { &order[..order.len() - 1] } else { &order[..] };
+    let width = if wide { geo.len(last) } else { 1 };
     // Whether any tap can fall outside the input or between dilated rows.
     let extent = |n: usize, d: usize| (n as i64 - 1) * d as i64 + 1;
     let in_bounds = |axis: usize, out: usize, kernel: usize| {
@@ -579,92 +616,121 @@ fn im2col(e: &mut Emitter, geo: &ConvGemm, c: &crate::ir::Conv, lhs: Value, a: V
             }),
         }
     }
+    // The outermost index runs over this tile only; the tile starts at A's
+    // first element.
+    let outer = order[0];
     let mut index = HashMap::new();
-    open(e, &order, geo, &mut index, &mut |e, idx| {
-        // A's offset of this run.
-        let zero = e.int(0);
-        let mut dst = zero;
-        for axis in &order {
-            dst = e.mul_add_index(dst, idx[axis], a_stride[axis]);
-        }
-        // The input coordinate under the tap, in dilated and padded space.
-        let coordinate = |e: &mut Emitter, axis: usize, o: Axis, kk: Axis| {
-            let y = e.b.ins().imul_imm_s(idx[&o], c.strides[axis] as i64);
-            let t = e.b.ins().imul_imm_s(idx[&kk], c.rhs_dilation[axis] as i64);
-            let y = e.b.ins().iadd(y, t);
-            e.b.ins().iadd_imm_s(y, -c.padding[axis].0)
-        };
-        let y = coordinate(e, 0, Axis::Oy, Axis::Ky);
-        let x = coordinate(e, 1, Axis::Ox, Axis::Kx);
-        let fixed = if run == Axis::B { (Axis::Ci, lc) } else { (Axis::B, lb) };
-        let copy = |e: &mut Emitter, y: Value, x: Value| {
-            let (iy, ix) = if c.lhs_dilation == [1, 1] {
-                (y, x)
-            } else {
-                (
-                    e.b.ins().sdiv_imm_s(y, c.lhs_dilation[0] as i64),
-                    e.b.ins().sdiv_imm_s(x, c.lhs_dilation[1] as i64),
-                )
-            };
+    e.for_range(first, end, 1, |e, i| {
+        index.insert(outer, i);
+        open(e, &loops[1..], geo, &mut index, &mut |e, idx| {
             let zero = e.int(0);
-            let src = e.mul_add_index(zero, idx[&fixed.0], fixed.1);
-            let src = e.mul_add_index(src, iy, lh);
-            let src = e.mul_add_index(src, ix, lw);
-            let count = e.int(run_len as i64);
-            if run_src_stride == 1 {
-                e.run(count, |e, ty, i| {
-                    let s = e.b.ins().iadd(src, i);
-                    let from = e.element(lhs, s);
-                    let v = e.load(ty, from);
-                    let d = e.b.ins().iadd(dst, i);
-                    let to = e.element(a, d);
-                    e.store(v, to);
-                });
-            } else {
-                e.for_n(run_len, |e, i| {
-                    let s = e.mul_add_index(src, i, run_src_stride);
-                    let from = e.element(lhs, s);
-                    let v = e.load(types::F32, from);
-                    let d = e.b.ins().iadd(dst, i);
-                    let to = e.element(a, d);
-                    e.store(v, to);
-                });
+            let at = |axis: &Axis| if wide && *axis == last { zero } else { idx[axis] };
+            // A's offset of this run, within the tile.
+            let local = e.b.ins().isub(idx[&outer], first);
+            let mut dst = e.mul_add_index(zero, local, a_stride[&outer]);
+            for axis in &loops[1..] {
+                dst = e.mul_add_index(dst, idx[axis], a_stride[axis]);
             }
-        };
-        if !checked {
-            copy(e, y, x);
-            return;
-        }
-        let valid = |e: &mut Emitter, v: Value, axis: usize| {
-            let d = c.lhs_dilation[axis] as i64;
-            let limit = extent([geo.h, geo.w][axis], c.lhs_dilation[axis]);
-            let ge = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, v, 0);
-            let lt = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, limit);
-            let ok = e.b.ins().band(ge, lt);
-            if d == 1 {
-                ok
-            } else {
-                let r = e.b.ins().srem_imm_s(v, d);
-                let on_grid = e.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
-                e.b.ins().band(ok, on_grid)
-            }
-        };
-        let vy = valid(e, y, 0);
-        let vx = valid(e, x, 1);
-        let ok = e.b.ins().band(vy, vx);
-        e.if_else(
-            ok,
-            |e| copy(e, y, x),
-            |e| {
-                let count = e.int(run_len as i64);
-                e.run(count, |e, ty, i| {
-                    let zero = e.float(ty, 0.0);
-                    let d = e.b.ins().iadd(dst, i);
-                    let to = e.element(a, d);
-                    e.store(zero, to);
+            let to = e.element(a, dst);
+            // The input coordinate under the (first) tap, in dilated and
+            // padded space.
+            let coordinate = |e: &mut Emitter, axis: usize, o: Axis, kk: Axis| {
+                let y = e.b.ins().imul_imm_s(at(&o), c.strides[axis] as i64);
+                let t = e.b.ins().imul_imm_s(at(&kk), c.rhs_dilation[axis] as i64);
+                let y = e.b.ins().iadd(y, t);
+                e.b.ins().iadd_imm_s(y, -c.padding[axis].0)
+            };
+            let y = coordinate(e, 0, Axis::Oy, Axis::Ky);
+            let x = coordinate(e, 1, Axis::Ox, Axis::Kx);
+            let fixed = if run == Axis::B { (Axis::Ci, lc) } else { (Axis::B, lb) };
+            // The input's run at (y, x), copied to A at `to`, `count` runs wide.
+            let copy = |e: &mut Emitter, y: Value, x: Value, to: Value, count: Value| {
+                let (iy, ix) = if c.lhs_dilation == [1, 1] {
+                    (y, x)
+                } else {
+                    (
+                        e.b.ins().sdiv_imm_s(y, c.lhs_dilation[0] as i64),
+                        e.b.ins().sdiv_imm_s(x, c.lhs_dilation[1] as i64),
+                    )
+                };
+                let zero = e.int(0);
+                let src = e.mul_add_index(zero, idx[&fixed.0], fixed.1);
+                let src = e.mul_add_index(src, iy, lh);
+                let src = e.mul_add_index(src, ix, lw);
+                let from = e.element(lhs, src);
+                if run_src_stride == 1 {
+                    let n = e.b.ins().imul_imm_s(count, run_len as i64);
+                    e.run(n, &[(from, 1), (to, 1)], |e, ty, p| {
+                        let v = e.load(ty, p[0]);
+                        e.store(v, p[1]);
+                    });
+                } else {
+                    e.walk(run_len, &[(from, run_src_stride), (to, 1)], |e, ty, p| {
+                        let v = e.load(ty, p[0]);
+                        e.store(v, p[1]);
+                    });
+                }
+            };
+            let zeros = |e: &mut Emitter, to: Value, count: Value| {
+                let n = e.b.ins().imul_imm_s(count, run_len as i64);
+                e.run(n, &[(to, 1)], |e, ty, p| {
+                    let z = e.float(ty, 0.0);
+                    e.store(z, p[0]);
                 });
-            },
-        );
+            };
+            let all = e.int(width as i64);
+            if !checked {
+                copy(e, y, x, to, all);
+                return;
+            }
+            let valid = |e: &mut Emitter, v: Value, axis: usize| {
+                let d = c.lhs_dilation[axis] as i64;
+                let limit = extent([geo.h, geo.w][axis], c.lhs_dilation[axis]);
+                let ge = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, v, 0);
+                let lt = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, v, limit);
+                let ok = e.b.ins().band(ge, lt);
+                if d == 1 {
+                    ok
+                } else {
+                    let r = e.b.ins().srem_imm_s(v, d);
+                    let on_grid = e.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
+                    e.b.ins().band(ok, on_grid)
+                }
+            };
+            let vy = valid(e, y, 0);
+            if wide {
+                // Taps [lo, hi) of the row fall inside the input; pad the
+                // rest with zeros.
+                e.if_else(
+                    vy,
+                    |e| {
+                        let zero = e.int(0);
+                        let neg = e.b.ins().ineg(x);
+                        let lo = e.b.ins().smax(neg, zero);
+                        let lo = e.b.ins().smin(lo, all);
+                        let w = e.int(geo.w as i64);
+                        let room = e.b.ins().isub(w, x);
+                        let hi = e.b.ins().smin(room, all);
+                        let hi = e.b.ins().smax(hi, lo);
+                        zeros(e, to, lo);
+                        let start = e.b.ins().imul_imm_s(lo, run_len as i64);
+                        let to_lo = e.element(to, start);
+                        let x_lo = e.b.ins().iadd(x, lo);
+                        let middle = e.b.ins().isub(hi, lo);
+                        copy(e, y, x_lo, to_lo, middle);
+                        let start = e.b.ins().imul_imm_s(hi, run_len as i64);
+                        let to_hi = e.element(to, start);
+                        let rest = e.b.ins().isub(all, hi);
+                        zeros(e, to_hi, rest);
+                    },
+                    |e| zeros(e, to, all),
+                );
+            } else {
+                let vx = valid(e, x, 1);
+                let ok = e.b.ins().band(vy, vx);
+                e.if_else(ok, |e| copy(e, y, x, to, all), |e| zeros(e, to, all));
+            }
+        });
     });
 }
 
@@ -715,30 +781,25 @@ pub fn maxpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool)
         let pixel = e.b.ins().imul_imm_s(pixel, os[2] as i64);
         let pixel = e.b.ins().iadd(pixel, ox);
         let out_row = e.b.ins().imul_imm_s(pixel, ch as i64);
-        let count = e.int(ch as i64);
-        e.run(count, |e, ty, c| {
-            let best = e.b.declare_var(ty);
-            let init = e.float(ty, f32::NEG_INFINITY);
-            e.b.def_var(best, init);
-            e.for_range(y0, y1, 1, |e, y| {
-                e.for_range(x0, x1, 1, |e, xx| {
-                    let at = e.b.ins().imul_imm_s(n, xs[1] as i64);
-                    let at = e.b.ins().iadd(at, y);
-                    let at = e.b.ins().imul_imm_s(at, xs[2] as i64);
-                    let at = e.b.ins().iadd(at, xx);
-                    let at = e.b.ins().imul_imm_s(at, ch as i64);
-                    let at = e.b.ins().iadd(at, c);
-                    let addr = e.element(xa, at);
-                    let v = e.load(ty, addr);
-                    let old = e.b.use_var(best);
+        let out_row = e.element(oa, out_row);
+        // The output row keeps the running maximum over the window, a
+        // channel run at a time.
+        fill(e, out_row, ch, f32::NEG_INFINITY);
+        e.for_range(y0, y1, 1, |e, y| {
+            e.for_range(x0, x1, 1, |e, xx| {
+                let at = e.b.ins().imul_imm_s(n, xs[1] as i64);
+                let at = e.b.ins().iadd(at, y);
+                let at = e.b.ins().imul_imm_s(at, xs[2] as i64);
+                let at = e.b.ins().iadd(at, xx);
+                let at = e.b.ins().imul_imm_s(at, ch as i64);
+                let from = e.element(xa, at);
+                e.walk(ch, &[(from, 1), (out_row, 1)], |e, ty, q| {
+                    let v = e.load(ty, q[0]);
+                    let old = e.load(ty, q[1]);
                     let new = e.max(ty, old, v);
-                    e.b.def_var(best, new);
+                    e.store(new, q[1]);
                 });
             });
-            let v = e.b.use_var(best);
-            let o = e.b.ins().iadd(out_row, c);
-            let addr = e.element(oa, o);
-            e.store(v, addr);
         });
     });
 }
@@ -763,7 +824,7 @@ pub fn maxpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, dy: 
         let pixel = e.b.ins().iadd(pixel, ox);
         let dy_row = e.b.ins().imul_imm_s(pixel, ch as i64);
         let count = e.int(ch as i64);
-        e.run(count, |e, ty, c| {
+        e.run_indexed(count, |e, ty, c| {
             let int_ty = if ty.is_vector() { types::I32X4 } else { types::I32 };
             let best = e.b.declare_var(ty);
             let init = e.float(ty, f32::NEG_INFINITY);
@@ -998,10 +1059,8 @@ pub fn sigmoid_cross_entropy(e: &mut Emitter, ctx: &Context, loss: NodeId, z: No
 /// `to = from`, elementwise.
 pub fn copy(e: &mut Emitter, from: Value, to: Value, n: usize) {
     let count = e.int(n as i64);
-    e.run(count, |e, ty, i| {
-        let s = e.element(from, i);
-        let v = e.load(ty, s);
-        let d = e.element(to, i);
-        e.store(v, d);
+    e.run(count, &[(from, 1), (to, 1)], |e, ty, p| {
+        let v = e.load(ty, p[0]);
+        e.store(v, p[1]);
     });
 }

@@ -7,6 +7,7 @@ pub mod emit;
 pub mod gemm;
 mod kernels;
 mod math;
+pub mod profile;
 
 use crate::ir::{Graph, Hyper, Output};
 use crate::passes::fuse::{Kernel, Program};
@@ -58,7 +59,26 @@ pub fn scratch(kernel: &Kernel, graph: &Graph, batch: usize) -> usize {
     }
 }
 
-/// Fuses nothing more, plans memory for `batch`, and checks the plan.
+/// Floating-point operations of a kernel's contraction (2 per
+/// multiply-add), the work a GEMM does; zero for the loops around it.
+pub fn flops(kernel: &Kernel, graph: &Graph, batch: usize) -> u64 {
+    match kernel {
+        Kernel::Conv { out, lhs, rhs, conv } => {
+            let g = ConvGemm::new(conv, &graph[*lhs].shape, &graph[*rhs].shape, &graph[*out].shape, batch);
+            2 * (g.m() * g.k() * g.co) as u64
+        }
+        Kernel::MatMul {
+            out, a, transpose_a, ..
+        } => {
+            let sa = graph[*a].shape.resolve(batch);
+            let k = if *transpose_a { sa[0] } else { sa[1] };
+            2 * (graph[*out].shape.numel(batch) * k) as u64
+        }
+        _ => 0,
+    }
+}
+
+/// Plans memory for `batch`, and checks the plan.
 pub fn plan_for(program: Program, batch: usize) -> Result<Plan, CodegenError> {
     let plan = plan::plan(program, batch, &scratch);
     if cfg!(debug_assertions) {
@@ -111,20 +131,35 @@ fn isa() -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool)
     Ok((isa, fma))
 }
 
+/// What to compile besides the code itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Keep Cranelift's IR text (`cnnc ir --stage clif`).
+    pub keep_clif: bool,
+    /// Time every kernel (`cnnc bench --profile`).
+    pub profile: bool,
+}
+
 /// Compiles a planned program into a native function.
-pub fn compile(plan: Plan, keep_clif: bool) -> Result<Routine, CodegenError> {
+pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     let (isa, fma) = isa()?;
     let mut jit = JITBuilder::with_isa(isa, default_libcall_names());
     jit.symbol("cnnc_sgemm", gemm::cnnc_sgemm as *const u8);
+    jit.symbol("cnnc_mark", profile::cnnc_mark as *const u8);
     let mut module = JITModule::new(jit);
     let ptr = module.target_config().pointer_type();
 
     let mut gemm_sig = module.make_signature();
-    for t in [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr] {
+    for t in [ptr; 13] {
         gemm_sig.params.push(AbiParam::new(t));
     }
     let gemm_id = module
         .declare_function("cnnc_sgemm", Linkage::Import, &gemm_sig)
+        .map_err(|e| CodegenError(e.to_string()))?;
+    let mut mark_sig = module.make_signature();
+    mark_sig.params.push(AbiParam::new(ptr));
+    let mark_id = module
+        .declare_function("cnnc_mark", Linkage::Import, &mark_sig)
         .map_err(|e| CodegenError(e.to_string()))?;
 
     let mut sig = module.make_signature();
@@ -168,19 +203,29 @@ pub fn compile(plan: Plan, keep_clif: bool) -> Result<Routine, CodegenError> {
             sgemm,
             arena,
         };
+        let mark = module.declare_func_in_func(mark_id, e.b.func);
+        let tick = |e: &mut Emitter, i: usize| {
+            if options.profile {
+                let i = e.int(i as i64);
+                e.b.ins().call(mark, &[i]);
+            }
+        };
         for (i, k) in plan.program.kernels.iter().enumerate() {
+            tick(&mut e, i);
             emit_kernel(&mut e, &context, i, k);
         }
+        tick(&mut e, plan.program.kernels.len());
         for &(n, to) in &plan.copies {
             let from = context.address(&mut e, n);
             let to = context.bases[&to];
             let len = plan.program.graph[n].shape.numel(plan.batch);
             kernels::copy(&mut e, from, to, len);
         }
+        tick(&mut e, plan.program.kernels.len() + 1);
         e.b.ins().return_(&[]);
         e.b.finalize(module.target_config());
     }
-    let clif = keep_clif.then(|| ctx.func.display().to_string());
+    let clif = options.keep_clif.then(|| ctx.func.display().to_string());
     module
         .define_function(id, &mut ctx)
         .map_err(|e| CodegenError(format!("{e:?}")))?;

@@ -153,22 +153,29 @@ impl Graph {
     /// Nodes in an order where operands come before users, ties broken by
     /// creation order so dumps are stable.
     pub fn schedule(&self) -> Vec<NodeId> {
+        self.schedule_by(|_| ())
+    }
+
+    /// A topological order that, among the nodes ready at each point, takes
+    /// the one with the smallest `priority`, then the oldest.
+    pub fn schedule_by<P: Ord>(&self, priority: impl Fn(&Node) -> P) -> Vec<NodeId> {
+        use std::cmp::Reverse;
         let mut pending: Vec<usize> = vec![0; self.nodes.node_bound()];
         let mut ready = std::collections::BinaryHeap::new();
         for n in self.nodes.node_indices() {
             pending[n.index()] = self.nodes.edges_directed(n, Direction::Incoming).count();
             if pending[n.index()] == 0 {
-                ready.push(std::cmp::Reverse(n));
+                ready.push(Reverse((priority(&self.nodes[n]), n)));
             }
         }
         let mut order = Vec::with_capacity(self.nodes.node_count());
-        while let Some(std::cmp::Reverse(n)) = ready.pop() {
+        while let Some(Reverse((_, n))) = ready.pop() {
             order.push(n);
             for e in self.nodes.edges_directed(n, Direction::Outgoing) {
                 let t = e.target();
                 pending[t.index()] -= 1;
                 if pending[t.index()] == 0 {
-                    ready.push(std::cmp::Reverse(t));
+                    ready.push(Reverse((priority(&self.nodes[t]), t)));
                 }
             }
         }

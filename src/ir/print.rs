@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 /// Dump names: variables by their Keras name, other nodes numbered in
 /// schedule order.
-fn names(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, String>) {
+pub fn names(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, String>) {
     let order = g.schedule();
     let mut names = HashMap::new();
     let mut next = 0;
@@ -24,7 +24,7 @@ fn names(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, String>) {
     (order, names)
 }
 
-fn output_name(g: &Graph, o: Output) -> String {
+pub fn output_name(g: &Graph, o: Output) -> String {
     match o {
         Output::Prediction => "prediction".into(),
         Output::Loss => "loss".into(),

@@ -232,7 +232,9 @@ pub fn fuse(graph: Graph) -> Program {
     let mut kernels = Vec::new();
     let mut done: HashSet<NodeId> = HashSet::new();
     let mut fused_ce: HashMap<NodeId, usize> = HashMap::new();
-    for n in g.schedule() {
+    // Optimizer updates run as soon as their gradient is ready, while it is
+    // still in cache and before its buffer is needed for something else.
+    for n in g.schedule_by(|node| node.origin.phase != crate::ir::Phase::Update) {
         if done.contains(&n) || !stored.contains(&n) {
             continue;
         }
@@ -376,9 +378,7 @@ fn merge_maps(g: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
     for k in kernels {
         if let (
             Some(Kernel::Map {
-                shape: s0,
-                outputs: o0,
-                epilogue_of: None,
+                shape: s0, outputs: o0, ..
             }),
             Kernel::Map {
                 shape: s1,

@@ -7,6 +7,7 @@ pub mod dce;
 pub mod fold;
 pub mod fuse;
 pub mod plan;
+pub mod print;
 mod rewrite;
 pub mod simplify;
 

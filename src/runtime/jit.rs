@@ -5,7 +5,7 @@
 
 use super::Error;
 use super::engine::{Engine, Kind, Routines, Step};
-use crate::codegen::{self, Buffers, HYPERS, Routine};
+use crate::codegen::{self, Buffers, HYPERS, Options, Routine};
 use crate::ir::Output;
 use crate::passes::{self, fuse::Program};
 use ndarray::{ArrayD, IxDyn};
@@ -41,10 +41,10 @@ impl Compiled {
 
     /// Compiles a routine for a batch size, as `cnnc ir --stage clif` and
     /// the benchmarks do.
-    pub fn compile(routines: &Routines, kind: Kind, batch: usize, keep_clif: bool) -> Result<Routine, Error> {
+    pub fn compile(routines: &Routines, kind: Kind, batch: usize, options: Options) -> Result<Routine, Error> {
         let program = Compiled::program(routines, kind)?;
         let plan = codegen::plan_for(program, batch)?;
-        Ok(codegen::compile(plan, keep_clif)?)
+        Ok(codegen::compile(plan, options)?)
     }
 
     fn entry(&mut self, kind: Kind, batch: usize) -> Result<&mut Entry, Error> {
@@ -55,7 +55,7 @@ impl Compiled {
             }
             let program = self.programs[&kind].clone();
             let plan = codegen::plan_for(program, batch)?;
-            let routine = codegen::compile(plan, false)?;
+            let routine = codegen::compile(plan, Options::default())?;
             let g = self.routines.graph(kind);
             let outputs = g
                 .outputs

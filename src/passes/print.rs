@@ -1,0 +1,140 @@
+//! `cnnc ir --stage fused`: the kernels of a fused program, what each
+//! computes, and, for a batch size, where the memory plan puts its values.
+
+use super::fuse::{Expr, Kernel, Program};
+use super::plan::{Plan, Storage};
+use crate::ir::op::attributes;
+use crate::ir::print::{names, output_name};
+use crate::ir::{Graph, Hyper, NodeId, Op};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+fn expr(x: &Expr, names: &HashMap<NodeId, String>) -> String {
+    match x {
+        Expr::Load(n) => names[n].clone(),
+        Expr::Const { value, per_batch } => {
+            let v = *value as f32;
+            if *per_batch { format!("{v}/N") } else { format!("{v}") }
+        }
+        Expr::Hyper(Hyper::LearningRate) => "learning_rate".into(),
+        Expr::Hyper(Hyper::AdamStepSize) => "adam_step_size".into(),
+        Expr::Unary(u, a) => format!("{}({})", crate::ir::Op::Unary(*u).name(), expr(a, names)),
+        Expr::Binary(b, l, r) => format!(
+            "{}({}, {})",
+            crate::ir::Op::Binary(*b).name(),
+            expr(l, names),
+            expr(r, names)
+        ),
+    }
+}
+
+/// A kernel's one-line summary: what it computes, and how.
+pub fn kernel_line(g: &Graph, k: &Kernel, names: &HashMap<NodeId, String>) -> String {
+    let node = |n: &NodeId| {
+        let attrs = attributes(&g[*n].op);
+        let args: Vec<&str> = g.operands(*n).iter().map(|a| names[a].as_str()).collect();
+        let mut s = format!("{} = {}({})", names[n], g[*n].op.name(), args.join(", "));
+        if !attrs.is_empty() {
+            s += " ";
+            s += &attrs;
+        }
+        s + &format!(" : {}", g[*n].shape)
+    };
+    match k {
+        Kernel::Map { shape, outputs, .. } => {
+            let outs: Vec<String> = outputs
+                .iter()
+                .map(|(n, x)| format!("{} = {}", names[n], expr(x, names)))
+                .collect();
+            format!("loop {shape}: {}", outs.join("; "))
+        }
+        Kernel::Reduce {
+            shape,
+            axes,
+            out,
+            expr: x,
+        } => {
+            format!("reduce {shape} axes={axes:?}: {} = sum({})", names[out], expr(x, names))
+        }
+        Kernel::MatMul { out, .. } => format!("gemm {}", node(out)),
+        Kernel::Conv { out, .. } => format!("im2col + gemm {}", node(out)),
+        Kernel::MaxPool { out, .. } | Kernel::MaxPoolGrad { out, .. } | Kernel::Softmax { out, .. } => {
+            format!("loop {}", node(out))
+        }
+        Kernel::SoftmaxCrossEntropy { loss, probs, grad, .. } => {
+            let mut s = format!("rows {}", node(loss));
+            if let Some(p) = probs {
+                s += &format!(", {} = softmax", names[p]);
+            }
+            if let Some((gr, scale)) = grad {
+                s += &format!(", {} = (softmax - labels) * {}", names[gr], expr(scale, names));
+            }
+            s
+        }
+        Kernel::SigmoidCrossEntropy { loss, .. } => format!("loop {}", node(loss)),
+    }
+}
+
+fn storage(g: &Graph, s: Storage) -> String {
+    match s {
+        Storage::Arena { offset } => format!("arena+{}", offset * 4),
+        Storage::Var(v) => format!("var {} (in place)", g.vars[v].name),
+        Storage::Input => "input".into(),
+        Storage::Label => "label".into(),
+        Storage::Mask(i) => format!("mask #{i}"),
+        Storage::Output(i) => format!("output {}", output_name(g, g.outputs[i].0)),
+    }
+}
+
+/// The program's kernels; with a plan, where each result lives.
+pub fn fused(program: &Program, plan: Option<&Plan>) -> String {
+    let g = &program.graph;
+    let (_, names) = names(g);
+    let mut out = String::new();
+    for (i, k) in program.kernels.iter().enumerate() {
+        let epilogue = matches!(
+            k,
+            Kernel::Map {
+                epilogue_of: Some(_),
+                ..
+            }
+        );
+        let tag = if epilogue { "  epilogue" } else { "kernel" };
+        let _ = write!(out, "{tag} {i}: {}", kernel_line(g, k, &names));
+        if let Some(p) = plan {
+            let homes: Vec<String> = k
+                .outputs()
+                .iter()
+                .filter_map(|n| {
+                    p.buffers
+                        .get(n)
+                        .map(|b| format!("{} -> {}", names[n], storage(g, b.storage)))
+                })
+                .collect();
+            let _ = write!(out, "\n      [{}]", homes.join(", "));
+            if let Some((offset, len)) = p.scratch[i] {
+                let _ = write!(out, " scratch arena+{} ({} KB)", offset * 4, len * 4 / 1024);
+            }
+        }
+        out.push('\n');
+    }
+    if let Some(p) = plan {
+        for (n, to) in &p.copies {
+            let _ = writeln!(out, "copy {} -> {}", names[n], storage(g, *to));
+        }
+        let leaves = g
+            .nodes
+            .node_indices()
+            .filter(|&n| matches!(g[n].op, Op::Var(_)))
+            .count();
+        let _ = writeln!(
+            out,
+            "arena for batch {}: {:.1} KB ({} kernels, {} variables)",
+            p.batch,
+            p.arena_bytes() as f64 / 1024.0,
+            program.kernels.len(),
+            leaves
+        );
+    }
+    out
+}
