@@ -50,7 +50,17 @@ fn totals(c: &Checked) -> Totals {
 }
 
 /// The summary table. Columns grow to fit: nothing is ever truncated.
-pub fn text(c: &Checked) -> String {
+/// What the compiled engine's memory plans need: one arena per routine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arena {
+    /// Inference at batch 1, in bytes.
+    pub inference: usize,
+    /// A training step at `batch`, in bytes.
+    pub training: usize,
+    pub batch: usize,
+}
+
+pub fn text(c: &Checked, arena: Option<&Arena>) -> String {
     let header = ["Layer (type)", "Output Shape", "Param #", "FLOPs", "Activations"];
     let rows: Vec<[String; 5]> = c
         .model
@@ -113,13 +123,21 @@ pub fn text(c: &Checked) -> String {
         bytes(t.activation_bytes),
         bytes(4 * numel(&c.model.input.shape))
     );
+    if let Some(a) = arena {
+        out += &format!(
+            " Compiled arena: inference {} (batch 1), training step {} (batch {})\n",
+            bytes(a.inference as u64),
+            bytes(a.training as u64),
+            a.batch
+        );
+    }
     out
 }
 
 /// The summary as JSON: Keras's fields (`model, input_shape, layers: [{name,
 /// type, output_shape, params}], total_params, trainable_params,
 /// non_trainable_params`) plus cnnc's own.
-pub fn json(c: &Checked) -> Value {
+pub fn json(c: &Checked, arena: Option<&Arena>) -> Value {
     let layers: Vec<Value> = c
         .model
         .layers
@@ -155,5 +173,8 @@ pub fn json(c: &Checked) -> Value {
         "flops": t.flops,
         "activation_bytes": t.activation_bytes,
         "loss": c.loss().name(),
+        "arena_bytes": arena.map(|a| json!({
+            "inference": a.inference, "training_step": a.training, "training_batch": a.batch,
+        })),
     })
 }

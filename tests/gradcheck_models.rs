@@ -10,7 +10,8 @@ use common::{checked, checked_file, models, stem};
 
 fn assert_passes(name: &str, c: &cnnc::shape::Checked, per_var: usize) {
     for seed in [1, 2] {
-        let report = check_model(c, seed, 3, per_var).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = check_model::<cnnc::runtime::jit::Compiled>(c, seed, 3, per_var, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let worst = report.worst().unwrap_or_else(|| panic!("{name}: nothing checked"));
         assert!(worst.error <= TOLERANCE, "{name} seed {seed}: {worst:?}\n{report}");
     }

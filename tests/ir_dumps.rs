@@ -21,6 +21,30 @@ fn every_model_has_forward_and_backward_dumps() {
     }
 }
 
+/// The later stages: every model's optimized graph and its fused kernels
+/// with the memory plan at batch 32; Cranelift's IR of the smallest models.
+#[test]
+fn optimized_fused_and_clif_stages() {
+    for path in models() {
+        let file = path.display().to_string();
+        for stage in ["optimized", "fused"] {
+            let out = cnnc(&["ir", &file, "--stage", stage, "--batch", "32"]);
+            assert!(out.status.success(), "{file} {stage}: {}", common::stderr(&out));
+            insta::assert_snapshot!(format!("{}_{stage}", stem(&path)), stdout(&out));
+        }
+    }
+    for (model, routine) in [
+        ("logistic", "train"),
+        ("logistic", "predict"),
+        ("keras_intro", "predict"),
+    ] {
+        let file = format!("models/{model}.cnn");
+        let out = cnnc(&["ir", &file, "--stage", "clif", "--routine", routine, "--batch", "1"]);
+        assert!(out.status.success(), "{file} clif: {}", common::stderr(&out));
+        insta::assert_snapshot!(format!("{model}_{routine}_clif"), stdout(&out));
+    }
+}
+
 /// Every layer's last node in the IR has the shape `cnnc check` reports.
 #[test]
 fn ir_shapes_agree_with_check() {

@@ -2,11 +2,12 @@
 //! gradient and its value after one SGD step. The course's backpropagation
 //! exercises, checked by the compiler.
 
-use super::ir::{Stage, build};
+use super::ir::routines;
+use super::run::{EngineKind, engine, fail};
 use super::{Failure, Format, check::load};
-use crate::interp::{self, Feeds};
 use crate::ir::{Hyper, Output};
 use crate::parse::ast::{Loss, Optimizer};
+use crate::runtime::engine::{Kind, Step};
 use crate::runtime::{self, rng::Rng};
 use crate::shape::Checked;
 use ndarray::{ArrayD, IxDyn};
@@ -36,6 +37,8 @@ pub struct GradArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
+    engine: EngineKind,
 }
 
 struct Example {
@@ -47,7 +50,8 @@ struct Example {
 pub fn run(args: GradArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
     let example = read_example(&args)?;
-    let graph = build(&checked, Stage::Backward)?;
+    let routines = routines(&checked)?;
+    let graph = &routines.backward;
     let mut vars = runtime::initial_weights::<f32>(&checked, args.seed);
     for (name, values) in &example.weights {
         let id = graph.var_id(name).ok_or_else(|| {
@@ -75,19 +79,18 @@ pub fn run(args: GradArgs) -> Result<String, Failure> {
         &label_values(&checked, &example.label)?,
         "label",
     )?;
-    let masks = runtime::dropout_masks::<f32>(&graph, 1, &mut Rng::stream(args.seed, runtime::purpose::DROPOUT));
+    let masks = runtime::dropout_masks::<f32>(graph, 1, &mut Rng::stream(args.seed, runtime::purpose::DROPOUT));
     let no_hyper = |_: Hyper| 0.0;
-    let outputs = interp::run(
-        &graph,
-        &Feeds {
-            input: input.view(),
-            label: Some(label.view()),
-            vars: &vars,
-            masks: &masks,
-            hyper: &no_hyper,
-        },
-    )
-    .map_err(|e| Failure(e.to_string()))?;
+    let step = Step {
+        inputs: input.view(),
+        targets: Some(label.view()),
+        masks: &masks,
+        hyper: &no_hyper,
+    };
+    let mut state = vars.clone();
+    let outputs = engine(args.engine, &routines)
+        .run(Kind::Backward, &mut state, &step)
+        .map_err(fail)?;
 
     let lr = args
         .lr

@@ -1,8 +1,10 @@
 //! `cnnc gradcheck FILE`: the compiler's derived gradients against central
 //! differences, in f64, at random weights and a random batch.
 
+use super::ir::routines;
+use super::run::{EngineKind, engine};
 use super::{Failure, check::load};
-use crate::runtime::gradcheck::{self, TOLERANCE};
+use crate::runtime::gradcheck;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -18,15 +20,33 @@ pub struct GradcheckArgs {
     /// Elements checked per weight tensor (always including its largest gradient).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     samples: u64,
+    /// Engine computing the analytic gradients: the compiled engine in f32
+    /// (tolerance 1e-3) or the interpreter in f64 (tolerance 1e-6).
+    #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
+    engine: EngineKind,
 }
 
 pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let report =
-        gradcheck::check_model(&checked, args.seed, args.batch as usize, args.samples as usize).map_err(Failure)?;
+    let mut compiled = match args.engine {
+        EngineKind::Jit => Some(engine(EngineKind::Jit, &routines(&checked)?)),
+        EngineKind::Interp => None,
+    };
+    let report = gradcheck::check_model(
+        &checked,
+        args.seed,
+        args.batch as usize,
+        args.samples as usize,
+        compiled.as_deref_mut(),
+    )
+    .map_err(Failure)?;
     let mut out = format!(
-        "gradient check of `{}`: {} elements, batch {}, seed {}\n{report}",
+        "gradient check of `{}` ({}): {} elements, batch {}, seed {}\n{report}",
         checked.model.name,
+        match args.engine {
+            EngineKind::Jit => "compiled engine, f32",
+            EngineKind::Interp => "interpreter, f64",
+        },
         report.samples.len(),
         args.batch,
         args.seed
@@ -35,8 +55,8 @@ pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
         return Ok(out + "no trainable weights: nothing to check\n");
     };
     let summary = format!(
-        "worst: {}{:?} analytic {:.9e} numeric {:.9e}, relative error {:.2e} (tolerance {TOLERANCE:.0e})\n",
-        worst.var, worst.index, worst.analytic, worst.numeric, worst.error
+        "worst: {}{:?} analytic {:.9e} numeric {:.9e}, relative error {:.2e} (tolerance {:.0e})\n",
+        worst.var, worst.index, worst.analytic, worst.numeric, worst.error, report.precision.tolerance
     );
     if report.passed() {
         out += &format!("ok: {summary}");

@@ -86,7 +86,9 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                         profile: false,
                     };
                     let routine = Compiled::compile(&routines, kind, batch, options).map_err(fail)?;
-                    return Ok(routine.clif.unwrap_or_default());
+                    let legend = "; fn0 = cnnc_sgemm, the GEMM library (see --stage fused for which kernels call it);\n\
+                                  ; everything else is code Cranelift generated for the fused kernels.\n";
+                    return Ok(format!("{legend}{}", routine.clif.unwrap_or_default()));
                 }
                 _ => {
                     let mut g = routines.graph(kind).clone();

@@ -1,10 +1,11 @@
 //! Finite-difference gradient checking in f64: the derived backward graph
 //! must agree with central differences of the forward graph.
 
+use super::engine::{Engine, Kind, Step};
 use super::rng::Rng;
 use super::{dropout_masks, initial_weights, purpose};
 use crate::interp::{self, Feeds};
-use crate::ir::{Graph, Hyper, Op, Output};
+use crate::ir::{Graph, Hyper, Output};
 use crate::lower::{Mode, lower};
 use crate::parse::ast::Loss;
 use crate::shape::Checked;
@@ -14,12 +15,36 @@ use std::fmt;
 /// First step of the central difference. In f64 this balances truncation
 /// error (h^2) against rounding (eps/h).
 pub const STEP: f64 = 1e-4;
-/// Relative error is taken against at least this magnitude: the rounding
-/// error of a difference quotient of an O(1) loss is about 1e-11, so
-/// gradients below 1e-4 are in effect compared with an absolute 1e-10.
-pub const FLOOR: f64 = 1e-4;
-/// The largest relative error that passes.
-pub const TOLERANCE: f64 = 1e-6;
+
+/// How closely analytic gradients computed in a precision must match.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Precision {
+    /// The largest relative error that passes.
+    pub tolerance: f64,
+    /// Relative error is taken against at least this magnitude, so that
+    /// gradients that are zero up to rounding compare absolutely, at
+    /// `tolerance * floor`.
+    pub floor: f64,
+}
+
+/// Gradients computed in f64: the rounding of a difference quotient of an
+/// O(1) loss is about 1e-11, so gradients below 1e-4 are compared with an
+/// absolute 1e-10.
+pub const F64: Precision = Precision {
+    tolerance: 1e-6,
+    floor: 1e-4,
+};
+
+/// Gradients computed in f32 (the engines that train): sums over tens of
+/// thousands of terms round at about 1e-6 absolute, so gradients below
+/// 1e-2 are compared with an absolute 1e-5.
+pub const F32: Precision = Precision {
+    tolerance: 1e-3,
+    floor: 1e-2,
+};
+
+/// The largest relative error that passes in f64.
+pub const TOLERANCE: f64 = F64.tolerance;
 
 /// One compared element.
 #[derive(Clone, Debug)]
@@ -31,9 +56,10 @@ pub struct Sample {
     pub error: f64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Report {
     pub samples: Vec<Sample>,
+    pub precision: Precision,
 }
 
 impl Report {
@@ -42,7 +68,7 @@ impl Report {
     }
 
     pub fn passed(&self) -> bool {
-        self.worst().is_none_or(|w| w.error <= TOLERANCE)
+        self.worst().is_none_or(|w| w.error <= self.precision.tolerance)
     }
 }
 
@@ -59,17 +85,17 @@ impl fmt::Display for Report {
     }
 }
 
-/// Checks a differentiated graph (`backward`, with `Grad` outputs) against
-/// its forward graph at the given point, on up to `per_var` elements of
-/// each trainable variable (always including its largest gradient).
+/// Checks analytic gradients (`Grad` outputs of a differentiated graph,
+/// however computed) against central differences of the forward graph at
+/// the given point, on up to `per_var` elements of each trainable variable
+/// (always including its largest gradient).
 pub fn check_graph(
     forward: &Graph,
-    backward: &Graph,
+    analytic: &[(Output, ArrayD<f64>)],
     feeds: &Feeds<f64>,
-    per_var: usize,
+    (per_var, precision): (usize, Precision),
     rng: &mut Rng,
 ) -> Result<Report, interp::Error> {
-    let outputs = interp::run(backward, feeds)?;
     let loss_at = |vars: &[ArrayD<f64>]| -> Result<f64, interp::Error> {
         let f = Feeds {
             input: feeds.input.view(),
@@ -85,8 +111,11 @@ pub fn check_graph(
             .ok_or_else(|| interp::Error("the forward graph has no loss".into()))
     };
     let mut vars = feeds.vars.to_vec();
-    let mut report = Report::default();
-    for (o, grad) in &outputs {
+    let mut report = Report {
+        samples: Vec::new(),
+        precision,
+    };
+    for (o, grad) in analytic {
         let Output::Grad(v) = *o else { continue };
         let n = grad.len();
         let mut picks: Vec<usize> = if n <= per_var {
@@ -111,10 +140,10 @@ pub fn check_graph(
             };
             let numeric = numeric_derivative(original, &mut at)?;
             at(original)?;
-            let analytic = grad.as_slice().map_or(f64::NAN, |s| s[flat]);
-            let error = relative(analytic, numeric);
+            let analytic = grad.iter().nth(flat).copied().unwrap_or(f64::NAN);
+            let error = relative(analytic, numeric, precision.floor);
             report.samples.push(Sample {
-                var: backward.vars[v].name.clone(),
+                var: forward.vars[v].name.clone(),
                 index: unravel(flat, grad.shape()),
                 analytic,
                 numeric,
@@ -125,8 +154,8 @@ pub fn check_graph(
     Ok(report)
 }
 
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / a.abs().max(b.abs()).max(FLOOR)
+fn relative(a: f64, b: f64, floor: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(floor)
 }
 
 /// Central differences at steps h and h/2, combined by Richardson
@@ -139,7 +168,7 @@ fn numeric_derivative(x: f64, loss: &mut impl FnMut(f64) -> Result<f64, interp::
     for _ in 0..4 {
         let (d1, d2) = (central(h)?, central(h / 2.0)?);
         estimate = (4.0 * d2 - d1) / 3.0;
-        if relative(d1, d2) <= TOLERANCE {
+        if relative(d1, d2, F64.floor) <= F64.tolerance {
             break;
         }
         h /= 10.0;
@@ -183,8 +212,15 @@ pub fn random_batch(checked: &Checked, batch: usize, rng: &mut Rng) -> (ArrayD<f
 }
 
 /// `cnnc gradcheck`: the model's derived gradients at random weights and a
-/// random batch, against central differences.
-pub fn check_model(checked: &Checked, seed: u64, batch: usize, per_var: usize) -> Result<Report, String> {
+/// random batch, against central differences in f64. The analytic
+/// gradients come from the f64 interpreter, or from `engine` in f32.
+pub fn check_model<E: Engine + ?Sized>(
+    checked: &Checked,
+    seed: u64,
+    batch: usize,
+    per_var: usize,
+    engine: Option<&mut E>,
+) -> Result<Report, String> {
     let forward = lower(checked, Mode::Training).map_err(|e| e.to_string())?;
     let mut backward = forward.clone();
     crate::autodiff::differentiate(&mut backward).map_err(|e| e.to_string())?;
@@ -200,6 +236,25 @@ pub fn check_model(checked: &Checked, seed: u64, batch: usize, per_var: usize) -
         masks: &masks,
         hyper: &no_hyper,
     };
-    debug_assert!(forward.nodes.node_weights().all(|n| !matches!(n.op, Op::Hyper(_))));
-    check_graph(&forward, &backward, &feeds, per_var, &mut rng).map_err(|e| e.to_string())
+    let (analytic, precision) = match engine {
+        None => (interp::run(&backward, &feeds).map_err(|e| e.to_string())?, F64),
+        Some(engine) => {
+            let f32s = |a: &ArrayD<f64>| a.mapv(|v| v as f32);
+            let mut state: Vec<ArrayD<f32>> = vars.iter().map(f32s).collect();
+            let masks: Vec<ArrayD<f32>> = masks.iter().map(f32s).collect();
+            let (input, label) = (f32s(&input), f32s(&label));
+            let step = Step {
+                inputs: input.view(),
+                targets: Some(label.view()),
+                masks: &masks,
+                hyper: &no_hyper,
+            };
+            let out = engine
+                .run(Kind::Backward, &mut state, &step)
+                .map_err(|e| e.to_string())?;
+            let out = out.into_iter().map(|(o, a)| (o, a.mapv(f64::from))).collect();
+            (out, F32)
+        }
+    };
+    check_graph(&forward, &analytic, &feeds, (per_var, precision), &mut rng).map_err(|e| e.to_string())
 }

@@ -1,0 +1,172 @@
+//! The compiled engine against the interpreter: forward outputs, loss,
+//! every parameter gradient and a whole training step agree on every model
+//! in `models/` and on a few hundred random models (random stacks of the
+//! language's layers with random shapes, strides, paddings and batch sizes,
+//! 1 included). Debug builds also check every memory plan's invariants
+//! (`plan::verify`, run by `codegen::plan_for`).
+
+mod common;
+
+use cnnc::ir::{Hyper, Output};
+use cnnc::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
+use cnnc::runtime::jit::Compiled;
+use cnnc::runtime::rng::Rng;
+use cnnc::runtime::{dropout_masks, gradcheck::random_batch, initial_weights};
+use cnnc::shape::Checked;
+use ndarray::ArrayD;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
+
+/// `|a - b| <= 1e-4 * scale + 1e-5` elementwise, `scale` the larger of the
+/// two tensors' magnitudes: relative agreement, with an absolute floor for
+/// values that are zero up to f32 rounding (a bias before batch
+/// normalization has an exactly-zero gradient, computed as rounding noise).
+fn agree(what: &str, jit: &ArrayD<f32>, interp: &ArrayD<f32>) -> Result<(), String> {
+    if jit.shape() != interp.shape() {
+        return Err(format!("{what}: shapes {:?} and {:?}", jit.shape(), interp.shape()));
+    }
+    let scale = jit.iter().chain(interp.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = jit.iter().zip(interp).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    if worst <= 1e-4 * scale + 1e-5 {
+        Ok(())
+    } else {
+        Err(format!("{what}: differs by {worst} at scale {scale}"))
+    }
+}
+
+fn hyper(h: Hyper) -> f64 {
+    match h {
+        Hyper::LearningRate => 0.01,
+        Hyper::AdamStepSize => 0.001,
+    }
+}
+
+/// Runs the backward, training-step and prediction routines on both
+/// engines from the same state and batch and compares every output and
+/// every updated variable.
+fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
+    let name = &checked.model.name;
+    let routines = Routines::new(checked, &cnnc::parse::ast::Optimizer::ADAM).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(seed);
+    let (x, y) = random_batch(checked, batch, &mut rng);
+    let (x, y) = (x.mapv(|v| v as f32), y.mapv(|v| v as f32));
+    let masks = dropout_masks::<f32>(&routines.train, batch, &mut rng);
+    let mut state = initial_weights::<f32>(checked, seed);
+    let weights = state.len();
+    state.extend(
+        routines.train.vars[weights..]
+            .iter()
+            .map(|v| ArrayD::from_shape_simple_fn(ndarray::IxDyn(&v.shape), || rng.uniform() as f32 * 0.01)),
+    );
+    let step = Step {
+        inputs: x.view(),
+        targets: Some(y.view()),
+        masks: &masks,
+        hyper: &hyper,
+    };
+    let mut jit = Compiled::new(routines.clone());
+    let mut reference = Interpreter::new(routines.clone());
+    for kind in [Kind::Backward, Kind::Predict, Kind::Train] {
+        let vars = if kind == Kind::Train { state.len() } else { weights };
+        let (mut a, mut b) = (state[..vars].to_vec(), state[..vars].to_vec());
+        let out_a = jit.run(kind, &mut a, &step).map_err(|e| format!("{name}: {e}"))?;
+        let out_b = reference.run(kind, &mut b, &step).map_err(|e| format!("{name}: {e}"))?;
+        for ((o, va), (_, vb)) in out_a.iter().zip(&out_b) {
+            let what = match o {
+                Output::Grad(v) => format!("{name} {kind:?} grad {}", routines.train.vars[*v].name),
+                _ => format!("{name} {kind:?} {o:?}"),
+            };
+            agree(&what, va, vb)?;
+        }
+        for (i, (va, vb)) in a.iter().zip(&b).enumerate() {
+            agree(
+                &format!("{name} {kind:?} updated {}", routines.train.vars[i].name),
+                va,
+                vb,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_model_in_models() {
+    for path in common::models() {
+        let checked = common::checked_file(&path);
+        for batch in [1, 3] {
+            compare(&checked, batch, 11).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// A random valid model: conv blocks while the image lasts, then dense
+/// layers and a head for one of the three losses.
+fn random_model() -> impl Strategy<Value = String> {
+    let activation = prop::sample::select(vec!["relu", "sigmoid", "tanh", "linear"]);
+    let conv = (
+        1usize..4,
+        (1usize..4, 1usize..4),
+        (1usize..3, 1usize..3),
+        any::<bool>(),
+        activation.clone(),
+        any::<bool>(),
+        prop::option::of(((1usize..4, 1usize..3), (1usize..3, 1usize..3), any::<bool>())),
+        prop::option::of(0.1f64..0.6),
+    );
+    let dense = (1usize..6, activation.clone(), any::<bool>());
+    (
+        (2usize..10, 2usize..10, 1usize..4),
+        prop::collection::vec(conv, 0..3),
+        prop::collection::vec(dense, 0..3),
+        0usize..3,
+        2usize..5,
+    )
+        .prop_map(|((h, w, c), convs, denses, head, classes)| {
+            let mut m = format!("input {h}x{w}x{c}\n");
+            for (filters, (kh, kw), (sh, sw), same, act, bn, pool, drop) in convs {
+                let padding = if same { "same" } else { "valid" };
+                m += &format!("conv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation={act}\n");
+                if bn {
+                    m += "batchnorm\n";
+                }
+                if let Some(((ph, pw), (qh, qw), same)) = pool {
+                    let padding = if same { "same" } else { "valid" };
+                    m += &format!("maxpool2d {ph}x{pw} strides={qh}x{qw} padding={padding}\n");
+                }
+                if let Some(rate) = drop {
+                    m += &format!("dropout {rate:.2}\n");
+                }
+            }
+            m += "flatten\n";
+            for (units, act, bn) in denses {
+                m += &format!("dense {units} activation={act}\n");
+                if bn {
+                    m += "batchnorm center=false\n";
+                }
+            }
+            m += &match head {
+                0 => format!("dense {classes} activation=softmax\n"),
+                1 => "dense 1 activation=sigmoid\n".to_string(),
+                _ => format!("dense {classes}\ntrain {{\n  loss mean_squared_error\n}}\n"),
+            };
+            m
+        })
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 250,
+        rng_seed: RngSeed::Fixed(20261129),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn random_models(source in random_model(), batch in 1usize..5, seed in 0u64..1000) {
+        // Random stacks may shrink an image below a kernel: those models
+        // are rightly refused by `check`, and skipped here.
+        let Ok(model) = cnnc::parse::parse("random.cnn", &source) else { return Ok(()) };
+        let Ok(checked) = cnnc::shape::check(model, "random.cnn", &source) else { return Ok(()) };
+        prop_assert!(compare(&checked, batch, seed).is_ok(), "{source}\n{:?}", compare(&checked, batch, seed));
+    }
+}
