@@ -320,7 +320,7 @@ fn front_end(name: &str, src: &str) -> Result<(), String> {
     let result = cnnc::parse::parse(name, src).and_then(|model| cnnc::shape::check(model, name, src));
     match result {
         Ok(checked) => {
-            let text = cnnc::summary::text(&checked);
+            let text = cnnc::summary::text(&checked, None);
             if !text.starts_with("Model: ") {
                 return Err(format!("accepted, but the summary reads {text:?}"));
             }
