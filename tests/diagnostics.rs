@@ -10,9 +10,6 @@ use std::process::Output;
 /// (and so in snapshots) are relative, like `tests/bad/zero_units.cnn`.
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Files whose error concerns the whole file, so it has no line and column.
-const NO_POSITION: [&str; 1] = ["not_utf8.cnn"];
-
 fn cnnc(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_cnnc"))
         .args(args)
@@ -83,12 +80,10 @@ fn every_broken_model_is_refused_with_a_located_message() {
             stderr.starts_with("error"),
             "{path}: stderr does not start with an error:\n{stderr}"
         );
-        if !NO_POSITION.contains(&name.as_str()) {
-            assert!(
-                has_position(&stderr, &path),
-                "{path}: no `{path}:LINE:COL` in:\n{stderr}"
-            );
-        }
+        assert!(
+            has_position(&stderr, &path),
+            "{path}: no `{path}:LINE:COL` in:\n{stderr}"
+        );
         let bytes = std::fs::read(Path::new(ROOT).join(&path)).expect("readable");
         let first_line = String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap_or_default());
         settings.set_description(first_line.trim_start_matches("# ").to_string());

@@ -8,8 +8,8 @@ mod common;
 use cnnc::runtime::gradcheck::{TOLERANCE, check_model};
 use common::{checked, checked_file, models, stem};
 
-fn assert_passes(name: &str, c: &cnnc::shape::Checked, per_var: usize) {
-    for seed in [1, 2] {
+fn assert_passes(name: &str, c: &cnnc::shape::Checked, per_var: usize, seeds: &[u64]) {
+    for &seed in seeds {
         let report = check_model::<cnnc::runtime::jit::Compiled>(c, seed, 3, per_var, None)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let worst = report.worst().unwrap_or_else(|| panic!("{name}: nothing checked"));
@@ -21,9 +21,9 @@ fn assert_passes(name: &str, c: &cnnc::shape::Checked, per_var: usize) {
 fn every_model_in_models() {
     for path in models() {
         let name = stem(&path);
-        // celeb8 is large for an interpreter in f64: fewer elements each.
-        let per_var = if name == "celeb8" { 3 } else { 8 };
-        assert_passes(&name, &checked_file(&path), per_var);
+        // celeb8 is large for an interpreter in f64: fewer elements, one seed.
+        let (per_var, seeds): (usize, &[u64]) = if name == "celeb8" { (2, &[1]) } else { (8, &[1, 2]) };
+        assert_passes(&name, &checked_file(&path), per_var, seeds);
     }
 }
 
@@ -74,7 +74,7 @@ fn convolution_and_pooling_variants() {
         ("cropped_stride_binary", CROPPED_STRIDE_BINARY),
         ("frozen_edge_filter_mse", FROZEN_EDGE_FILTER_MSE),
     ] {
-        assert_passes(name, &checked(name, source), 10);
+        assert_passes(name, &checked(name, source), 10, &[1, 2]);
     }
 }
 
@@ -102,4 +102,29 @@ fn frozen_layers_get_no_gradient_and_the_input_none() {
         .filter(|n| n.origin.phase == cnnc::ir::Phase::Backward && n.shape == input)
         .count();
     assert_eq!(backward_input_shaped, 0);
+}
+
+/// The compiled engine's gradients (f32) against the same f64 central
+/// differences, as `cnnc gradcheck` (whose default engine it is) runs them.
+#[test]
+fn every_model_with_the_compiled_engine() {
+    for path in models() {
+        let name = stem(&path);
+        let c = checked_file(&path);
+        let routines = cnnc::runtime::engine::Routines::new(&c, &cnnc::parse::ast::Optimizer::ADAM).unwrap();
+        let mut engine = cnnc::runtime::jit::Compiled::new(routines);
+        let per_var = if name == "celeb8" { 2 } else { 8 };
+        let report = check_model(&c, 1, 3, per_var, Some(&mut engine)).unwrap();
+        assert_eq!(report.precision, cnnc::runtime::gradcheck::F32);
+        assert!(report.passed(), "{name}: {:?}\n{report}", report.worst());
+    }
+}
+
+#[test]
+fn the_cli_reports_each_weight_and_passes() {
+    let out = common::cnnc(&["gradcheck", "models/keras_intro.cnn", "--engine", "interp"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains("conv2d/kernel") && text.contains("dense/bias") && text.starts_with("gradient check"));
+    assert!(text.contains("ok: worst:"), "{text}");
 }

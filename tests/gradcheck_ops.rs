@@ -245,3 +245,43 @@ fn an_op_without_a_rule_is_an_error_naming_it_and_its_layer() {
         "{text}"
     );
 }
+
+/// A wrong gradient fails the check, naming the variable and its error.
+#[test]
+fn a_wrong_gradient_is_caught() {
+    let mut g = Graph::default();
+    g.vars.push(VarDecl {
+        name: "w".into(),
+        shape: vec![3],
+        trainable: true,
+    });
+    let mut b = Builder::new(&mut g, Origin::default());
+    let w = b.shaped(Op::Var(0), &[], Shape::fixed(&[3])).unwrap();
+    let y = b.unary(Unary::Tanh, w).unwrap();
+    let s = b.sum(y, vec![0]).unwrap();
+    let loss = b.reshape(s, Shape::scalar()).unwrap();
+    g.outputs = vec![(Output::Loss, loss)];
+    let forward = g.clone();
+    cnnc::autodiff::differentiate(&mut g).unwrap();
+    let vars = vec![ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.3, -0.2, 0.9]).unwrap()];
+    let input = ArrayD::<f64>::zeros(IxDyn(&[1]));
+    let hyper = |_: Hyper| 0.0;
+    let feeds = Feeds {
+        input: input.view(),
+        label: None,
+        vars: &vars,
+        masks: &[],
+        hyper: &hyper,
+    };
+    let mut analytic = cnnc::interp::run(&g, &feeds).unwrap();
+    for (o, v) in &mut analytic {
+        if let Output::Grad(_) = o {
+            v[[1]] *= 1.01;
+        }
+    }
+    let report = check_graph(&forward, &analytic, &feeds, (usize::MAX, F64), &mut Rng::new(1)).unwrap();
+    assert!(!report.passed());
+    let worst = report.worst().unwrap();
+    assert_eq!((worst.var.as_str(), worst.index.as_slice()), ("w", &[1][..]));
+    assert!(worst.error > 5e-3, "{worst:?}");
+}

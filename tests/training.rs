@@ -237,3 +237,87 @@ fn keras_weights_predict_as_in_keras() {
         }
     }
 }
+
+/// Writes `n` noisy 8x8 PNGs of a colour into `dir`.
+fn squares(dir: &Path, n: usize, rgb: [u8; 3], seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = cnnc::runtime::rng::Rng::new(seed);
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(8, 8, |_, _| {
+            image::Rgb(rgb.map(|c| (f64::from(c) * 0.7 + rng.uniform() * 70.0) as u8))
+        });
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+    }
+}
+
+/// The course's homework shape: an image folder with train/, val/ and
+/// test/ holding one folder per class; predictions are named by class.
+#[test]
+fn an_image_folder_trains_and_predicts_by_class_name() {
+    let dir = Scratch::new("folder");
+    for (split, n) in [("train", 24), ("val", 6), ("test", 6)] {
+        squares(
+            &dir.path().join("colours").join(split).join("red"),
+            n,
+            [230, 20, 20],
+            n as u64,
+        );
+        squares(
+            &dir.path().join("colours").join(split).join("blue"),
+            n,
+            [20, 20, 230],
+            100 + n as u64,
+        );
+    }
+    let model = dir.write(
+        "colours.cnn",
+        b"input 8x8x3
+conv2d 4 3x3 padding=same activation=relu
+maxpool2d
+flatten
+dense 2 activation=softmax
+train {
+  data \"colours\"
+  optimizer adam learning_rate=0.01
+  batch_size 4
+  epochs 6
+  patience 2
+}
+",
+    );
+    let model = model.display().to_string();
+    let out = run(&["run", &model, "--out", &at(&dir, "runs")]);
+    let text = stdout(&out);
+    assert!(text.contains("(2 classes)"), "{text}");
+    let test: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test: "))
+        .and_then(|l| l.split("accuracy ").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in {text}"));
+    assert!(test >= 0.9, "{text}");
+    let weights = at(&dir, "runs/colours/weights.safetensors");
+    let red = at(&dir, "colours/test/red/0.png");
+    let p = run(&["predict", &model, "--weights", &weights, &red, "--top", "1"]);
+    assert!(stdout(&p).starts_with(&format!("{red}: red ")), "{}", stdout(&p));
+}
+
+/// Training gives the same result, within float tolerance, on either
+/// engine.
+#[test]
+fn both_engines_train_alike() {
+    let dir = Scratch::new("engines");
+    let model = write_model(&dir, SMALL);
+    for engine in ["jit", "interp"] {
+        run(&["run", &model, "--engine", engine, "--out", &at(&dir, engine)]);
+    }
+    let (jit, interp) = (
+        metrics(&dir.path().join("jit/small/metrics.jsonl")),
+        metrics(&dir.path().join("interp/small/metrics.jsonl")),
+    );
+    for key in ["loss", "accuracy", "val_loss", "val_accuracy"] {
+        let (a, b) = (jit[0][key].as_f64().unwrap(), interp[0][key].as_f64().unwrap());
+        assert!((a - b).abs() <= 2e-3 * b.abs().max(0.1), "{key}: jit {a}, interp {b}");
+    }
+}

@@ -105,8 +105,11 @@ pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
         Failure(format!(
-            "error: `{name}` is not UTF-8 text (invalid byte at offset {at})\n  = help: a model file is plain text; is this the right file?"
+            "error: `{name}` is not UTF-8 text (invalid byte at {name}:{line}:{column})\n  = help: a model file is plain text; save it as UTF-8"
         ))
     })?;
     Ok((name, text))

@@ -191,7 +191,15 @@ pub fn train(
     if settings.resume {
         resume(routines, settings, &files, &mut state)?;
         log = MetricsLog::resume(&files.metrics, state.epoch)?;
-        let _ = writeln!(out, "resuming after epoch {} of {}", state.epoch, settings.epochs);
+        if state.epoch >= settings.epochs as u64 {
+            let _ = writeln!(
+                out,
+                "the run has already trained {} epochs (--epochs {}): nothing to train; raise --epochs to continue",
+                state.epoch, settings.epochs
+            );
+        } else {
+            let _ = writeln!(out, "resuming after epoch {} of {}", state.epoch, settings.epochs);
+        }
     }
     let val = splits.val.as_ref().or(splits.test.as_ref());
     if splits.val.is_none() && splits.test.is_some() {
@@ -200,7 +208,7 @@ pub fn train(
             "validating on the test split (the data has no val/ folder and no validation_split)"
         );
     }
-    let mut best: Option<(f64, u64, Vec<ArrayD<f32>>)> = None;
+    let mut stopping = settings.patience.map(EarlyStopping::new);
     let mut ending = Ending::Completed;
     let train = &splits.train;
     let steps = train.len().div_ceil(settings.batch_size);
@@ -286,25 +294,24 @@ pub fn train(
         super::plot::write_learning_curves(&files.plot, &checked.model.name, log.epochs())?;
         save(checked, settings, &files, &state, routines, &splits.classes)?;
 
-        if let (Some(patience), Some(v)) = (settings.patience, &validation) {
-            let improved = best.as_ref().is_none_or(|(loss, _, _)| v.loss < *loss);
-            if improved {
-                best = Some((v.loss, epoch, state.values[..state.weights].to_vec()));
-            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience as u64) {
-                let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
-                let _ = writeln!(
-                    out,
-                    "early stopping: val_loss has not improved for {patience} epochs since epoch {best_epoch}"
-                );
-                ending = Ending::EarlyStopped { best_epoch };
-                break;
-            }
+        if let (Some(stop), Some(v)) = (&mut stopping, &validation)
+            && stop.update(epoch, v.loss, &state.values[..state.weights])
+        {
+            let best_epoch = stop.best_epoch().unwrap_or(epoch);
+            let _ = writeln!(
+                out,
+                "early stopping: val_loss has not improved for {} epochs since epoch {best_epoch}",
+                stop.patience
+            );
+            ending = Ending::EarlyStopped { best_epoch };
+            break;
         }
     }
-    if let Some((_, best_epoch, weights)) = best.filter(|(_, e, _)| *e != state.epoch)
+    if let Some((best_epoch, weights)) = stopping.as_ref().and_then(EarlyStopping::best)
+        && best_epoch != state.epoch
         && ending != Ending::Interrupted
     {
-        state.values[..state.weights].clone_from_slice(&weights);
+        state.values[..state.weights].clone_from_slice(weights);
         save(checked, settings, &files, &state, routines, &splits.classes)?;
         let _ = writeln!(out, "restored the best weights, from epoch {best_epoch}");
     }
@@ -319,6 +326,42 @@ pub fn train(
         test,
         epochs: log.epochs().to_vec(),
     })
+}
+
+/// Keras's `EarlyStopping(monitor="val_loss", patience=p,
+/// restore_best_weights=True)`: stop once `patience` epochs in a row bring
+/// no lower validation loss, keeping the best epoch's weights.
+pub struct EarlyStopping {
+    pub patience: usize,
+    best: Option<(f64, u64, Vec<ArrayD<f32>>)>,
+}
+
+impl EarlyStopping {
+    pub fn new(patience: usize) -> EarlyStopping {
+        EarlyStopping { patience, best: None }
+    }
+
+    /// Records an epoch's validation loss; true when training should stop.
+    pub fn update(&mut self, epoch: u64, val_loss: f64, weights: &[ArrayD<f32>]) -> bool {
+        match &self.best {
+            Some((loss, _, _)) if val_loss >= *loss => {
+                self.best_epoch().is_some_and(|e| epoch - e >= self.patience as u64)
+            }
+            _ => {
+                self.best = Some((val_loss, epoch, weights.to_vec()));
+                false
+            }
+        }
+    }
+
+    pub fn best_epoch(&self) -> Option<u64> {
+        self.best.as_ref().map(|b| b.1)
+    }
+
+    /// The best epoch and its weights.
+    pub fn best(&self) -> Option<(u64, &[ArrayD<f32>])> {
+        self.best.as_ref().map(|(_, e, w)| (*e, w.as_slice()))
+    }
 }
 
 fn progress_bar(epoch: u64, epochs: usize, steps: usize) -> ProgressBar {
@@ -467,4 +510,37 @@ fn resume(routines: &Routines, settings: &Settings, files: &Files, state: &mut S
     state.iterations = opt.iterations;
     state.epoch = epoch;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(v: f32) -> Vec<ArrayD<f32>> {
+        vec![ArrayD::from_elem(IxDyn(&[2]), v)]
+    }
+
+    #[test]
+    fn early_stopping_waits_patience_epochs_and_keeps_the_best() {
+        let mut stop = EarlyStopping::new(2);
+        assert!(!stop.update(1, 0.9, &weights(1.0)));
+        assert!(!stop.update(2, 0.5, &weights(2.0)));
+        // Not lower (equal counts as no improvement, as in Keras).
+        assert!(!stop.update(3, 0.5, &weights(3.0)));
+        assert!(stop.update(4, 0.7, &weights(4.0)), "two epochs without improvement");
+        let (epoch, w) = stop.best().unwrap();
+        assert_eq!(epoch, 2);
+        assert_eq!(w[0][[0]], 2.0);
+    }
+
+    #[test]
+    fn an_improvement_resets_the_wait() {
+        let mut stop = EarlyStopping::new(2);
+        assert!(!stop.update(1, 1.0, &weights(1.0)));
+        assert!(!stop.update(2, 1.1, &weights(2.0)));
+        assert!(!stop.update(3, 0.8, &weights(3.0)));
+        assert!(!stop.update(4, 0.9, &weights(4.0)));
+        assert!(stop.update(5, 0.85, &weights(5.0)));
+        assert_eq!(stop.best_epoch(), Some(3));
+    }
 }
