@@ -1,37 +1,15 @@
 //! A weights file that does not fit the model, or is no weights file at all,
 //! is an error naming the file and every tensor that is wrong.
 
+mod common;
+
 use cnnc::runtime::checkpoint::{
     CheckpointError, Metadata, OptimizerState, Problem, Tensor, load, load_optimizer, save, save_optimizer,
 };
+use common::Scratch;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use std::path::{Path, PathBuf};
-
-/// A directory of its own for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("cnnc-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
-        Scratch(dir)
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn zeros(name: &str, shape: &[usize]) -> Tensor {
     Tensor {

@@ -1,38 +1,16 @@
 //! Weights and optimizer state survive a save and a load unchanged, and files
 //! written the way Keras users export them load too.
 
+mod common;
+
 use cnnc::runtime::checkpoint::{
     Metadata, OptimizerState, Tensor, load, load_optimizer, optimizer_path, save, save_optimizer,
 };
+use common::Scratch;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-/// A directory of its own for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("cnnc-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
-        Scratch(dir)
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
 
 fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
     Tensor {

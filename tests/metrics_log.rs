@@ -1,33 +1,10 @@
 //! The metrics file: one JSON object per epoch with fixed field names,
 //! rewritten whole after each epoch, and read back for `--resume`.
 
+mod common;
+
 use cnnc::runtime::metrics::{EpochMetrics, MetricsError, MetricsLog, read};
-use std::path::{Path, PathBuf};
-
-/// A directory of its own for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("cnnc-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
-        Scratch(dir)
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::Scratch;
 
 fn epoch(epoch: u64, validation: bool) -> EpochMetrics {
     let e = epoch as f64;

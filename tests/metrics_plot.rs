@@ -1,35 +1,13 @@
 //! The learning-curve PNG: a valid image of the documented size, with a
 //! curve for training and, when there is validation data, one for it.
 
+mod common;
+
 use cnnc::runtime::metrics::EpochMetrics;
 use cnnc::runtime::plot::{HEIGHT, PlotError, WIDTH, write_learning_curves};
+use common::Scratch;
 use image::RgbImage;
-use std::path::{Path, PathBuf};
-
-/// A directory of its own for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("cnnc-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
-        Scratch(dir)
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
 
 fn run(epochs: u64, validation: bool) -> Vec<EpochMetrics> {
     (1..=epochs)

@@ -1,10 +1,9 @@
 //! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
 //! trained weights on the dataset's test split.
 
-use super::run::{DataArgs, dataset, engine, fail};
+use super::run::{DataArgs, dataset, engine, fail, trained};
 use super::{Failure, Format, check::load};
-use crate::runtime::engine::Routines;
-use crate::runtime::train::{self, State};
+use crate::runtime::train;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -26,16 +25,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let optimizer = checked
-        .model
-        .train
-        .as_ref()
-        .and_then(|t| t.optimizer)
-        .unwrap_or(crate::parse::ast::Optimizer::ADAM);
-    let routines = Routines::new(&checked, &optimizer).map_err(fail)?;
-    let mut state = State::new(&checked, &routines, 0);
-    let loaded = train::load_weights(&args.weights, &routines, state.weights).map_err(fail)?;
-    state.values[..state.weights].clone_from_slice(&loaded.values);
+    let (routines, mut state, _) = trained(&checked, &args.weights)?;
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
     let Some(test) = &splits.test else {
         return Err(Failure(

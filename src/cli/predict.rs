@@ -1,11 +1,9 @@
 //! `cnnc predict FILE --weights W INPUT...`: the most likely classes of
 //! images or of a `.npy` batch, and optionally every probability as `.npy`.
 
-use super::run::{EngineKind, engine, fail};
+use super::run::{EngineKind, engine, fail, trained};
 use super::{Failure, check::load};
 use crate::runtime::data;
-use crate::runtime::engine::Routines;
-use crate::runtime::train::{self, State};
 use ndarray::{ArrayD, Axis, IxDyn};
 use std::path::{Path, PathBuf};
 
@@ -32,11 +30,7 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let optimizer = crate::parse::ast::Optimizer::ADAM;
-    let routines = Routines::new(&checked, &optimizer).map_err(fail)?;
-    let mut state = State::new(&checked, &routines, 0);
-    let loaded = train::load_weights(&args.weights, &routines, state.weights).map_err(fail)?;
-    state.values[..state.weights].clone_from_slice(&loaded.values);
+    let (routines, mut state, classes) = trained(&checked, &args.weights)?;
     let input_shape = &checked.model.input.shape;
     let (batch, names) = inputs(&args.inputs, input_shape)?;
     let mut engine = engine(args.engine, &routines);
@@ -44,7 +38,6 @@ pub fn run(args: PredictArgs) -> Result<String, Failure> {
         .predict(&mut state.values[..state.weights], batch.view())
         .map_err(fail)?;
 
-    let classes = &loaded.classes;
     let label = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
     let mut out = String::new();
     for (name, row) in names.iter().zip(probabilities.axis_iter(Axis(0))) {

@@ -227,3 +227,13 @@ pub fn dataset(
     };
     data::load(&source, &base, input, outputs, split).map_err(|e| fail(e.into()))
 }
+
+/// A model's routines and its state with trained weights from a file: what
+/// `eval` and `predict` start from.
+pub fn trained(checked: &Checked, weights: &Path) -> Result<(Routines, train::State, Vec<String>), Failure> {
+    let routines = super::ir::routines(checked)?;
+    let mut state = train::State::new(checked, &routines, 0);
+    let loaded = train::load_weights(weights, &routines, state.weights).map_err(fail)?;
+    state.values[..state.weights].clone_from_slice(&loaded.values);
+    Ok((routines, state, loaded.classes))
+}

@@ -65,10 +65,38 @@ pub fn dropout_masks<T: Float>(graph: &Graph, batch: usize, rng: &mut Rng) -> Ve
     masks.into_iter().map(|(_, m)| m).collect()
 }
 
-/// Anything that stops a run: the user's data, files or settings, or a
-/// compiler bug surfacing at run time.
-#[derive(Debug)]
-pub enum Error {
+macro_rules! errors {
+    ($($variant:ident($t:ty)),* $(,)?) => {
+        /// Anything that stops a run: the user's data, files or settings, or
+        /// a compiler bug surfacing at run time.
+        #[derive(Debug)]
+        pub enum Error {
+            $($variant($t),)*
+            /// A user-facing message, with its `help:` if any.
+            Message(String),
+        }
+
+        $(impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::$variant(e)
+            }
+        })*
+
+        impl std::fmt::Display for Error {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let text = match self {
+                    $(Error::$variant(e) => e.to_string(),)*
+                    Error::Message(m) => m.clone(),
+                };
+                // Every message reads `error: ...`, whichever module wrote it.
+                let body = text.strip_prefix("error: ").unwrap_or(&text);
+                write!(f, "error: {body}")
+            }
+        }
+    };
+}
+
+errors!(
     Data(data::DataError),
     Checkpoint(checkpoint::CheckpointError),
     File(checkpoint::FileError),
@@ -78,50 +106,6 @@ pub enum Error {
     Ir(crate::ir::IrError),
     Grad(crate::autodiff::Error),
     Codegen(crate::codegen::CodegenError),
-    /// A user-facing message, with its `help:` if any.
-    Message(String),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = match self {
-            Error::Data(e) => e.to_string(),
-            Error::Checkpoint(e) => e.to_string(),
-            Error::File(e) => e.to_string(),
-            Error::Metrics(e) => e.to_string(),
-            Error::Plot(e) => e.to_string(),
-            Error::Interp(e) => e.to_string(),
-            Error::Ir(e) => e.to_string(),
-            Error::Grad(e) => e.to_string(),
-            Error::Codegen(e) => e.to_string(),
-            Error::Message(m) => m.clone(),
-        };
-        // Every message reads `error: ...`, whichever module wrote it.
-        let body = text.strip_prefix("error: ").unwrap_or(&text);
-        write!(f, "error: {body}")
-    }
-}
+);
 
 impl std::error::Error for Error {}
-
-macro_rules! from_errors {
-    ($($variant:ident($t:ty)),*) => {
-        $(impl From<$t> for Error {
-            fn from(e: $t) -> Error {
-                Error::$variant(e)
-            }
-        })*
-    };
-}
-
-from_errors!(
-    Data(data::DataError),
-    Checkpoint(checkpoint::CheckpointError),
-    File(checkpoint::FileError),
-    Metrics(metrics::MetricsError),
-    Plot(plot::PlotError),
-    Interp(crate::interp::Error),
-    Ir(crate::ir::IrError),
-    Grad(crate::autodiff::Error),
-    Codegen(crate::codegen::CodegenError)
-);
