@@ -1,0 +1,404 @@
+//! Native code for each kind of fused kernel: strided loop nests for maps
+//! and reductions (f32x4 along the innermost axis where it is contiguous)
+//! here; GEMM calls for matmuls and convolutions in `contraction.rs`;
+//! windows for pooling in `pool.rs`; row loops for softmax and the
+//! cross-entropies in `loss.rs`.
+
+mod contraction;
+mod loss;
+mod pool;
+
+pub use contraction::{conv, matmul};
+pub use loss::{sigmoid_cross_entropy, softmax, softmax_cross_entropy};
+pub use pool::{maxpool, maxpool_grad};
+
+use super::emit::{Emitter, VECTOR};
+use crate::ir::{Binary, Hyper, NodeId, Shape, Unary};
+use crate::passes::fuse::Expr;
+use crate::passes::plan::{Plan, Storage};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{FuncRef, InstBuilder, Type, Value, types};
+use std::collections::HashMap;
+
+/// What kernels read while they are emitted: where each value lives and
+/// the function-wide values (buffer bases, hyperparameters, the GEMM).
+pub struct Context<'p> {
+    pub plan: &'p Plan,
+    /// Base pointer of each storage slot, loaded once at entry.
+    pub bases: HashMap<Storage, Value>,
+    pub hypers: HashMap<Hyper, Value>,
+    pub sgemm: FuncRef,
+    pub arena: Value,
+}
+
+impl Context<'_> {
+    fn shape(&self, n: NodeId) -> Vec<usize> {
+        self.plan.program.graph[n].shape.resolve(self.plan.batch)
+    }
+
+    /// Address of a value's first element.
+    pub fn address(&self, e: &mut Emitter, n: NodeId) -> Value {
+        let buffer = self.plan.buffers[&n];
+        match buffer.storage {
+            Storage::Arena { offset } => e.offset(self.arena, offset),
+            s => self.bases[&s],
+        }
+    }
+
+    fn scratch(&self, e: &mut Emitter, kernel: usize) -> Value {
+        let offset = self.plan.scratch[kernel].map_or(0, |(o, _)| o);
+        e.offset(self.arena, offset)
+    }
+}
+
+/// Element strides of a value of shape `value` read at the indices of a
+/// loop over `space` (NumPy broadcasting: stretched axes get stride 0).
+fn broadcast_strides(value: &[usize], space: &[usize]) -> Vec<usize> {
+    let pad = space.len() - value.len();
+    let mut strides = vec![0; space.len()];
+    let mut s = 1;
+    for i in (0..value.len()).rev() {
+        if value[i] != 1 || space[pad + i] == 1 {
+            strides[pad + i] = s;
+        }
+        s *= value[i];
+    }
+    strides
+}
+
+/// Drops unit axes and merges neighbours that every operand walks as one.
+fn collapse(dims: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize> {
+    let keep: Vec<usize> = (0..dims.len()).filter(|&d| dims[d] != 1).collect();
+    let mut out_dims: Vec<usize> = keep.iter().map(|&d| dims[d]).collect();
+    let mut out_strides: Vec<Vec<usize>> = strides.iter().map(|s| keep.iter().map(|&d| s[d]).collect()).collect();
+    let mut d = out_dims.len();
+    while d >= 2 {
+        d -= 1;
+        let mergeable = out_strides.iter().all(|s| s[d - 1] == s[d] * out_dims[d]);
+        if mergeable {
+            out_dims[d - 1] *= out_dims[d];
+            out_dims.remove(d);
+            for s in &mut out_strides {
+                s[d - 1] = s[d];
+                s.remove(d);
+            }
+        }
+    }
+    for (s, o) in strides.iter_mut().zip(out_strides) {
+        *s = o;
+    }
+    out_dims
+}
+
+/// Loops over `dims` (outermost first), keeping each operand's address;
+/// the innermost axis runs f32x4 at a time when every operand walks it
+/// contiguously or not at all. `body(type, addresses)` emits one step.
+fn nest(
+    e: &mut Emitter,
+    dims: &[usize],
+    bases: &[Value],
+    strides: &[Vec<usize>],
+    body: &mut dyn FnMut(&mut Emitter, Type, &[Value]),
+) {
+    fn level(
+        e: &mut Emitter,
+        dims: &[usize],
+        addrs: Vec<Value>,
+        strides: &[Vec<usize>],
+        d: usize,
+        body: &mut dyn FnMut(&mut Emitter, Type, &[Value]),
+    ) {
+        if dims.is_empty() {
+            body(e, types::F32, &addrs);
+            return;
+        }
+        let last = d + 1 == dims.len();
+        let n = e.int(dims[d] as i64);
+        if last && strides.iter().all(|s| s[d] <= 1) {
+            let ptrs: Vec<(Value, usize)> = addrs.iter().zip(strides).map(|(&a, s)| (a, s[d])).collect();
+            e.run(n, &ptrs, |e, ty, at| body(e, ty, at));
+            return;
+        }
+        // Outer axes (and a strided innermost one) carry their addresses.
+        let zero = e.int(0);
+        let carried: Vec<(Value, i64)> = addrs.iter().zip(strides).map(|(&a, s)| (a, 4 * s[d] as i64)).collect();
+        e.carry((zero, n, 1), &carried, |e, _, at| {
+            if last {
+                body(e, types::F32, at);
+            } else {
+                level(e, dims, at.to_vec(), strides, d + 1, body);
+            }
+        });
+    }
+    level(e, dims, bases.to_vec(), strides, 0, body);
+}
+
+impl Emitter<'_> {
+    /// The expression's value at one index; `env` holds the values loaded
+    /// (or computed) there.
+    fn eval(&mut self, ty: Type, x: &Expr, env: &HashMap<NodeId, Value>, ctx: &Context) -> Value {
+        match x {
+            Expr::Load(n) => env[n],
+            Expr::Const { value, per_batch } => {
+                let v = if *per_batch {
+                    value / ctx.plan.batch as f64
+                } else {
+                    *value
+                };
+                self.float(ty, v as f32)
+            }
+            Expr::Hyper(h) => {
+                let s = ctx.hypers[h];
+                if ty.is_vector() { self.b.ins().splat(ty, s) } else { s }
+            }
+            Expr::Unary(u, a) => {
+                let a = self.eval(ty, a, env, ctx);
+                match u {
+                    Unary::Neg => self.b.ins().fneg(a),
+                    Unary::Exp => self.exp(ty, a),
+                    Unary::Log => self.log(ty, a),
+                    Unary::Sqrt => self.b.ins().sqrt(a),
+                    Unary::Recip => {
+                        let one = self.float(ty, 1.0);
+                        self.b.ins().fdiv(one, a)
+                    }
+                    Unary::Relu => {
+                        let zero = self.float(ty, 0.0);
+                        self.max(ty, a, zero)
+                    }
+                    Unary::Sigmoid => self.sigmoid(ty, a),
+                    Unary::Tanh => self.tanh(ty, a),
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.eval(ty, a, env, ctx), self.eval(ty, b, env, ctx));
+                match op {
+                    Binary::Add => self.b.ins().fadd(a, b),
+                    Binary::Sub => self.b.ins().fsub(a, b),
+                    Binary::Mul => self.b.ins().fmul(a, b),
+                    Binary::Div => self.b.ins().fdiv(a, b),
+                    Binary::Max => self.max(ty, a, b),
+                    Binary::Greater => {
+                        let c = self.b.ins().fcmp(FloatCC::GreaterThan, a, b);
+                        let (one, zero) = (self.float(ty, 1.0), self.float(ty, 0.0));
+                        self.select(ty, c, one, zero)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads every value an expression reads at the current index.
+    fn load_all(&mut self, ty: Type, loads: &[(NodeId, bool)], addrs: &[Value], env: &mut HashMap<NodeId, Value>) {
+        for (&(n, stretched), &a) in loads.iter().zip(addrs) {
+            let v = if stretched {
+                self.load_splat(ty, a)
+            } else {
+                self.load(ty, a)
+            };
+            env.insert(n, v);
+        }
+    }
+}
+
+/// `outputs[i] = expr_i` over `shape`. All of an index's loads come before
+/// its stores, so an output may overwrite an input of its own shape.
+pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) {
+    let space = shape.resolve(ctx.plan.batch);
+    let written: Vec<NodeId> = outputs.iter().map(|(n, _)| *n).collect();
+    let mut reads = Vec::new();
+    for (_, x) in outputs {
+        x.loads(&mut reads);
+    }
+    reads.sort_unstable();
+    reads.dedup();
+    reads.retain(|r| !written.contains(r));
+    let mut strides: Vec<Vec<usize>> = written.iter().map(|_| broadcast_strides(&space, &space)).collect();
+    strides.extend(reads.iter().map(|&r| broadcast_strides(&ctx.shape(r), &space)));
+    let dims = collapse(&space, &mut strides);
+    let bases: Vec<Value> = written.iter().chain(&reads).map(|&n| ctx.address(e, n)).collect();
+    let innermost = dims.len().saturating_sub(1);
+    let loads: Vec<(NodeId, bool)> = reads
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, strides[written.len() + i].get(innermost).is_none_or(|&s| s == 0)))
+        .collect();
+    nest(e, &dims, &bases, &strides, &mut |e, ty, addrs| {
+        let mut env = HashMap::new();
+        e.load_all(ty, &loads, &addrs[written.len()..], &mut env);
+        let mut values = Vec::with_capacity(outputs.len());
+        for (n, x) in outputs {
+            let v = e.eval(ty, x, &env, ctx);
+            env.insert(*n, v);
+            values.push(v);
+        }
+        for (v, &a) in values.into_iter().zip(addrs) {
+            e.store(v, a);
+        }
+    });
+}
+
+fn fill(e: &mut Emitter, at: Value, n: usize, value: f32) {
+    let count = e.int(n as i64);
+    e.run(count, &[(at, 1)], |e, ty, p| {
+        let v = e.float(ty, value);
+        e.store(v, p[0]);
+    });
+}
+
+/// `out = sum over axes of expr`, accumulated in the output buffer.
+pub fn reduce(e: &mut Emitter, ctx: &Context, shape: &Shape, axes: &[usize], out: NodeId, x: &Expr) {
+    let space = shape.resolve(ctx.plan.batch);
+    let out_shape = ctx.shape(out);
+    let out_at = ctx.address(e, out);
+    fill(e, out_at, out_shape.iter().product(), 0.0);
+    let mut reads = Vec::new();
+    x.loads(&mut reads);
+    reads.sort_unstable();
+    reads.dedup();
+    let mut out_strides = broadcast_strides(&out_shape, &space);
+    for &a in axes {
+        out_strides[a] = 0;
+    }
+    let mut strides = vec![out_strides];
+    strides.extend(reads.iter().map(|&r| broadcast_strides(&ctx.shape(r), &space)));
+    let dims = collapse(&space, &mut strides);
+    let mut bases = vec![out_at];
+    bases.extend(reads.iter().map(|&r| ctx.address(e, r)));
+    let innermost = dims.len().saturating_sub(1);
+    let loads: Vec<(NodeId, bool)> = reads
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, strides[1 + i].get(innermost).is_none_or(|&s| s == 0)))
+        .collect();
+    let reduced_innermost = strides[0].get(innermost).is_some_and(|&s| s == 0) && !dims.is_empty();
+    if reduced_innermost {
+        // Sum each innermost run in registers, then add it to its output.
+        let (outer, run) = dims.split_at(innermost);
+        let n = run[0];
+        let run_strides: Vec<Vec<usize>> = strides.iter().map(|s| s[..innermost].to_vec()).collect();
+        let inner: Vec<usize> = strides.iter().map(|s| s[innermost]).collect();
+        nest(e, outer, &bases, &run_strides, &mut |e, _, addrs| {
+            let total = sum_run(e, ctx, n, &addrs[1..], &inner[1..], &loads, x);
+            let old = e.load(types::F32, addrs[0]);
+            let new = e.b.ins().fadd(old, total);
+            e.store(new, addrs[0]);
+        });
+    } else if let ([rows, width], true) = (dims.as_slice(), strides[0].first() == Some(&0)) {
+        blocked_sum(e, ctx, (*rows, *width), &bases, &strides, &loads, x);
+    } else {
+        nest(e, &dims, &bases, &strides, &mut |e, ty, addrs| {
+            let mut env = HashMap::new();
+            e.load_all(ty, &loads, &addrs[1..], &mut env);
+            let v = e.eval(ty, x, &env, ctx);
+            let old = e.load(ty, addrs[0]);
+            let new = e.b.ins().fadd(old, v);
+            e.store(new, addrs[0]);
+        });
+    }
+}
+
+/// Rows summed in blocks: `out[c] += sum of a block of rows`, the block's
+/// partial sums in a stack buffer, so rounding grows with the block size
+/// and the number of blocks rather than with the number of rows (a bias
+/// gradient sums N*H*W rows).
+fn blocked_sum(
+    e: &mut Emitter,
+    ctx: &Context,
+    (rows, width): (usize, usize),
+    bases: &[Value],
+    strides: &[Vec<usize>],
+    loads: &[(NodeId, bool)],
+    x: &Expr,
+) {
+    const BLOCK: usize = 64;
+    let slot = e.b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+        cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+        (width * 4) as u32,
+        4,
+    ));
+    let partial = e.b.ins().stack_addr(types::I64, slot, 0);
+    let blocks = rows.div_ceil(BLOCK);
+    let zero = e.int(0);
+    let row_steps: Vec<(Value, i64)> = bases[1..]
+        .iter()
+        .zip(&strides[1..])
+        .map(|(&a, s)| (a, (4 * s[0] * BLOCK) as i64))
+        .collect();
+    let count = e.int(blocks as i64);
+    e.carry((zero, count, 1), &row_steps, |e, block, block_at| {
+        fill(e, partial, width, 0.0);
+        // This block's rows: BLOCK, or what the last block has left.
+        let first = e.b.ins().imul_imm_s(block, BLOCK as i64);
+        let total = e.int(rows as i64);
+        let left = e.b.ins().isub(total, first);
+        let most = e.int(BLOCK as i64);
+        let n_rows = e.b.ins().smin(left, most);
+        let carried: Vec<(Value, i64)> = block_at
+            .iter()
+            .zip(&strides[1..])
+            .map(|(&a, s)| (a, (4 * s[0]) as i64))
+            .collect();
+        let zero = e.int(0);
+        e.carry((zero, n_rows, 1), &carried, |e, _, at| {
+            let mut ptrs = vec![(partial, 1)];
+            ptrs.extend(at.iter().zip(&strides[1..]).map(|(&a, s)| (a, s[1])));
+            e.walk(width, &ptrs, |e, ty, p| {
+                let mut env = HashMap::new();
+                e.load_all(ty, loads, &p[1..], &mut env);
+                let v = e.eval(ty, x, &env, ctx);
+                let old = e.load(ty, p[0]);
+                let new = e.b.ins().fadd(old, v);
+                e.store(new, p[0]);
+            });
+        });
+        e.walk(width, &[(partial, 1), (bases[0], 1)], |e, ty, p| {
+            let v = e.load(ty, p[0]);
+            let old = e.load(ty, p[1]);
+            let new = e.b.ins().fadd(old, v);
+            e.store(new, p[1]);
+        });
+    });
+}
+
+/// The sum of `x` over a run of `n` indices, reading each operand at
+/// `stride` per index: f32x4 partial sums when every stride is 0 or 1.
+fn sum_run(
+    e: &mut Emitter,
+    ctx: &Context,
+    n: usize,
+    bases: &[Value],
+    strides: &[usize],
+    loads: &[(NodeId, bool)],
+    x: &Expr,
+) -> Value {
+    let acc = e.b.declare_var(VECTOR);
+    let zero4 = e.float(VECTOR, 0.0);
+    e.b.def_var(acc, zero4);
+    let tail = e.b.declare_var(types::F32);
+    let zero = e.float(types::F32, 0.0);
+    e.b.def_var(tail, zero);
+    let ptrs: Vec<(Value, usize)> = bases.iter().copied().zip(strides.iter().copied()).collect();
+    e.walk(n, &ptrs, |e, ty, addrs| {
+        let mut env = HashMap::new();
+        e.load_all(ty, loads, addrs, &mut env);
+        let v = e.eval(ty, x, &env, ctx);
+        let var = if ty.is_vector() { acc } else { tail };
+        let old = e.b.use_var(var);
+        let new = e.b.ins().fadd(old, v);
+        e.b.def_var(var, new);
+    });
+    let v = e.b.use_var(acc);
+    let lanes = e.sum_lanes(v);
+    let t = e.b.use_var(tail);
+    e.b.ins().fadd(lanes, t)
+}
+
+/// `to = from`, elementwise.
+pub fn copy(e: &mut Emitter, from: Value, to: Value, n: usize) {
+    let count = e.int(n as i64);
+    e.run(count, &[(from, 1), (to, 1)], |e, ty, p| {
+        let v = e.load(ty, p[0]);
+        e.store(v, p[1]);
+    });
+}

@@ -1,0 +1,164 @@
+//! Max pooling and its gradient: window loops over NHWC, f32x4 across
+//! channels.
+
+use super::super::emit::{Emitter, LANES};
+use super::{Context, fill};
+use crate::ir::{NodeId, Pool};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, Value, types};
+
+/// The window of output position `o` along one axis, clipped to the input:
+/// `(start, end)` input indices.
+fn window(e: &mut Emitter, o: Value, p: &Pool, axis: usize, n: usize) -> (Value, Value) {
+    let start = e.b.ins().imul_imm_s(o, p.strides[axis] as i64);
+    let start = e.b.ins().iadd_imm_s(start, -(p.padding[axis].0 as i64));
+    let end = e.b.ins().iadd_imm_s(start, p.window[axis] as i64);
+    if p.padding[axis] == (0, 0) {
+        return (start, end);
+    }
+    let zero = e.int(0);
+    let limit = e.int(n as i64);
+    (e.b.ins().smax(start, zero), e.b.ins().smin(end, limit))
+}
+
+/// A pooling loop's body: batch index, output y and x, and the clipped
+/// window (start, end) along y and x.
+type PixelBody<'b> = &'b mut dyn FnMut(&mut Emitter, [Value; 3], [(Value, Value); 2]);
+
+/// Loops over the batch and the output pixels of a pooling layer, with the
+/// clipped window of each.
+fn pool_pixels(e: &mut Emitter, p: &Pool, [b, h, w]: [usize; 3], [oh, ow]: [usize; 2], body: PixelBody) {
+    e.for_n(b, |e, n| {
+        e.for_n(oh, |e, oy| {
+            let wy = window(e, oy, p, 0, h);
+            e.for_n(ow, |e, ox| {
+                let wx = window(e, ox, p, 1, w);
+                body(e, [n, oy, ox], [wy, wx]);
+            });
+        });
+    });
+}
+
+pub fn maxpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool) {
+    let (xs, os) = (ctx.shape(x), ctx.shape(out));
+    let (xa, oa) = (ctx.address(e, x), ctx.address(e, out));
+    let ch = xs[3];
+    pool_pixels(e, p, [xs[0], xs[1], xs[2]], [os[1], os[2]], &mut |e,
+                                                                   [n, oy, ox],
+                                                                   [
+        (y0, y1),
+        (x0, x1),
+    ]| {
+        let pixel = e.b.ins().imul_imm_s(n, os[1] as i64);
+        let pixel = e.b.ins().iadd(pixel, oy);
+        let pixel = e.b.ins().imul_imm_s(pixel, os[2] as i64);
+        let pixel = e.b.ins().iadd(pixel, ox);
+        let out_row = e.b.ins().imul_imm_s(pixel, ch as i64);
+        let out_row = e.element(oa, out_row);
+        // The output row keeps the running maximum over the window, a
+        // channel run at a time.
+        fill(e, out_row, ch, f32::NEG_INFINITY);
+        e.for_range(y0, y1, 1, |e, y| {
+            e.for_range(x0, x1, 1, |e, xx| {
+                let at = e.b.ins().imul_imm_s(n, xs[1] as i64);
+                let at = e.b.ins().iadd(at, y);
+                let at = e.b.ins().imul_imm_s(at, xs[2] as i64);
+                let at = e.b.ins().iadd(at, xx);
+                let at = e.b.ins().imul_imm_s(at, ch as i64);
+                let from = e.element(xa, at);
+                e.walk(ch, &[(from, 1), (out_row, 1)], |e, ty, q| {
+                    let v = e.load(ty, q[0]);
+                    let old = e.load(ty, q[1]);
+                    let new = e.max(ty, old, v);
+                    e.store(new, q[1]);
+                });
+            });
+        });
+    });
+}
+
+/// Each window's gradient goes to its first maximum, scanning rows then
+/// columns: f32x4 across channels, tracking where each lane's maximum is.
+pub fn maxpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, dy: NodeId, p: &Pool) {
+    let (xs, ys) = (ctx.shape(x), ctx.shape(dy));
+    let (xa, dya, dxa) = (ctx.address(e, x), ctx.address(e, dy), ctx.address(e, out));
+    fill(e, dxa, xs.iter().product(), 0.0);
+    let ch = xs[3];
+    pool_pixels(e, p, [xs[0], xs[1], xs[2]], [ys[1], ys[2]], &mut |e,
+                                                                   [n, oy, ox],
+                                                                   [
+        (y0, y1),
+        (x0, x1),
+    ]| {
+        let image = e.b.ins().imul_imm_s(n, (xs[1] * xs[2]) as i64);
+        let pixel = e.b.ins().imul_imm_s(n, ys[1] as i64);
+        let pixel = e.b.ins().iadd(pixel, oy);
+        let pixel = e.b.ins().imul_imm_s(pixel, ys[2] as i64);
+        let pixel = e.b.ins().iadd(pixel, ox);
+        let dy_row = e.b.ins().imul_imm_s(pixel, ch as i64);
+        let count = e.int(ch as i64);
+        e.run_indexed(count, |e, ty, c| {
+            let int_ty = if ty.is_vector() { types::I32X4 } else { types::I32 };
+            let best = e.b.declare_var(ty);
+            let init = e.float(ty, f32::NEG_INFINITY);
+            e.b.def_var(best, init);
+            // The window's first position, so a window of NaNs stays in bounds.
+            let first = e.b.ins().imul_imm_s(y0, xs[2] as i64);
+            let first = e.b.ins().iadd(first, x0);
+            let first = e.b.ins().ireduce(types::I32, first);
+            let first = if ty.is_vector() {
+                e.b.ins().splat(int_ty, first)
+            } else {
+                first
+            };
+            let at = e.b.declare_var(int_ty);
+            e.b.def_var(at, first);
+            e.for_range(y0, y1, 1, |e, y| {
+                e.for_range(x0, x1, 1, |e, xx| {
+                    let pos = e.b.ins().imul_imm_s(y, xs[2] as i64);
+                    let pos = e.b.ins().iadd(pos, xx);
+                    let off = e.b.ins().iadd(image, pos);
+                    let off = e.b.ins().imul_imm_s(off, ch as i64);
+                    let off = e.b.ins().iadd(off, c);
+                    let addr = e.element(xa, off);
+                    let v = e.load(ty, addr);
+                    let old = e.b.use_var(best);
+                    let wins = e.b.ins().fcmp(FloatCC::GreaterThan, v, old);
+                    let new = e.select(ty, wins, v, old);
+                    e.b.def_var(best, new);
+                    let pos32 = e.b.ins().ireduce(types::I32, pos);
+                    let pos_v = if ty.is_vector() {
+                        e.b.ins().splat(int_ty, pos32)
+                    } else {
+                        pos32
+                    };
+                    let old_at = e.b.use_var(at);
+                    let new_at = e.select(int_ty, wins, pos_v, old_at);
+                    e.b.def_var(at, new_at);
+                });
+            });
+            let at = e.b.use_var(at);
+            let lanes = if ty.is_vector() { LANES } else { 1 };
+            for l in 0..lanes {
+                let pos = if ty.is_vector() {
+                    e.b.ins().extractlane(at, l as u8)
+                } else {
+                    at
+                };
+                let pos = e.b.ins().sextend(types::I64, pos);
+                let off = e.b.ins().iadd(image, pos);
+                let off = e.b.ins().imul_imm_s(off, ch as i64);
+                let off = e.b.ins().iadd(off, c);
+                let off = e.b.ins().iadd_imm_s(off, l as i64);
+                let d = e.b.ins().iadd(dy_row, c);
+                let d = e.b.ins().iadd_imm_s(d, l as i64);
+                let dy_addr = e.element(dya, d);
+                let g = e.load(types::F32, dy_addr);
+                let dx_addr = e.element(dxa, off);
+                let old = e.load(types::F32, dx_addr);
+                let new = e.b.ins().fadd(old, g);
+                e.store(new, dx_addr);
+            }
+        });
+    });
+}
