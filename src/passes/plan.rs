@@ -320,6 +320,19 @@ pub fn verify(plan: &Plan) -> Result<(), String> {
             }
         }
     }
+    // A kernel's scratch is free of every value live across the kernel.
+    for (k, scratch) in plan.scratch.iter().enumerate() {
+        let Some((offset, len)) = *scratch else { continue };
+        if offset + len > plan.arena_len {
+            return Err(format!("the scratch of kernel {k} runs past the arena"));
+        }
+        if let Some(v) = live
+            .iter()
+            .find(|v| v.3 <= k && k <= v.4 && v.1 < offset + len && offset < v.1 + v.2)
+        {
+            return Err(format!("the scratch of kernel {k} overlaps {:?}, live there", v.0));
+        }
+    }
     Ok(())
 }
 
@@ -334,4 +347,72 @@ fn reads_through_reshape(g: &Graph, k: &Kernel, n: NodeId) -> bool {
         }
         false
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::fuse::fuse;
+
+    fn mnist_plan() -> Plan {
+        let source = include_str!("../../models/mnist_cnn.cnn");
+        let model = crate::parse::parse("mnist_cnn.cnn", source).unwrap();
+        let checked = crate::shape::check(model, "mnist_cnn.cnn", source).unwrap();
+        let mut graph = crate::lower::lower(&checked, crate::lower::Mode::Training).unwrap();
+        crate::autodiff::differentiate(&mut graph).unwrap();
+        crate::passes::optimize(&mut graph).unwrap();
+        plan(fuse(graph), 4, &crate::codegen::scratch)
+    }
+
+    #[test]
+    fn plans_hold_their_invariants_and_reuse_memory() {
+        let p = mnist_plan();
+        verify(&p).unwrap();
+        // Liveness pays: the arena is smaller than every value and every
+        // scratch side by side.
+        let values: usize = p
+            .buffers
+            .values()
+            .filter(|b| matches!(b.storage, Storage::Arena { .. }))
+            .map(|b| b.len)
+            .sum();
+        let scratch: usize = p.scratch.iter().flatten().map(|s| s.1).sum();
+        assert!(
+            p.arena_len < values + scratch,
+            "arena {} of {}",
+            p.arena_len,
+            values + scratch
+        );
+    }
+
+    #[test]
+    fn verify_catches_overlapping_values_and_scratch() {
+        let mut p = mnist_plan();
+        // Put two values live at the same time at the same place.
+        let arena: Vec<NodeId> = p
+            .buffers
+            .iter()
+            .filter(|(_, b)| matches!(b.storage, Storage::Arena { .. }))
+            .map(|(&n, _)| n)
+            .collect();
+        let place = p.buffers[&arena[0]];
+        let mut broken = p.clone();
+        for n in &arena {
+            broken.buffers.insert(
+                *n,
+                Buffer {
+                    storage: place.storage,
+                    len: p.buffers[n].len,
+                },
+            );
+        }
+        assert!(verify(&broken).unwrap_err().contains("share arena memory"));
+        // A scratch over a live value.
+        let k = p.scratch.iter().position(Option::is_some).unwrap();
+        let live = p.program.kernels[k].inputs()[0];
+        if let Storage::Arena { offset } = p.buffers[&live].storage {
+            p.scratch[k] = Some((offset, 16));
+            assert!(verify(&p).unwrap_err().contains("scratch"));
+        }
+    }
 }
