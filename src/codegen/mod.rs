@@ -55,7 +55,14 @@ pub fn scratch(kernel: &Kernel, graph: &Graph, batch: usize) -> usize {
             let (a, b) = g.scratch();
             a + b
         }
-        _ => 0,
+        Kernel::MatMul { .. }
+        | Kernel::Map { .. }
+        | Kernel::Reduce { .. }
+        | Kernel::MaxPool { .. }
+        | Kernel::MaxPoolGrad { .. }
+        | Kernel::Softmax { .. }
+        | Kernel::SoftmaxCrossEntropy { .. }
+        | Kernel::SigmoidCrossEntropy { .. } => 0,
     }
 }
 
@@ -74,7 +81,13 @@ pub fn flops(kernel: &Kernel, graph: &Graph, batch: usize) -> u64 {
             let k = if *transpose_a { sa[0] } else { sa[1] };
             2 * (graph[*out].shape.numel(batch) * k) as u64
         }
-        _ => 0,
+        Kernel::Map { .. }
+        | Kernel::Reduce { .. }
+        | Kernel::MaxPool { .. }
+        | Kernel::MaxPoolGrad { .. }
+        | Kernel::Softmax { .. }
+        | Kernel::SoftmaxCrossEntropy { .. }
+        | Kernel::SigmoidCrossEntropy { .. } => 0,
     }
 }
 

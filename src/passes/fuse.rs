@@ -153,11 +153,24 @@ pub struct Program {
     pub kernels: Vec<Kernel>,
 }
 
+/// Ops a loop computes per index, which fusion may inline into their user.
 fn elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_) | Op::Binary(_) | Op::Broadcast | Op::Const { .. } | Op::Hyper(_)
-    )
+    match op {
+        Op::Unary(_) | Op::Binary(_) | Op::Broadcast | Op::Const { .. } | Op::Hyper(_) => true,
+        Op::Input
+        | Op::Label
+        | Op::Var(_)
+        | Op::DropoutMask { .. }
+        | Op::Sum { .. }
+        | Op::Reshape
+        | Op::MatMul { .. }
+        | Op::Conv2d(_)
+        | Op::MaxPool2d(_)
+        | Op::MaxPool2dGrad(_)
+        | Op::Softmax
+        | Op::SoftmaxCrossEntropy
+        | Op::SigmoidCrossEntropy => false,
+    }
 }
 
 /// Nodes that live in memory: everything but elementwise nodes folded into
@@ -213,7 +226,20 @@ fn expr(g: &Graph, n: NodeId, stored: &HashSet<NodeId>) -> Expr {
         }
         // A broadcast is a load at broadcast indices: the loop does it.
         Op::Broadcast => expr(g, g.operands(n)[0], stored),
-        _ => Expr::Load(n),
+        // Everything else lives in memory.
+        Op::Input
+        | Op::Label
+        | Op::Var(_)
+        | Op::DropoutMask { .. }
+        | Op::Sum { .. }
+        | Op::Reshape
+        | Op::MatMul { .. }
+        | Op::Conv2d(_)
+        | Op::MaxPool2d(_)
+        | Op::MaxPool2dGrad(_)
+        | Op::Softmax
+        | Op::SoftmaxCrossEntropy
+        | Op::SigmoidCrossEntropy => Expr::Load(n),
     }
 }
 
