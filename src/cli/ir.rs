@@ -87,7 +87,9 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                     };
                     let routine = Compiled::compile(&routines, kind, batch, options).map_err(fail)?;
                     let legend = "; fn0 = cnnc_sgemm, the GEMM library (see --stage fused for which kernels call it);\n\
-                                  ; everything else is code Cranelift generated for the fused kernels.\n";
+                                  ; fn1 = cnnc_mark, the profiler's timer (called only with `cnnc bench --profile`);\n\
+                                  ; fn2 = cnnc_parallel, which runs a large loop's functions below on every core.\n\
+                                  ; Everything else is code Cranelift generated for the fused kernels.\n";
                     return Ok(format!("{legend}{}", routine.clif.unwrap_or_default()));
                 }
                 _ => {

@@ -8,15 +8,16 @@ pub mod gemm;
 mod kernels;
 mod math;
 pub mod profile;
+mod threads;
 
 use crate::ir::{Graph, Hyper, Output};
 use crate::passes::fuse::{Kernel, Program};
 use crate::passes::plan::{self, Plan, Storage};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, UserFuncName, Value, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use emit::Emitter;
 use gemm::ConvGemm;
 use kernels::Context;
@@ -153,70 +154,139 @@ pub struct Options {
     pub profile: bool,
 }
 
-/// Compiles a planned program into a native function.
+/// Maps over at least this many elements run on every core.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+/// Declares an imported helper taking `params` pointer-sized arguments.
+fn import(module: &mut JITModule, name: &str, params: usize) -> Result<FuncId, CodegenError> {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.extend((0..params).map(|_| AbiParam::new(ptr)));
+    module
+        .declare_function(name, Linkage::Import, &sig)
+        .map_err(|e| CodegenError(e.to_string()))
+}
+
+/// The start of every generated function: the buffer bases and the
+/// hyperparameters, loaded once from the tables the caller passes.
+fn prologue<'p>(
+    e: &mut Emitter,
+    module: &mut JITModule,
+    plan: &'p Plan,
+    slots: &[Storage],
+    gemm: FuncId,
+) -> (Context<'p>, Vec<Value>) {
+    let ptr = module.target_config().pointer_type();
+    let entry = e.b.create_block();
+    e.b.append_block_params_for_function_params(entry);
+    e.b.switch_to_block(entry);
+    e.b.seal_block(entry);
+    let params = e.b.block_params(entry).to_vec();
+    let (table, scalars) = (params[0], params[1]);
+    let mut bases = HashMap::new();
+    for (i, s) in slots.iter().enumerate() {
+        let p = e.b.ins().load(ptr, MemFlagsData::trusted(), table, (i * 8) as i32);
+        bases.insert(*s, p);
+    }
+    let mut hypers = HashMap::new();
+    for (i, h) in HYPERS.iter().enumerate() {
+        let v =
+            e.b.ins()
+                .load(types::F32, MemFlagsData::trusted(), scalars, (i * 4) as i32);
+        hypers.insert(*h, v);
+    }
+    let sgemm = module.declare_func_in_func(gemm, e.b.func);
+    let arena = bases[&Storage::Arena { offset: 0 }];
+    let context = Context {
+        plan,
+        bases,
+        hypers,
+        sgemm,
+        arena,
+    };
+    (context, params)
+}
+
+/// Builds and defines one function of the module with `body`; returns its
+/// Cranelift IR text when asked for.
+fn define(
+    module: &mut JITModule,
+    (id, params): (FuncId, usize),
+    fma: bool,
+    keep_clif: bool,
+    body: impl FnOnce(&mut Emitter, &mut JITModule),
+) -> Result<Option<String>, CodegenError> {
+    let ptr = module.target_config().pointer_type();
+    let mut ctx = module.make_context();
+    ctx.func
+        .signature
+        .params
+        .extend((0..params).map(|_| AbiParam::new(ptr)));
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut e = Emitter { b, fma };
+        body(&mut e, module);
+        e.b.ins().return_(&[]);
+        e.b.finalize(module.target_config());
+    }
+    let clif = keep_clif.then(|| ctx.func.display().to_string());
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| CodegenError(format!("{e:?}")))?;
+    module.clear_context(&mut ctx);
+    Ok(clif)
+}
+
+/// Compiles a planned program into native code: one function for the
+/// routine, and one for each loop it splits across cores.
 pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     let (isa, fma) = isa()?;
     let mut jit = JITBuilder::with_isa(isa, default_libcall_names());
     jit.symbol("cnnc_sgemm", gemm::cnnc_sgemm as *const u8);
     jit.symbol("cnnc_mark", profile::cnnc_mark as *const u8);
+    jit.symbol("cnnc_parallel", threads::cnnc_parallel as *const u8);
     let mut module = JITModule::new(jit);
     let ptr = module.target_config().pointer_type();
-
-    let mut gemm_sig = module.make_signature();
-    for t in [ptr; 13] {
-        gemm_sig.params.push(AbiParam::new(t));
-    }
-    let gemm_id = module
-        .declare_function("cnnc_sgemm", Linkage::Import, &gemm_sig)
-        .map_err(|e| CodegenError(e.to_string()))?;
-    let mut mark_sig = module.make_signature();
-    mark_sig.params.push(AbiParam::new(ptr));
-    let mark_id = module
-        .declare_function("cnnc_mark", Linkage::Import, &mark_sig)
-        .map_err(|e| CodegenError(e.to_string()))?;
-
-    let mut sig = module.make_signature();
-    sig.params.push(AbiParam::new(ptr));
-    sig.params.push(AbiParam::new(ptr));
-    let id = module
-        .declare_function("routine", Linkage::Export, &sig)
-        .map_err(|e| CodegenError(e.to_string()))?;
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let gemm_id = import(&mut module, "cnnc_sgemm", 13)?;
+    let mark_id = import(&mut module, "cnnc_mark", 1)?;
+    let parallel_id = import(&mut module, "cnnc_parallel", 4)?;
     let slots = slots(&plan.program.graph);
-    let mut fctx = FunctionBuilderContext::new();
-    {
-        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut e = Emitter { b, fma };
-        let entry = e.b.create_block();
-        e.b.append_block_params_for_function_params(entry);
-        e.b.switch_to_block(entry);
-        e.b.seal_block(entry);
-        let table = e.b.block_params(entry)[0];
-        let scalars = e.b.block_params(entry)[1];
-        let mut bases = HashMap::new();
-        for (i, s) in slots.iter().enumerate() {
-            let p = e.b.ins().load(ptr, MemFlagsData::trusted(), table, (i * 8) as i32);
-            bases.insert(*s, p);
-        }
-        let mut hypers = HashMap::new();
-        for (i, h) in HYPERS.iter().enumerate() {
-            let v =
-                e.b.ins()
-                    .load(types::F32, MemFlagsData::trusted(), scalars, (i * 4) as i32);
-            hypers.insert(*h, v);
-        }
-        let sgemm = module.declare_func_in_func(gemm_id, e.b.func);
-        let arena = bases[&Storage::Arena { offset: 0 }];
-        let context = Context {
-            plan: &plan,
-            bases,
-            hypers,
-            sgemm,
-            arena,
+    let declare = |module: &mut JITModule, name: &str, params: usize| {
+        let mut sig = module.make_signature();
+        sig.params.extend((0..params).map(|_| AbiParam::new(ptr)));
+        module
+            .declare_function(name, Linkage::Local, &sig)
+            .map_err(|e| CodegenError(e.to_string()))
+    };
+
+    // Large maps become functions over a range of their outermost axis.
+    let mut parallel: HashMap<usize, (FuncId, usize)> = HashMap::new();
+    let mut clif = String::new();
+    for (i, k) in plan.program.kernels.iter().enumerate() {
+        let Kernel::Map { shape, outputs, .. } = k else {
+            continue;
         };
+        if shape.numel(plan.batch) < PARALLEL_ELEMENTS {
+            continue;
+        }
+        let id = declare(&mut module, &format!("kernel{i}"), 4)?;
+        let mut extent = 0;
+        let text = define(&mut module, (id, 4), fma, options.keep_clif, |e, module| {
+            let (context, params) = prologue(e, module, &plan, &slots, gemm_id);
+            extent = kernels::map_extent(&context, shape, outputs);
+            kernels::map(e, &context, shape, outputs, Some((params[2], params[3])));
+        })?;
+        clif += &text.unwrap_or_default();
+        parallel.insert(i, (id, extent));
+    }
+
+    let id = declare(&mut module, "routine", 2)?;
+    let text = define(&mut module, (id, 2), fma, options.keep_clif, |e, module| {
+        let (context, params) = prologue(e, module, &plan, &slots, gemm_id);
         let mark = module.declare_func_in_func(mark_id, e.b.func);
+        let spread = module.declare_func_in_func(parallel_id, e.b.func);
         let tick = |e: &mut Emitter, i: usize| {
             if options.profile {
                 let i = e.int(i as i64);
@@ -224,25 +294,27 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
             }
         };
         for (i, k) in plan.program.kernels.iter().enumerate() {
-            tick(&mut e, i);
-            emit_kernel(&mut e, &context, i, k);
+            tick(e, i);
+            match parallel.get(&i) {
+                Some(&(chunk, extent)) => {
+                    let chunk = module.declare_func_in_func(chunk, e.b.func);
+                    let at = e.b.ins().func_addr(ptr, chunk);
+                    let n = e.int(extent as i64);
+                    e.b.ins().call(spread, &[at, params[0], params[1], n]);
+                }
+                None => emit_kernel(e, &context, i, k),
+            }
         }
-        tick(&mut e, plan.program.kernels.len());
+        tick(e, plan.program.kernels.len());
         for &(n, to) in &plan.copies {
-            let from = context.address(&mut e, n);
+            let from = context.address(e, n);
             let to = context.bases[&to];
             let len = plan.program.graph[n].shape.numel(plan.batch);
-            kernels::copy(&mut e, from, to, len);
+            kernels::copy(e, from, to, len);
         }
-        tick(&mut e, plan.program.kernels.len() + 1);
-        e.b.ins().return_(&[]);
-        e.b.finalize(module.target_config());
-    }
-    let clif = options.keep_clif.then(|| ctx.func.display().to_string());
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| CodegenError(format!("{e:?}")))?;
-    module.clear_context(&mut ctx);
+        tick(e, plan.program.kernels.len() + 1);
+    })?;
+    clif = text.unwrap_or_default() + &clif;
     module.finalize_definitions().map_err(|e| CodegenError(e.to_string()))?;
     let code = module.get_finalized_function(id);
     // SAFETY: `code` is the function just defined with signature
@@ -254,7 +326,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         _module: module,
         entry,
         plan,
-        clif,
+        clif: options.keep_clif.then_some(clif),
         table: Vec::with_capacity(slots.len()),
         slots,
         needs,
@@ -280,7 +352,7 @@ fn need(plan: &Plan, slot: &Storage) -> usize {
 
 fn emit_kernel(e: &mut Emitter, ctx: &Context, index: usize, k: &Kernel) {
     match k {
-        Kernel::Map { shape, outputs, .. } => kernels::map(e, ctx, shape, outputs),
+        Kernel::Map { shape, outputs, .. } => kernels::map(e, ctx, shape, outputs, None),
         Kernel::Reduce { shape, axes, out, expr } => kernels::reduce(e, ctx, shape, axes, *out, expr),
         Kernel::MatMul {
             out,

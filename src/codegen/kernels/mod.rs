@@ -93,11 +93,14 @@ fn collapse(dims: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize> {
 /// Loops over `dims` (outermost first), keeping each operand's address;
 /// the innermost axis runs f32x4 at a time when every operand walks it
 /// contiguously or not at all. `body(type, addresses)` emits one step.
+/// `outer` limits the outermost axis to a range, for a loop split across
+/// threads.
 fn nest(
     e: &mut Emitter,
     dims: &[usize],
     bases: &[Value],
     strides: &[Vec<usize>],
+    outer: Option<(Value, Value)>,
     body: &mut dyn FnMut(&mut Emitter, Type, &[Value]),
 ) {
     fn level(
@@ -105,7 +108,7 @@ fn nest(
         dims: &[usize],
         addrs: Vec<Value>,
         strides: &[Vec<usize>],
-        d: usize,
+        (d, span): (usize, Option<(Value, Value)>),
         body: &mut dyn FnMut(&mut Emitter, Type, &[Value]),
     ) {
         if dims.is_empty() {
@@ -113,24 +116,39 @@ fn nest(
             return;
         }
         let last = d + 1 == dims.len();
-        let n = e.int(dims[d] as i64);
+        let (start, end) = match span {
+            Some(range) => range,
+            None => (e.int(0), e.int(dims[d] as i64)),
+        };
+        // Start each operand at the range's first index.
+        let addrs: Vec<Value> = match span {
+            None => addrs,
+            Some(_) => addrs
+                .iter()
+                .zip(strides)
+                .map(|(&a, s)| {
+                    let skip = e.b.ins().imul_imm_s(start, 4 * s[d] as i64);
+                    e.b.ins().iadd(a, skip)
+                })
+                .collect(),
+        };
         if last && strides.iter().all(|s| s[d] <= 1) {
+            let n = e.b.ins().isub(end, start);
             let ptrs: Vec<(Value, usize)> = addrs.iter().zip(strides).map(|(&a, s)| (a, s[d])).collect();
             e.run(n, &ptrs, |e, ty, at| body(e, ty, at));
             return;
         }
         // Outer axes (and a strided innermost one) carry their addresses.
-        let zero = e.int(0);
         let carried: Vec<(Value, i64)> = addrs.iter().zip(strides).map(|(&a, s)| (a, 4 * s[d] as i64)).collect();
-        e.carry((zero, n, 1), &carried, |e, _, at| {
+        e.carry((start, end, 1), &carried, |e, _, at| {
             if last {
                 body(e, types::F32, at);
             } else {
-                level(e, dims, at.to_vec(), strides, d + 1, body);
+                level(e, dims, at.to_vec(), strides, (d + 1, None), body);
             }
         });
     }
-    level(e, dims, bases.to_vec(), strides, 0, body);
+    level(e, dims, bases.to_vec(), strides, (0, outer), body);
 }
 
 impl Emitter<'_> {
@@ -201,9 +219,16 @@ impl Emitter<'_> {
     }
 }
 
-/// `outputs[i] = expr_i` over `shape`. All of an index's loads come before
-/// its stores, so an output may overwrite an input of its own shape.
-pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) {
+/// How a map walks memory: its collapsed axes and every operand's strides
+/// (the outputs first, then the values it reads).
+struct MapLoop {
+    dims: Vec<usize>,
+    strides: Vec<Vec<usize>>,
+    written: Vec<NodeId>,
+    reads: Vec<NodeId>,
+}
+
+fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop {
     let space = shape.resolve(ctx.plan.batch);
     let written: Vec<NodeId> = outputs.iter().map(|(n, _)| *n).collect();
     let mut reads = Vec::new();
@@ -216,6 +241,29 @@ pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Ex
     let mut strides: Vec<Vec<usize>> = written.iter().map(|_| broadcast_strides(&space, &space)).collect();
     strides.extend(reads.iter().map(|&r| broadcast_strides(&ctx.shape(r), &space)));
     let dims = collapse(&space, &mut strides);
+    MapLoop {
+        dims,
+        strides,
+        written,
+        reads,
+    }
+}
+
+/// The length of a map's outermost axis, which a parallel loop splits.
+pub fn map_extent(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> usize {
+    map_loop(ctx, shape, outputs).dims.first().copied().unwrap_or(1)
+}
+
+/// `outputs[i] = expr_i` over `shape` (its outermost axis limited to
+/// `outer`, if given). All of an index's loads come before its stores, so
+/// an output may overwrite an input of its own shape.
+pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)], outer: Option<(Value, Value)>) {
+    let MapLoop {
+        dims,
+        strides,
+        written,
+        reads,
+    } = map_loop(ctx, shape, outputs);
     let bases: Vec<Value> = written.iter().chain(&reads).map(|&n| ctx.address(e, n)).collect();
     let innermost = dims.len().saturating_sub(1);
     let loads: Vec<(NodeId, bool)> = reads
@@ -223,7 +271,7 @@ pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Ex
         .enumerate()
         .map(|(i, &r)| (r, strides[written.len() + i].get(innermost).is_none_or(|&s| s == 0)))
         .collect();
-    nest(e, &dims, &bases, &strides, &mut |e, ty, addrs| {
+    nest(e, &dims, &bases, &strides, outer, &mut |e, ty, addrs| {
         let mut env = HashMap::new();
         e.load_all(ty, &loads, &addrs[written.len()..], &mut env);
         let mut values = Vec::with_capacity(outputs.len());
@@ -278,7 +326,7 @@ pub fn reduce(e: &mut Emitter, ctx: &Context, shape: &Shape, axes: &[usize], out
         let n = run[0];
         let run_strides: Vec<Vec<usize>> = strides.iter().map(|s| s[..innermost].to_vec()).collect();
         let inner: Vec<usize> = strides.iter().map(|s| s[innermost]).collect();
-        nest(e, outer, &bases, &run_strides, &mut |e, _, addrs| {
+        nest(e, outer, &bases, &run_strides, None, &mut |e, _, addrs| {
             let total = sum_run(e, ctx, n, &addrs[1..], &inner[1..], &loads, x);
             let old = e.load(types::F32, addrs[0]);
             let new = e.b.ins().fadd(old, total);
@@ -287,7 +335,7 @@ pub fn reduce(e: &mut Emitter, ctx: &Context, shape: &Shape, axes: &[usize], out
     } else if let ([rows, width], true) = (dims.as_slice(), strides[0].first() == Some(&0)) {
         blocked_sum(e, ctx, (*rows, *width), &bases, &strides, &loads, x);
     } else {
-        nest(e, &dims, &bases, &strides, &mut |e, ty, addrs| {
+        nest(e, &dims, &bases, &strides, None, &mut |e, ty, addrs| {
             let mut env = HashMap::new();
             e.load_all(ty, &loads, &addrs[1..], &mut env);
             let v = e.eval(ty, x, &env, ctx);
