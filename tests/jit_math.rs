@@ -34,10 +34,11 @@ fn compiled(op: Unary, xs: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Evenly spread points over [lo, hi], an odd count so the scalar tail of
-/// the vector loop is used too.
+/// Evenly spread points over [lo, hi]: an odd count, so the scalar tail of
+/// the vector loop is used too, and enough that the loop is split across
+/// cores.
 fn points(lo: f64, hi: f64) -> Vec<f32> {
-    let n = 20_001;
+    let n = 40_001;
     (0..n)
         .map(|i| (lo + (hi - lo) * i as f64 / (n - 1) as f64) as f32)
         .collect()
