@@ -4,6 +4,7 @@
 
 mod common;
 
+use cnnc::runtime::npy;
 use common::{Scratch, cnnc, stderr, stdout};
 use std::path::Path;
 
@@ -94,8 +95,7 @@ fn a_small_model_learns_the_digits() {
 
     // predict: a .npy batch, probabilities out.
     let npy = at(&dir, "batch.npy");
-    let zeros = ndarray::Array4::<f32>::zeros((3, 28, 28, 1));
-    ndarray_npy::write_npy(&npy, &zeros).unwrap();
+    npy::write_f32(Path::new(&npy), &[3, 28, 28, 1], &[0.0; 3 * 784]).unwrap();
     let probs = at(&dir, "probs.npy");
     let p = run(&["predict", &model, "--weights", &weights, &npy, "--output", &probs]);
     assert_eq!(
@@ -104,7 +104,7 @@ fn a_small_model_learns_the_digits() {
         "{}",
         stdout(&p)
     );
-    let probs: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&probs).unwrap();
+    let probs = npy::read_f32(Path::new(&probs)).unwrap();
     assert_eq!(probs.shape(), &[3, 10]);
     for row in probs.rows() {
         assert!((row.sum() - 1.0).abs() < 1e-5);
@@ -218,7 +218,8 @@ fn keras_weights_predict_as_in_keras() {
     let test = splits.test.unwrap();
     let batch = test.batch(&[0, 1, 2, 3]);
     let npy = at(&dir, "digits.npy");
-    ndarray_npy::write_npy(&npy, &batch.inputs.into_dimensionality::<ndarray::Ix4>().unwrap()).unwrap();
+    let inputs: Vec<f32> = batch.inputs.iter().copied().collect();
+    npy::write_f32(Path::new(&npy), batch.inputs.shape(), &inputs).unwrap();
     let probs = at(&dir, "probs.npy");
     run(&[
         "predict",
@@ -229,7 +230,7 @@ fn keras_weights_predict_as_in_keras() {
         "--output",
         &probs,
     ]);
-    let got: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&probs).unwrap();
+    let got = npy::read_f32(Path::new(&probs)).unwrap();
     for (i, row) in KERAS.iter().enumerate() {
         for (j, want) in row.iter().enumerate() {
             let g = got[[i, j]];

@@ -1,11 +1,21 @@
 //! `cnnc predict FILE --weights W INPUT...`: the most likely classes of
-//! images or of a `.npy` batch, and optionally every probability as `.npy`.
+//! images or of a `.npy` batch (a regression model's output values), and
+//! optionally every output as `.npy`.
 
 use super::run::{EngineKind, engine, fail, trained};
 use super::{Failure, check::load};
-use crate::runtime::data;
-use ndarray::{ArrayD, Axis, IxDyn};
+use crate::parse::ast::Loss;
+use crate::runtime::engine::Engine;
+use crate::runtime::{data, npy};
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::path::{Path, PathBuf};
+
+/// Samples per run of the compiled routine: its arena grows with the batch,
+/// and a whole dataset at once (60,000 digits) would need gigabytes.
+const BATCH: usize = 256;
+
+/// Output values shown per sample of a regression model.
+const SHOWN: usize = 10;
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
@@ -21,7 +31,8 @@ pub struct PredictArgs {
     /// Classes shown per input.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     top: u32,
-    /// Write every probability, [N, classes] float32, to this `.npy` file.
+    /// Write every output, [N, ...output shape] float32 (a classifier's
+    /// probabilities), to this `.npy` file.
     #[arg(long)]
     output: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
@@ -31,36 +42,65 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
     let (routines, mut state, classes) = trained(&checked, &args.weights)?;
-    let input_shape = &checked.model.input.shape;
-    let (batch, names) = inputs(&args.inputs, input_shape)?;
+    let (batch, names) = inputs(&args.inputs, &checked.model.input.shape)?;
     let mut engine = engine(args.engine, &routines);
-    let probabilities = engine
-        .predict(&mut state.values[..state.weights], batch.view())
-        .map_err(fail)?;
+    let outputs = predict(engine.as_mut(), &mut state.values[..state.weights], &batch)?;
 
-    let label = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let classifier = checked.loss() != Loss::MeanSquaredError;
     let mut out = String::new();
-    for (name, row) in names.iter().zip(probabilities.axis_iter(Axis(0))) {
-        let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
-        // A single sigmoid unit: class 1 with p, class 0 with 1 - p.
-        if let [(_, p)] = ranked[..] {
-            ranked = vec![(1, p), (0, 1.0 - p)];
-        }
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let top: Vec<String> = ranked
-            .iter()
-            .take(args.top as usize)
-            .map(|(i, p)| format!("{} {:.4}", label(*i), p))
-            .collect();
-        out += &format!("{name}: {}\n", top.join(", "));
+    for (name, row) in names.iter().zip(outputs.axis_iter(Axis(0))) {
+        let shown = if classifier {
+            top(row, args.top as usize, &classes)
+        } else {
+            values(row)
+        };
+        out += &format!("{name}: {shown}\n");
     }
     if let Some(path) = &args.output {
-        let flat = probabilities.as_standard_layout().into_owned();
-        ndarray_npy::write_npy(path, &flat)
-            .map_err(|e| Failure(format!("error: cannot write `{}`: {e}", path.display())))?;
-        out += &format!("wrote all probabilities to {}\n", path.display());
+        let flat: Vec<f32> = outputs.iter().copied().collect();
+        npy::write_f32(path, outputs.shape(), &flat).map_err(|e| fail(e.into()))?;
+        let what = if classifier { "probabilities" } else { "outputs" };
+        out += &format!("wrote all {what} to {}\n", path.display());
     }
     Ok(out)
+}
+
+/// The model's outputs for every sample, `BATCH` samples at a time.
+fn predict(engine: &mut dyn Engine, weights: &mut [ArrayD<f32>], batch: &ArrayD<f32>) -> Result<ArrayD<f32>, Failure> {
+    let parts = batch
+        .axis_chunks_iter(Axis(0), BATCH)
+        .map(|chunk| engine.predict(weights, chunk))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(Axis(0), &views).map_err(|e| Failure(format!("error: {e}")))
+}
+
+/// A classifier's `k` most likely classes with their probabilities.
+fn top(row: ArrayViewD<f32>, k: usize, classes: &[String]) -> String {
+    let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+    // A single sigmoid unit: class 1 with p, class 0 with 1 - p.
+    if let [(_, p)] = ranked[..] {
+        ranked = vec![(1, p), (0, 1.0 - p)];
+    }
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let label = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let shown: Vec<String> = ranked
+        .iter()
+        .take(k)
+        .map(|(i, p)| format!("{} {p:.4}", label(*i)))
+        .collect();
+    shown.join(", ")
+}
+
+/// A regression model's output values, the first `SHOWN` of many.
+fn values(row: ArrayViewD<f32>) -> String {
+    let shown: Vec<String> = row.iter().take(SHOWN).map(|v| format!("{v:.4}")).collect();
+    if row.len() <= SHOWN {
+        format!("[{}]", shown.join(", "))
+    } else {
+        format!("[{}, ...] ({} values)", shown.join(", "), row.len())
+    }
 }
 
 /// The inputs as one batch, with a display name per sample.
@@ -68,34 +108,30 @@ fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     match paths {
         [one] if is_npy(one) => {
-            let array: ArrayD<f32> = ndarray_npy::read_npy(one).map_err(|e| {
-                Failure(format!(
-                    "error: `{}` is not a float32 .npy array: {e}\n  = help: save it with numpy.save(path, x.astype(\"float32\"))",
-                    one.display()
-                ))
-            })?;
+            let array = npy::read_f32(one).map_err(|e| fail(e.into()))?;
             let batch = if array.shape() == input_shape {
                 array.insert_axis(Axis(0))
-            } else {
+            } else if array
+                .shape()
+                .split_first()
+                .is_some_and(|(_, sample)| sample == input_shape)
+            {
                 array
-            };
-            if &batch.shape()[1..] != input_shape {
+            } else {
+                let sample = npy::shape_text(input_shape);
                 return Err(Failure(format!(
-                    "error: `{}` holds an array of shape {:?}, the model reads [N, {}]",
+                    "error: {}: holds an array of shape {}, the model reads (N, {}), or {sample} for one sample",
                     one.display(),
-                    batch.shape(),
-                    input_shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+                    npy::shape_text(array.shape()),
+                    sample.trim_start_matches('(').trim_end_matches([',', ')']),
                 )));
+            };
+            let n = batch.len_of(Axis(0));
+            if n == 0 {
+                return Err(Failure(format!("error: {}: holds no samples", one.display())));
             }
-            let names = (0..batch.shape()[0])
-                .map(|i| format!("{}[{i}]", one.display()))
-                .collect();
-            let batch = batch.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&{
-                let mut s = vec![batch.shape()[0]];
-                s.extend(input_shape);
-                s
-            }));
-            Ok((batch.map_err(|e| Failure(format!("error: {e}")))?, names))
+            let names = (0..n).map(|i| format!("{}[{i}]", one.display())).collect();
+            Ok((batch, names))
         }
         _ => {
             if let Some(npy) = paths.iter().find(|p| is_npy(p)) {

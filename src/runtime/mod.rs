@@ -8,6 +8,7 @@ pub mod gradcheck;
 pub mod init;
 pub mod jit;
 pub mod metrics;
+pub mod npy;
 pub mod optim;
 pub mod plot;
 pub mod rng;
