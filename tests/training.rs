@@ -154,7 +154,7 @@ fn a_diverging_loss_stops_with_advice_and_keeps_the_last_good_checkpoint() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("epoch 2, step"), "{err}");
-    assert!(err.contains("lower learning rate"), "{err}");
+    assert!(err.contains("lower learning rate, e.g. `--lr 1e29`"), "{err}");
     assert!(
         std::fs::read(&weights).unwrap() == before,
         "the last good checkpoint was overwritten"

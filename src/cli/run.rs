@@ -117,9 +117,15 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), split)?;
     let routines = Routines::new(&checked, &settings.optimizer).map_err(fail)?;
     let mut engine = engine(args.data.engine, &routines);
-    // A second Ctrl-C while saving still kills the process; the writes are
-    // atomic, so the previous checkpoint survives it.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    // The first Ctrl-C stops after the current step and saves; a second
+    // exits at once, which every write being atomic makes safe: each file is
+    // whole, and a resume refuses weights and optimizer state left from
+    // different steps.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
 
     println!(
         "training `{}` on {} samples ({} classes), {} epochs of batch {}, {}, seed {}",
@@ -139,7 +145,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         &routines,
         engine.as_mut(),
         &mut stdout,
-        &INTERRUPTED,
+        &|| INTERRUPTED.load(Ordering::Relaxed),
     )
     .map_err(fail)?;
     let files = Files::new(&settings.out_dir);
@@ -174,13 +180,13 @@ pub fn engine(kind: EngineKind, routines: &Routines) -> Box<dyn Engine> {
 }
 
 fn describe(o: &Optimizer) -> String {
-    match o {
+    let settings = match o {
         Optimizer::Sgd {
             learning_rate,
             momentum,
             nesterov,
         } => format!(
-            "sgd (learning_rate {}, momentum {momentum}, nesterov {nesterov})",
+            "learning_rate {}, momentum {momentum}, nesterov {nesterov}",
             compact(*learning_rate)
         ),
         Optimizer::Adam {
@@ -189,11 +195,12 @@ fn describe(o: &Optimizer) -> String {
             beta_2,
             epsilon,
         } => format!(
-            "adam (learning_rate {}, beta_1 {beta_1}, beta_2 {beta_2}, epsilon {})",
+            "learning_rate {}, beta_1 {beta_1}, beta_2 {beta_2}, epsilon {}",
             compact(*learning_rate),
             compact(*epsilon)
         ),
-    }
+    };
+    format!("{} ({settings})", o.name())
 }
 
 /// The model's dataset: the flag's (relative to the current folder), the

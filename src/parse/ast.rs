@@ -258,6 +258,14 @@ impl Optimizer {
         epsilon: 1e-7,
     };
 
+    /// As the model file spells it, and as checkpoints record it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Optimizer::Sgd { .. } => "sgd",
+            Optimizer::Adam { .. } => "adam",
+        }
+    }
+
     pub fn learning_rate(&self) -> f64 {
         match *self {
             Optimizer::Sgd { learning_rate, .. } | Optimizer::Adam { learning_rate, .. } => learning_rate,

@@ -68,7 +68,11 @@ impl MetricsLog {
     /// checkpoint being resumed, and will be run, and recorded, again.
     pub fn resume(path: impl Into<PathBuf>, epoch: u64) -> Result<MetricsLog, MetricsError> {
         let path = path.into();
-        let mut epochs = read(&path)?;
+        let mut epochs = match read(&path) {
+            // A run interrupted in its first epoch has recorded nothing.
+            Err(MetricsError::File(e)) if epoch == 0 && e.source.kind() == io::ErrorKind::NotFound => Vec::new(),
+            read => read?,
+        };
         epochs.retain(|m| m.epoch <= epoch);
         Ok(MetricsLog { path, epochs })
     }
@@ -156,3 +160,53 @@ impl fmt::Display for MetricsError {
 }
 
 impl std::error::Error for MetricsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("cnnc-metrics-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_run_interrupted_in_its_first_epoch_resumes_without_a_file() {
+        let dir = Scratch::new("first");
+        let log = MetricsLog::resume(dir.0.join("metrics.jsonl"), 0).unwrap();
+        assert!(log.epochs().is_empty());
+    }
+
+    /// A resumed run reads the file and writes it again: a value that came
+    /// back 1 ulp off would make its metrics differ from an uninterrupted
+    /// run's.
+    #[test]
+    fn values_read_back_exactly() {
+        let dir = Scratch::new("exact");
+        let path = dir.0.join("metrics.jsonl");
+        let mut log = MetricsLog::create(&path);
+        log.record(EpochMetrics {
+            epoch: 1,
+            // Parsed to its neighbour by serde_json without `float_roundtrip`.
+            loss: 0.21291890726713458,
+            accuracy: 0.9856906946328695,
+            val_loss: Some(0.9259338926496359),
+            val_accuracy: Some(0.44166130716816643),
+            seconds: 0.9726104788033849,
+            samples_per_sec: 0.41952481325285884,
+        })
+        .unwrap();
+        assert_eq!(read(&path).unwrap(), log.epochs());
+    }
+}

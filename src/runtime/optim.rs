@@ -59,10 +59,7 @@ pub fn append_update(graph: &mut Graph, optimizer: &Optimizer) -> Result<(), IrE
         })
         .collect();
     let origin = Origin {
-        what: match optimizer {
-            Optimizer::Sgd { .. } => "sgd".into(),
-            Optimizer::Adam { .. } => "adam".into(),
-        },
+        what: optimizer.name().into(),
         phase: Phase::Update,
         ..Origin::default()
     };
