@@ -39,8 +39,8 @@ struct Totals {
 }
 
 fn totals(c: &Checked) -> Totals {
-    let params: u64 = c.weights().map(|w| w.len()).sum();
-    let trainable = c.weights().filter(|w| w.trainable).map(|w| w.len()).sum();
+    let params: u64 = c.weights().map(|w| w.numel()).sum();
+    let trainable = c.weights().filter(|w| w.trainable).map(|w| w.numel()).sum();
     Totals {
         params,
         trainable,
@@ -125,11 +125,18 @@ pub fn text(c: &Checked, arena: Option<&Arena>) -> String {
     );
     if let Some(a) = arena {
         out += &format!(
-            " Compiled arena: inference {} (batch 1), training step {} (batch {})\n",
+            " Compiled arena: inference {} (batch 1), training step {} (batch {})",
             bytes(a.inference as u64),
             bytes(a.training as u64),
             a.batch
         );
+        if a.training > crate::codegen::MAX_ARENA_BYTES {
+            out += &format!(
+                ", over the {} limit: train with a smaller batch size",
+                bytes(crate::codegen::MAX_ARENA_BYTES as u64)
+            );
+        }
+        out.push('\n');
     }
     out
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use cnnc::ir::{Hyper, Output};
+use cnnc::parse::ast::Optimizer;
 use cnnc::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
 use cnnc::runtime::jit::Compiled;
 use cnnc::runtime::rng::Rng;
@@ -46,7 +47,13 @@ fn hyper(h: Hyper) -> f64 {
 /// every updated variable.
 fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
     let name = &checked.model.name;
-    let routines = Routines::new(checked, &cnnc::parse::ast::Optimizer::ADAM).map_err(|e| e.to_string())?;
+    let optimizer = checked
+        .model
+        .train
+        .as_ref()
+        .and_then(|t| t.optimizer)
+        .unwrap_or(Optimizer::ADAM);
+    let routines = Routines::new(checked, &optimizer).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(seed);
     let (x, y) = random_batch(checked, batch, &mut rng);
     let (x, y) = (x.mapv(|v| v as f32), y.mapv(|v| v as f32));
@@ -71,6 +78,14 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
         let (mut a, mut b) = (state[..vars].to_vec(), state[..vars].to_vec());
         let out_a = jit.run(kind, &mut a, &step).map_err(|e| format!("{name}: {e}"))?;
         let out_b = reference.run(kind, &mut b, &step).map_err(|e| format!("{name}: {e}"))?;
+        let kinds = |o: &[(Output, ArrayD<f32>)]| o.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        if kinds(&out_a) != kinds(&out_b) {
+            return Err(format!(
+                "{name} {kind:?}: outputs {:?} and {:?}",
+                kinds(&out_a),
+                kinds(&out_b)
+            ));
+        }
         for ((o, va), (_, vb)) in out_a.iter().zip(&out_b) {
             let what = match o {
                 Output::Grad(v) => format!("{name} {kind:?} grad {}", routines.train.vars[*v].name),
@@ -100,34 +115,50 @@ fn every_model_in_models() {
 }
 
 /// A random valid model: conv blocks while the image lasts, then dense
-/// layers and a head for one of the three losses.
+/// layers and a head for one of the three losses, trained by one of the
+/// optimizers. Some are large enough that loops split across cores.
 fn random_model() -> impl Strategy<Value = String> {
     let activation = prop::sample::select(vec!["relu", "sigmoid", "tanh", "linear"]);
     let conv = (
-        1usize..4,
-        (1usize..4, 1usize..4),
-        (1usize..3, 1usize..3),
-        any::<bool>(),
-        activation.clone(),
-        any::<bool>(),
+        (1usize..4, (1usize..4, 1usize..4), (1usize..3, 1usize..3)),
+        (any::<bool>(), activation.clone(), any::<bool>(), any::<bool>()),
+        (0usize..3, any::<bool>()),
         prop::option::of(((1usize..4, 1usize..3), (1usize..3, 1usize..3), any::<bool>())),
         prop::option::of(0.1f64..0.6),
     );
-    let dense = (1usize..6, activation.clone(), any::<bool>());
+    let dense = (1usize..6, activation.clone(), any::<bool>(), any::<bool>());
+    let optimizer = prop::sample::select(vec![
+        "adam",
+        "sgd learning_rate=0.05",
+        "sgd learning_rate=0.05 momentum=0.9",
+        "sgd learning_rate=0.05 momentum=0.9 nesterov=true",
+    ]);
     (
-        (2usize..10, 2usize..10, 1usize..4),
-        prop::collection::vec(conv, 0..3),
+        (2usize..10, 2usize..10, 1usize..4, any::<bool>()),
+        prop::collection::vec(conv, 0..4),
         prop::collection::vec(dense, 0..3),
-        0usize..3,
-        2usize..5,
+        (0usize..3, 2usize..5),
+        optimizer,
     )
-        .prop_map(|((h, w, c), convs, denses, head, classes)| {
+        .prop_map(|((h, w, c, large), convs, denses, (head, classes), optimizer)| {
+            // Large inputs make maps of more than 32K elements at small batches.
+            let (h, w) = if large { (h * 6, w * 6) } else { (h, w) };
             let mut m = format!("input {h}x{w}x{c}\n");
-            for (filters, (kh, kw), (sh, sw), same, act, bn, pool, drop) in convs {
+            for ((filters, (kh, kw), (sh, sw)), (same, act, bn, bias), (separate, frozen), pool, drop) in convs {
                 let padding = if same { "same" } else { "valid" };
-                m += &format!("conv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation={act}\n");
+                let (inline, layer) = match separate {
+                    0 => (act, None),
+                    _ => ("linear", Some(act)),
+                };
+                m += &format!(
+                    "conv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation={inline} use_bias={bias} trainable={}\n",
+                    !frozen
+                );
                 if bn {
                     m += "batchnorm\n";
+                }
+                if let Some(act) = layer {
+                    m += &format!("activation {act}\n");
                 }
                 if let Some(((ph, pw), (qh, qw), same)) = pool {
                     let padding = if same { "same" } else { "valid" };
@@ -138,18 +169,18 @@ fn random_model() -> impl Strategy<Value = String> {
                 }
             }
             m += "flatten\n";
-            for (units, act, bn) in denses {
-                m += &format!("dense {units} activation={act}\n");
+            for (units, act, bn, bias) in denses {
+                m += &format!("dense {units} activation={act} use_bias={bias}\n");
                 if bn {
                     m += "batchnorm center=false\n";
                 }
             }
-            m += &match head {
-                0 => format!("dense {classes} activation=softmax\n"),
-                1 => "dense 1 activation=sigmoid\n".to_string(),
-                _ => format!("dense {classes}\ntrain {{\n  loss mean_squared_error\n}}\n"),
+            let (head, loss) = match head {
+                0 => (format!("dense {classes} activation=softmax\n"), "categorical_crossentropy"),
+                1 => ("dense 1 activation=sigmoid\n".to_string(), "binary_crossentropy"),
+                _ => (format!("dense {classes}\n"), "mean_squared_error"),
             };
-            m
+            m + &head + &format!("train {{\n  loss {loss}\n  optimizer {optimizer}\n}}\n")
         })
 }
 

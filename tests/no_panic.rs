@@ -320,7 +320,11 @@ fn front_end(name: &str, src: &str) -> Result<(), String> {
     let result = cnnc::parse::parse(name, src).and_then(|model| cnnc::shape::check(model, name, src));
     match result {
         Ok(checked) => {
-            let text = cnnc::summary::text(&checked, None);
+            // Lowering, differentiation, fusion and memory planning too: a
+            // model `check` accepts must compile.
+            let arena =
+                cnnc::runtime::jit::arenas(&checked).map_err(|e| format!("accepted, but the pipeline fails: {e}"))?;
+            let text = cnnc::summary::text(&checked, Some(&arena));
             if !text.starts_with("Model: ") {
                 return Err(format!("accepted, but the summary reads {text:?}"));
             }

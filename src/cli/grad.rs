@@ -199,6 +199,13 @@ fn label_values(checked: &Checked, label: &[f64]) -> Result<Vec<f64>, Failure> {
             one_hot[*class as usize] = 1.0;
             Ok(one_hot)
         }
+        // Cross-entropy targets are probabilities.
+        _ if checked.loss() != Loss::MeanSquaredError && label.iter().any(|&y| !(0.0..=1.0).contains(&y)) => {
+            Err(Failure(format!(
+                "error: the label {label:?} is not a probability: {} compares the model's output with targets in [0, 1]",
+                checked.loss().name()
+            )))
+        }
         _ => Ok(label.to_vec()),
     }
 }

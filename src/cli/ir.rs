@@ -70,6 +70,11 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
         RoutineName::Train => Kind::Train,
         RoutineName::Predict => Kind::Predict,
     };
+    if args.format == IrFormat::Dot && matches!(args.stage, Stage::Fused | Stage::Clif) {
+        return Err(Failure(
+            "error: `--format dot` draws graphs: the inference, forward, backward and optimized stages".into(),
+        ));
+    }
     let graph = match args.stage {
         Stage::Inference | Stage::Forward | Stage::Backward => build(&checked, args.stage)?,
         Stage::Optimized | Stage::Fused | Stage::Clif => {
@@ -108,13 +113,7 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
 
 /// The model's routines, with the optimizer of its training block.
 pub fn routines(checked: &Checked) -> Result<Routines, Failure> {
-    let optimizer = checked
-        .model
-        .train
-        .as_ref()
-        .and_then(|t| t.optimizer)
-        .unwrap_or(crate::parse::ast::Optimizer::ADAM);
-    Routines::new(checked, &optimizer).map_err(fail)
+    Routines::of_model(checked).map_err(fail)
 }
 
 pub fn build(checked: &Checked, stage: Stage) -> Result<Graph, Failure> {

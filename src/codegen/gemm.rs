@@ -5,7 +5,9 @@
 //! along rows, which along the contraction, and how its im2col matrix is
 //! laid out so the gather copies contiguous runs.
 
-use crate::ir::{Conv, Shape};
+use crate::ir::{Conv, NodeId, Shape};
+
+type NodeIds = (NodeId, NodeId, NodeId);
 
 /// `c = a . b` (or `c += a . b` when `accumulate` is not 0) for matrices
 /// given by element strides: `a` is m x k, `b` is k x n, `c` is m x n. The
@@ -193,6 +195,12 @@ impl ConvGemm {
             g.b_direct = None;
         }
         g
+    }
+
+    /// The GEMM of a convolution node's kernel in a graph: its operands
+    /// and output `(lhs, rhs, out)`.
+    pub fn of(conv: &Conv, graph: &crate::ir::Graph, (lhs, rhs, out): NodeIds, batch: usize) -> ConvGemm {
+        ConvGemm::new(conv, &graph[lhs].shape, &graph[rhs].shape, &graph[out].shape, batch)
     }
 
     pub fn len(&self, a: Axis) -> usize {

@@ -29,7 +29,7 @@ pub struct CodegenError(pub String);
 
 impl fmt::Display for CodegenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: code generation failed: {}", self.0)
+        write!(f, "error: {}", self.0)
     }
 }
 
@@ -52,8 +52,7 @@ pub fn slots(graph: &Graph) -> Vec<Storage> {
 pub fn scratch(kernel: &Kernel, graph: &Graph, batch: usize) -> usize {
     match kernel {
         Kernel::Conv { out, lhs, rhs, conv } => {
-            let g = ConvGemm::new(conv, &graph[*lhs].shape, &graph[*rhs].shape, &graph[*out].shape, batch);
-            let (a, b) = g.scratch();
+            let (a, b) = ConvGemm::of(conv, graph, (*lhs, *rhs, *out), batch).scratch();
             a + b
         }
         Kernel::MatMul { .. }
@@ -72,7 +71,7 @@ pub fn scratch(kernel: &Kernel, graph: &Graph, batch: usize) -> usize {
 pub fn flops(kernel: &Kernel, graph: &Graph, batch: usize) -> u64 {
     match kernel {
         Kernel::Conv { out, lhs, rhs, conv } => {
-            let g = ConvGemm::new(conv, &graph[*lhs].shape, &graph[*rhs].shape, &graph[*out].shape, batch);
+            let g = ConvGemm::of(conv, graph, (*lhs, *rhs, *out), batch);
             2 * (g.m() * g.k() * g.co) as u64
         }
         Kernel::MatMul {
@@ -154,16 +153,22 @@ pub struct Options {
     pub profile: bool,
 }
 
+/// The most working memory a routine may plan: more is refused before
+/// anything is allocated (a huge image at a large batch size), rather than
+/// aborting the process.
+pub const MAX_ARENA_BYTES: usize = 16 << 30;
+
 /// Maps over at least this many elements run on every core.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
-/// Declares an imported helper taking `params` pointer-sized arguments.
-fn import(module: &mut JITModule, name: &str, params: usize) -> Result<FuncId, CodegenError> {
+/// Declares a function taking `params` pointer-sized arguments: an
+/// imported helper, or one the module defines.
+fn declare(module: &mut JITModule, name: &str, params: usize, linkage: Linkage) -> Result<FuncId, CodegenError> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend((0..params).map(|_| AbiParam::new(ptr)));
     module
-        .declare_function(name, Linkage::Import, &sig)
+        .declare_function(name, linkage, &sig)
         .map_err(|e| CodegenError(e.to_string()))
 }
 
@@ -242,6 +247,19 @@ fn define(
 /// Compiles a planned program into native code: one function for the
 /// routine, and one for each loop it splits across cores.
 pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
+    if plan.arena_bytes() > MAX_ARENA_BYTES {
+        return Err(CodegenError(format!(
+            "a step at batch {} needs {} of working memory, more than cnnc's limit of {}\n  = help: lower the batch size",
+            plan.batch,
+            crate::shape::bytes(plan.arena_bytes() as u64),
+            crate::shape::bytes(MAX_ARENA_BYTES as u64)
+        )));
+    }
+    let mut arena = Vec::new();
+    arena
+        .try_reserve_exact(plan.arena_len)
+        .map_err(|_| CodegenError(format!("cannot allocate {} of working memory", plan.arena_bytes())))?;
+    arena.resize(plan.arena_len, 0.0f32);
     let (isa, fma) = isa()?;
     let mut jit = JITBuilder::with_isa(isa, default_libcall_names());
     jit.symbol("cnnc_sgemm", gemm::cnnc_sgemm as *const u8);
@@ -249,17 +267,10 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     jit.symbol("cnnc_parallel", threads::cnnc_parallel as *const u8);
     let mut module = JITModule::new(jit);
     let ptr = module.target_config().pointer_type();
-    let gemm_id = import(&mut module, "cnnc_sgemm", 13)?;
-    let mark_id = import(&mut module, "cnnc_mark", 1)?;
-    let parallel_id = import(&mut module, "cnnc_parallel", 4)?;
+    let gemm_id = declare(&mut module, "cnnc_sgemm", 13, Linkage::Import)?;
+    let mark_id = declare(&mut module, "cnnc_mark", 1, Linkage::Import)?;
+    let parallel_id = declare(&mut module, "cnnc_parallel", 4, Linkage::Import)?;
     let slots = slots(&plan.program.graph);
-    let declare = |module: &mut JITModule, name: &str, params: usize| {
-        let mut sig = module.make_signature();
-        sig.params.extend((0..params).map(|_| AbiParam::new(ptr)));
-        module
-            .declare_function(name, Linkage::Local, &sig)
-            .map_err(|e| CodegenError(e.to_string()))
-    };
 
     // Large maps become functions over a range of their outermost axis.
     let mut parallel: HashMap<usize, (FuncId, usize)> = HashMap::new();
@@ -271,7 +282,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         if shape.numel(plan.batch) < PARALLEL_ELEMENTS {
             continue;
         }
-        let id = declare(&mut module, &format!("kernel{i}"), 4)?;
+        let id = declare(&mut module, &format!("kernel{i}"), 4, Linkage::Local)?;
         let mut extent = 0;
         let text = define(&mut module, (id, 4), fma, options.keep_clif, |e, module| {
             let (context, params) = prologue(e, module, &plan, &slots, gemm_id);
@@ -282,7 +293,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         parallel.insert(i, (id, extent));
     }
 
-    let id = declare(&mut module, "routine", 2)?;
+    let id = declare(&mut module, "routine", 2, Linkage::Local)?;
     let text = define(&mut module, (id, 2), fma, options.keep_clif, |e, module| {
         let (context, params) = prologue(e, module, &plan, &slots, gemm_id);
         let mark = module.declare_func_in_func(mark_id, e.b.func);
@@ -321,7 +332,6 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     // (pointer, pointer) -> (), in the host's calling convention.
     let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
     let needs = slots.iter().map(|s| need(&plan, s)).collect();
-    let arena = vec![0.0f32; plan.arena_len];
     Ok(Routine {
         _module: module,
         entry,

@@ -113,21 +113,33 @@ fn window(o: usize, p: &Pool, axis: usize, n: usize) -> impl Iterator<Item = usi
     (start..start + p.window[axis] as i64).filter_map(move |i| (i >= 0 && (i as usize) < n).then_some(i as usize))
 }
 
-/// Where each pooling window's first maximum is, visiting rows then columns.
+/// Where each pooling window's first maximum is, visiting rows then
+/// columns (the window's first cell if nothing beats minus infinity).
 fn argmax<T: Float>(x: &ndarray::ArrayView4<T>, p: &Pool, n: usize, y: usize, xo: usize, c: usize) -> (usize, usize) {
     let (_, h, w, _) = x.dim();
-    let mut best = (usize::MAX, usize::MAX);
+    let mut cells = window(y, p, 0, h).flat_map(|i| window(xo, p, 1, w).map(move |j| (i, j)));
+    let mut best = cells.next().unwrap_or((0, 0));
     let mut best_value = T::neg_infinity();
-    for i in window(y, p, 0, h) {
-        for j in window(xo, p, 1, w) {
-            let v = x[[n, i, j, c]];
-            if best.0 == usize::MAX || v > best_value {
-                best = (i, j);
-                best_value = v;
-            }
+    for (i, j) in std::iter::once(best).chain(cells) {
+        let v = x[[n, i, j, c]];
+        if v > best_value {
+            best = (i, j);
+            best_value = v;
         }
     }
     best
+}
+
+/// A window's maximum: NaN if the window holds one, as the compiled code
+/// computes it.
+fn window_max<T: Float>(x: &ndarray::ArrayView4<T>, p: &Pool, n: usize, y: usize, xo: usize, c: usize) -> T {
+    let (_, h, w, _) = x.dim();
+    window(y, p, 0, h)
+        .flat_map(|i| window(xo, p, 1, w).map(move |j| (i, j)))
+        .fold(T::neg_infinity(), |m, (i, j)| {
+            let v = x[[n, i, j, c]];
+            if v.is_nan() || m.is_nan() { T::nan() } else { m.max(v) }
+        })
 }
 
 pub fn maxpool<T: Float>(x: &ArrayD<T>, p: &Pool, out_shape: &[usize]) -> ArrayD<T> {
@@ -139,8 +151,7 @@ pub fn maxpool<T: Float>(x: &ArrayD<T>, p: &Pool, out_shape: &[usize]) -> ArrayD
         for y in 0..out_shape[1] {
             for xo in 0..out_shape[2] {
                 for c in 0..out_shape[3] {
-                    let (i, j) = argmax(&x, p, n, y, xo, c);
-                    out[[n, y, xo, c]] = x[[n, i, j, c]];
+                    out[[n, y, xo, c]] = window_max(&x, p, n, y, xo, c);
                 }
             }
         }

@@ -133,7 +133,14 @@ fn eval<T: Float>(
                 Unary::Log => v.ln(),
                 Unary::Sqrt => v.sqrt(),
                 Unary::Recip => one / v,
-                Unary::Relu => v.max(T::zero()),
+                // NaN stays NaN, so a diverged run cannot hide behind a ReLU.
+                Unary::Relu => {
+                    if v < T::zero() {
+                        T::zero()
+                    } else {
+                        v
+                    }
+                }
                 Unary::Sigmoid => one / (one + (-v).exp()),
                 Unary::Tanh => v.tanh(),
             })
@@ -149,7 +156,9 @@ fn eval<T: Float>(
                 Binary::Mul => a * b2,
                 Binary::Div => a / b2,
                 Binary::Max => {
-                    if b2 > a {
+                    if a.is_nan() || b2.is_nan() {
+                        T::nan()
+                    } else if b2 > a {
                         b2
                     } else {
                         a

@@ -39,7 +39,13 @@ fn fold(op: &Op, args: &[(f64, bool)]) -> Option<(f64, bool)> {
                 Binary::Sub => x - y,
                 Binary::Mul => x * y,
                 Binary::Div => x / y,
-                Binary::Max => x.max(*y),
+                Binary::Max => {
+                    if x.is_nan() || y.is_nan() {
+                        f64::NAN
+                    } else {
+                        x.max(*y)
+                    }
+                }
                 Binary::Greater => f64::from(u8::from(x > y)),
             },
             false,

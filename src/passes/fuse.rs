@@ -8,7 +8,7 @@
 //! writes the weight and its slots in one pass.
 
 use crate::ir::{Binary, Conv, Graph, Hyper, NodeId, Op, Pool, Shape, Unary};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// A scalar expression over the iteration space of a loop.
 #[derive(Clone, Debug, PartialEq)]
@@ -210,15 +210,24 @@ fn materialized(g: &Graph) -> HashSet<NodeId> {
         .collect()
 }
 
+/// The expression a loop evaluates for `n`: a load where `n` is stored.
 fn expr(g: &Graph, n: NodeId, stored: &HashSet<NodeId>) -> Expr {
-    let node = &g[n];
-    match &node.op {
+    match g[n].op {
+        Op::Const { .. } | Op::Hyper(_) => root_expr(g, n, stored),
+        _ if stored.contains(&n) => Expr::Load(n),
+        _ => root_expr(g, n, stored),
+    }
+}
+
+/// The expression computing `n` from its operands, even where `n` itself is
+/// stored: the loop that writes it.
+fn root_expr(g: &Graph, n: NodeId, stored: &HashSet<NodeId>) -> Expr {
+    match &g[n].op {
         Op::Const { value, per_batch } => Expr::Const {
             value: *value,
             per_batch: *per_batch,
         },
         Op::Hyper(h) => Expr::Hyper(*h),
-        _ if stored.contains(&n) => Expr::Load(n),
         Op::Unary(u) => Expr::Unary(*u, Box::new(expr(g, g.operands(n)[0], stored))),
         Op::Binary(b) => {
             let ops = g.operands(n);
@@ -243,13 +252,6 @@ fn expr(g: &Graph, n: NodeId, stored: &HashSet<NodeId>) -> Expr {
     }
 }
 
-/// The root expression of a materialized elementwise node.
-fn root_expr(g: &Graph, n: NodeId, stored: &HashSet<NodeId>) -> Expr {
-    let mut without = stored.clone();
-    without.remove(&n);
-    expr(g, n, &without)
-}
-
 /// Fuses an optimized graph into kernels, in an order that respects every
 /// dependency.
 pub fn fuse(graph: Graph) -> Program {
@@ -257,7 +259,6 @@ pub fn fuse(graph: Graph) -> Program {
     let g = &graph;
     let mut kernels = Vec::new();
     let mut done: HashSet<NodeId> = HashSet::new();
-    let mut fused_ce: HashMap<NodeId, usize> = HashMap::new();
     // Optimizer updates run as soon as their gradient is ready, while it is
     // still in cache and before its buffer is needed for something else.
     for n in g.schedule_by(|node| node.origin.phase != crate::ir::Phase::Update) {
@@ -315,7 +316,6 @@ pub fn fuse(graph: Graph) -> Program {
                 match ce {
                     Some(ce) => {
                         done.insert(ce);
-                        fused_ce.insert(ce, kernels.len());
                         softmax_cross_entropy(g, ce, Some(n), &stored, &mut done)
                     }
                     None => Kernel::Softmax { out: n, z: ops[0] },

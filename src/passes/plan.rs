@@ -8,7 +8,7 @@
 
 use super::fuse::{Kernel, Program};
 use crate::ir::{Graph, NodeId, Op, Output, VarId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a value lives. Offsets and lengths count f32 elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,14 +62,8 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
     let g = &program.graph;
     let kernels = &program.kernels;
     let len = |n: NodeId| g[n].shape.numel(batch);
-
-    // Reshapes are views of their operand.
-    let root = |mut n: NodeId| {
-        while g[n].op == Op::Reshape {
-            n = g.operands(n)[0];
-        }
-        n
-    };
+    let io: Vec<(Vec<NodeId>, Vec<NodeId>)> = kernels.iter().map(|k| (k.inputs(), k.outputs())).collect();
+    let root = |n: NodeId| root(g, n);
 
     let mut buffers: HashMap<NodeId, Buffer> = HashMap::new();
     for n in g.nodes.node_indices() {
@@ -86,12 +80,17 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
     // Which kernel writes each value, and the last kernel reading it.
     let mut writer: HashMap<NodeId, usize> = HashMap::new();
     let mut last_read: HashMap<NodeId, usize> = HashMap::new();
-    for (i, k) in kernels.iter().enumerate() {
-        for o in k.outputs() {
+    let mut var_read: HashMap<VarId, usize> = HashMap::new();
+    for (i, (inputs, outputs)) in io.iter().enumerate() {
+        for &o in outputs {
             writer.insert(o, i);
         }
-        for v in k.inputs() {
-            last_read.insert(root(v), i);
+        for &v in inputs {
+            let r = root(v);
+            last_read.insert(r, i);
+            if let Op::Var(var) = g[r].op {
+                var_read.insert(var, i);
+            }
         }
     }
 
@@ -109,7 +108,7 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
         let direct = match (writer.get(&r), target) {
             (None, _) => false,
             (Some(_), _) if buffers.contains_key(&r) => false,
-            (Some(&w), Storage::Var(v)) => in_place_safe(g, kernels, w, v),
+            (Some(&w), Storage::Var(v)) => in_place_safe(g, &kernels[w], &io[w].0, &var_read, w, v),
             (Some(_), _) => true,
         };
         if direct {
@@ -124,19 +123,23 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
             copies.push((r, target));
         }
     }
+    let copied: HashSet<NodeId> = copies.iter().map(|&(c, _)| c).collect();
 
     // The arena: first fit over free intervals, freed after the last read.
+    // An interval dies at the kernel recorded for its offset; an in-place
+    // output moves that kernel later.
     let mut arena = Arena::default();
     let mut scratch_at = Vec::with_capacity(kernels.len());
     let end = kernels.len();
     let mut dying: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
-    for (i, k) in kernels.iter().enumerate() {
-        for o in k.outputs() {
+    let mut death: HashMap<usize, usize> = HashMap::new();
+    for (i, (k, (inputs, outputs))) in kernels.iter().zip(&io).enumerate() {
+        for &o in outputs {
             if buffers.contains_key(&o) {
                 continue;
             }
             let n_len = len(o);
-            let last = if copies.iter().any(|(c, _)| *c == o) {
+            let last = if copied.contains(&o) {
                 end
             } else {
                 last_read.get(&o).copied().unwrap_or(i)
@@ -144,45 +147,34 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
             // In place: a loop may overwrite an input of its own shape that
             // it reads last.
             let reuse = match k {
-                Kernel::Map { shape, .. } => k.inputs().into_iter().map(root).find(|&v| {
+                Kernel::Map { shape, .. } => inputs.iter().map(|&v| root(v)).find(|&v| {
+                    let home = buffers.get(&v).map(|b| b.storage);
                     g[v].shape == *shape
                         && last_read.get(&v) == Some(&i)
-                        && !copies.iter().any(|(c, _)| *c == v)
-                        && matches!(
-                            buffers.get(&v),
-                            Some(Buffer {
-                                storage: Storage::Arena { .. },
-                                ..
-                            })
-                        )
-                        && !k.outputs().iter().any(|&w| {
-                            w != o && buffers.get(&w).map(|b| b.storage) == buffers.get(&v).map(|b| b.storage)
-                        })
+                        && !copied.contains(&v)
+                        && matches!(home, Some(Storage::Arena { .. }))
+                        && !outputs
+                            .iter()
+                            .any(|&w| w != o && buffers.get(&w).map(|b| b.storage) == home)
                 }),
                 _ => None,
             };
-            let storage = match reuse.and_then(|v| buffers.get(&v).map(|b| b.storage)) {
-                Some(s @ Storage::Arena { offset }) => {
-                    // The input's interval now dies with this output.
-                    for list in dying.values_mut() {
-                        list.retain(|&(off, _)| off != offset);
-                    }
-                    dying
-                        .entry(last)
-                        .or_default()
-                        .push((offset, n_len.div_ceil(ALIGN) * ALIGN));
-                    s
-                }
-                _ => {
-                    let offset = arena.take(n_len);
-                    dying
-                        .entry(last)
-                        .or_default()
-                        .push((offset, n_len.div_ceil(ALIGN) * ALIGN));
-                    Storage::Arena { offset }
-                }
+            let offset = match reuse.and_then(|v| buffers.get(&v).map(|b| b.storage)) {
+                Some(Storage::Arena { offset }) => offset,
+                _ => arena.take(n_len),
             };
-            buffers.insert(o, Buffer { storage, len: n_len });
+            death.insert(offset, last);
+            dying
+                .entry(last)
+                .or_default()
+                .push((offset, n_len.div_ceil(ALIGN) * ALIGN));
+            buffers.insert(
+                o,
+                Buffer {
+                    storage: Storage::Arena { offset },
+                    len: n_len,
+                },
+            );
         }
         let s = scratch(k, g, batch);
         scratch_at.push((s > 0).then(|| {
@@ -193,7 +185,10 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
             arena.give(offset, s.div_ceil(ALIGN) * ALIGN);
         }
         for (offset, size) in dying.remove(&i).unwrap_or_default() {
-            arena.give(offset, size);
+            if death.get(&offset) == Some(&i) {
+                death.remove(&offset);
+                arena.give(offset, size);
+            }
         }
     }
     // Reshapes share their operand's buffer.
@@ -215,20 +210,34 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
     }
 }
 
+/// The value whose data `n` is: reshapes are views of their operand.
+fn root(g: &Graph, mut n: NodeId) -> NodeId {
+    while g[n].op == Op::Reshape {
+        n = g.operands(n)[0];
+    }
+    n
+}
+
 /// Whether kernel `w` may write variable `v` in place: no later kernel reads
 /// the variable's old value, and `w` reads it, if at all, only at the index
-/// it writes.
-fn in_place_safe(g: &Graph, kernels: &[Kernel], w: usize, v: VarId) -> bool {
-    let reads_var = |k: &Kernel| k.inputs().iter().any(|&n| g[n].op == Op::Var(v));
-    if kernels[w + 1..].iter().any(reads_var) {
-        return false;
-    }
-    match &kernels[w] {
-        Kernel::Map { shape, .. } => kernels[w]
-            .inputs()
-            .iter()
-            .all(|&n| g[n].op != Op::Var(v) || g[n].shape == *shape),
-        k => !reads_var(k),
+/// it writes. `var_read` is the last kernel reading each variable.
+fn in_place_safe(
+    g: &Graph,
+    kernel: &Kernel,
+    inputs: &[NodeId],
+    var_read: &HashMap<VarId, usize>,
+    w: usize,
+    v: VarId,
+) -> bool {
+    match var_read.get(&v) {
+        None => true,
+        Some(&r) if r != w => r < w,
+        Some(_) => match kernel {
+            Kernel::Map { shape, .. } => inputs
+                .iter()
+                .all(|&n| g[root(g, n)].op != Op::Var(v) || (g[n].op == Op::Var(v) && g[n].shape == *shape)),
+            _ => false,
+        },
     }
 }
 
@@ -264,17 +273,19 @@ impl Arena {
     }
 
     fn give(&mut self, offset: usize, size: usize) {
-        self.free.push((offset, size));
-        self.free.sort_unstable();
-        // Coalesce neighbours.
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.free.len());
-        for &(o, s) in &self.free {
-            match merged.last_mut() {
-                Some((mo, ms)) if *mo + *ms == o => *ms += s,
-                _ => merged.push((o, s)),
-            }
+        // The free list stays sorted by offset, neighbours coalesced.
+        let i = self.free.partition_point(|&(o, _)| o < offset);
+        self.free.insert(i, (offset, size));
+        if let Some(&(o, s)) = self.free.get(i + 1)
+            && offset + size == o
+        {
+            self.free[i].1 += s;
+            self.free.remove(i + 1);
         }
-        self.free = merged;
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == offset {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
     }
 }
 
@@ -284,6 +295,18 @@ impl Arena {
 pub fn verify(plan: &Plan) -> Result<(), String> {
     let g = &plan.program.graph;
     let kernels = &plan.program.kernels;
+    let mut def: HashMap<NodeId, usize> = HashMap::new();
+    let mut last_read: HashMap<NodeId, usize> = HashMap::new();
+    for (i, k) in kernels.iter().enumerate() {
+        for o in k.outputs() {
+            def.entry(o).or_insert(i);
+        }
+        for v in k.inputs() {
+            last_read.insert(root(g, v), i);
+        }
+    }
+    let copied: HashSet<NodeId> = plan.copies.iter().map(|&(c, _)| c).collect();
+    // (value, offset, len, first kernel, last kernel)
     let mut live: Vec<(NodeId, usize, usize, usize, usize)> = Vec::new();
     for (&n, b) in &plan.buffers {
         if g[n].op == Op::Reshape {
@@ -296,57 +319,42 @@ pub fn verify(plan: &Plan) -> Result<(), String> {
             if offset + b.len > plan.arena_len {
                 return Err(format!("buffer of {n:?} runs past the arena"));
             }
-            let def = kernels.iter().position(|k| k.outputs().contains(&n)).unwrap_or(0);
-            let last = kernels
-                .iter()
-                .rposition(|k| k.inputs().contains(&n) || reads_through_reshape(g, k, n))
-                .unwrap_or(def)
-                .max(if plan.copies.iter().any(|(c, _)| *c == n) {
-                    kernels.len()
-                } else {
-                    def
-                });
-            live.push((n, offset, b.len, def, last));
+            let first = def.get(&n).copied().unwrap_or(0);
+            let mut last = last_read.get(&n).copied().unwrap_or(first).max(first);
+            if copied.contains(&n) {
+                last = kernels.len();
+            }
+            live.push((n, offset, b.len, first, last));
         }
     }
-    for (i, a) in live.iter().enumerate() {
-        for b in &live[i + 1..] {
-            let overlap_mem = a.1 < b.1 + b.2 && b.1 < a.1 + a.2;
+    // Sweep the kernels in order, holding the values live at each.
+    live.sort_unstable_by_key(|v| (v.3, v.0));
+    let overlap =
+        |a: &(NodeId, usize, usize, usize, usize), offset: usize, len: usize| a.1 < offset + len && offset < a.1 + a.2;
+    let mut next = live.iter().peekable();
+    let mut active: Vec<&(NodeId, usize, usize, usize, usize)> = Vec::new();
+    for k in 0..=kernels.len() {
+        active.retain(|a| a.4 >= k);
+        while let Some(b) = next.next_if(|b| b.3 == k) {
             // Two lifetimes may touch at one kernel only when one value is
             // written in place over the other.
-            let overlap_time = a.3 < b.4 && b.3 < a.4;
-            if overlap_mem && overlap_time {
+            if let Some(a) = active.iter().find(|a| a.3 < b.4 && b.3 < a.4 && overlap(a, b.1, b.2)) {
                 return Err(format!("{:?} and {:?} share arena memory while both live", a.0, b.0));
             }
+            active.push(b);
         }
-    }
-    // A kernel's scratch is free of every value live across the kernel.
-    for (k, scratch) in plan.scratch.iter().enumerate() {
-        let Some((offset, len)) = *scratch else { continue };
+        // A kernel's scratch is free of every value live across the kernel.
+        let Some(&Some((offset, len))) = plan.scratch.get(k) else {
+            continue;
+        };
         if offset + len > plan.arena_len {
             return Err(format!("the scratch of kernel {k} runs past the arena"));
         }
-        if let Some(v) = live
-            .iter()
-            .find(|v| v.3 <= k && k <= v.4 && v.1 < offset + len && offset < v.1 + v.2)
-        {
+        if let Some(v) = active.iter().find(|v| overlap(v, offset, len)) {
             return Err(format!("the scratch of kernel {k} overlaps {:?}, live there", v.0));
         }
     }
     Ok(())
-}
-
-fn reads_through_reshape(g: &Graph, k: &Kernel, n: NodeId) -> bool {
-    k.inputs().iter().any(|&v| {
-        let mut x = v;
-        while g[x].op == Op::Reshape {
-            x = g.operands(x)[0];
-            if x == n {
-                return true;
-            }
-        }
-        false
-    })
 }
 
 #[cfg(test)]
@@ -397,6 +405,7 @@ mod tests {
             .collect();
         let place = p.buffers[&arena[0]];
         let mut broken = p.clone();
+        broken.scratch.iter_mut().for_each(|s| *s = None);
         for n in &arena {
             broken.buffers.insert(
                 *n,
@@ -406,7 +415,8 @@ mod tests {
                 },
             );
         }
-        assert!(verify(&broken).unwrap_err().contains("share arena memory"));
+        let e = verify(&broken).unwrap_err();
+        assert!(e.contains("share arena memory"), "{e}");
         // A scratch over a live value.
         let k = p.scratch.iter().position(Option::is_some).unwrap();
         let live = p.program.kernels[k].inputs()[0];

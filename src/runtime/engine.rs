@@ -5,11 +5,11 @@
 
 use super::Error;
 use crate::interp::{self, Feeds};
-use crate::ir::{Graph, Hyper, Output};
+use crate::ir::{Graph, Hyper, Op, Output};
 use crate::lower::{Mode, lower};
 use crate::parse::ast::Optimizer;
 use crate::shape::Checked;
-use ndarray::{ArrayD, ArrayViewD};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 /// The graphs of a model: built once, run for every batch.
 #[derive(Clone, Debug)]
@@ -44,6 +44,13 @@ impl Routines {
             eval: lower(checked, Mode::Evaluation)?,
             predict: lower(checked, Mode::Inference)?,
         })
+    }
+
+    /// The routines with the optimizer of the model's training block, else
+    /// Keras's default, Adam.
+    pub fn of_model(checked: &Checked) -> Result<Routines, Error> {
+        let optimizer = checked.model.train.as_ref().and_then(|t| t.optimizer);
+        Routines::new(checked, &optimizer.unwrap_or(Optimizer::ADAM))
     }
 
     pub fn graph(&self, kind: Kind) -> &Graph {
@@ -142,11 +149,27 @@ impl Interpreter {
 
 impl Engine for Interpreter {
     fn run(&mut self, kind: Kind, state: &mut [ArrayD<f32>], step: &Step) -> Result<Vec<(Output, ArrayD<f32>)>, Error> {
+        let graph = self.routines.graph(kind);
+        // Targets come as rows, one per sample; a model whose output is an
+        // image (a convolution's [1, 1, K]) reads them in its own shape.
+        let batch = step.inputs.shape().first().copied().unwrap_or(1);
+        let label_shape = graph
+            .nodes
+            .node_weights()
+            .find(|n| n.op == Op::Label)
+            .map(|n| n.shape.resolve(batch));
+        let targets = match (&step.targets, label_shape) {
+            (Some(t), Some(shape)) if t.len() == shape.iter().product::<usize>() => t
+                .to_shape(IxDyn(&shape))
+                .map_err(|e| Error::Message(format!("labels: {e}")))
+                .map(Some)?,
+            (t, _) => t.as_ref().map(|t| t.view().into()),
+        };
         let outputs = interp::run(
-            self.routines.graph(kind),
+            graph,
             &Feeds {
                 input: step.inputs.view(),
-                label: step.targets.as_ref().map(|t| t.view()),
+                label: targets.as_ref().map(|t| t.view()),
                 vars: state,
                 masks: step.masks,
                 hyper: step.hyper,

@@ -25,7 +25,7 @@ const TRUNCATED_STDDEV: f64 = 0.879_625_661_034_239_8;
 
 /// Initial values of one weight, in row-major order of its shape.
 pub fn initialize(weight: &Weight, rng: &mut Rng) -> Vec<f64> {
-    let n = weight.len() as usize;
+    let n = weight.numel() as usize;
     let (fan_in, fan_out) = fans(&weight.shape);
     let uniform = |rng: &mut Rng, limit: f64| (0..n).map(|_| (2.0 * rng.uniform() - 1.0) * limit).collect();
     let truncated = |rng: &mut Rng, scale: f64| {

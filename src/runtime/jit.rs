@@ -8,6 +8,7 @@ use super::engine::{Engine, Kind, Routines, Step};
 use crate::codegen::{self, Buffers, HYPERS, Options, Routine};
 use crate::ir::Output;
 use crate::passes::{self, fuse::Program};
+use crate::shape::Checked;
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 
@@ -71,6 +72,22 @@ impl Compiled {
             .get_mut(&(kind, batch))
             .ok_or_else(|| Error::Message("compiled routine missing".into()))
     }
+}
+
+/// The arenas the compiled engine plans for a model: inference at batch 1,
+/// a training step at the training block's batch size (else 32).
+pub fn arenas(checked: &Checked) -> Result<crate::summary::Arena, Error> {
+    let routines = Routines::of_model(checked)?;
+    let batch = checked.model.train.as_ref().and_then(|t| t.batch_size).unwrap_or(32);
+    let bytes = |kind: Kind, batch: usize| -> Result<usize, Error> {
+        let plan = codegen::plan_for(Compiled::program(&routines, kind)?, batch)?;
+        Ok(plan.arena_bytes())
+    };
+    Ok(crate::summary::Arena {
+        inference: bytes(Kind::Predict, 1)?,
+        training: bytes(Kind::Train, batch)?,
+        batch,
+    })
 }
 
 fn contiguous<'a>(a: &'a ArrayD<f32>, what: &str) -> Result<&'a [f32], Error> {

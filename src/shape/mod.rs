@@ -35,7 +35,7 @@ pub struct LayerInfo {
 
 impl LayerInfo {
     pub fn params(&self) -> u64 {
-        self.weights.iter().map(Weight::len).fold(0, u64::saturating_add)
+        self.weights.iter().map(Weight::numel).fold(0, u64::saturating_add)
     }
 
     pub fn flops(&self) -> u64 {
@@ -83,14 +83,9 @@ pub struct Weight {
 }
 
 impl Weight {
-    pub fn len(&self) -> u64 {
+    /// Elements of the weight.
+    pub fn numel(&self) -> u64 {
         numel(&self.shape)
-    }
-
-    /// True only for a weight with a zero dimension, which the checker
-    /// never produces.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -254,7 +249,8 @@ impl Budget {
     }
 }
 
-fn dims(shape: &[usize]) -> String {
+/// A shape as the `.cnn` language writes it: `28x28x1`.
+pub fn dims(shape: &[usize]) -> String {
     shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x")
 }
 
@@ -481,6 +477,15 @@ fn describe(shape: &[usize]) -> String {
 
 /// The loss of the training block must suit the model's output.
 fn check_loss(checked: &Checked) -> Result<(), Diagnostic> {
+    // Dropout after the output would drop predictions, and hide the output
+    // activation the loss is chosen by.
+    if let Some(last) = checked.model.layers.last()
+        && let LayerKind::Dropout { .. } = last.kind
+    {
+        return Err(Diagnostic::error(last.keyword, "dropout is the model's last layer")
+            .label("drops the model's outputs while training")
+            .help("dropout regularizes hidden layers: move it before the last `dense` layer"));
+    }
     let Some(train) = &checked.model.train else {
         return Ok(());
     };
@@ -489,7 +494,6 @@ fn check_loss(checked: &Checked) -> Result<(), Diagnostic> {
     };
     let last = checked.model.layers.last().map_or(checked.model.input.span, |l| l.span);
     let act = checked.output_activation();
-    let out = checked.output_shape();
     let (need, ends) = match loss {
         Loss::CategoricalCrossentropy if act != Activation::Softmax => (
             "a softmax output",
@@ -499,19 +503,19 @@ fn check_loss(checked: &Checked) -> Result<(), Diagnostic> {
             "a sigmoid output",
             format!("the model ends in {}, not sigmoid", act.name()),
         ),
-        _ if out.len() != 1 => ("a flat output vector", format!("the model outputs {}", describe(out))),
         _ => return Ok(()),
     };
-    let help = match (loss, act) {
-        (Loss::CategoricalCrossentropy, Activation::Sigmoid) => {
+    let help = match act {
+        Activation::Sigmoid => {
             "end the model with `activation=softmax` for one class per sample, or use `loss binary_crossentropy` for independent yes/no outputs"
         }
-        (Loss::BinaryCrossentropy, Activation::Softmax) => {
+        Activation::Softmax => {
             "end the model with `dense 1 activation=sigmoid`, or use `loss categorical_crossentropy` for one class out of several"
         }
-        (Loss::CategoricalCrossentropy, _) => "end the model with `dense K activation=softmax` for K classes",
-        (Loss::BinaryCrossentropy, _) => "end the model with `dense 1 activation=sigmoid`",
-        (Loss::MeanSquaredError, _) => "add `flatten` and a `dense` layer at the end",
+        Activation::Linear | Activation::Relu | Activation::Tanh => match loss {
+            Loss::CategoricalCrossentropy => "end the model with `dense K activation=softmax` for K classes",
+            Loss::BinaryCrossentropy | Loss::MeanSquaredError => "end the model with `dense 1 activation=sigmoid`",
+        },
     };
     Err(Diagnostic::error(span, format!("`{}` needs {need}", loss.name()))
         .label("this loss")

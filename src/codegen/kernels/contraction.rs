@@ -59,7 +59,7 @@ pub fn matmul(e: &mut Emitter, ctx: &Context, out: NodeId, a: NodeId, b: NodeId,
 /// input's patches (im2col) and multiply.
 pub fn conv(e: &mut Emitter, ctx: &Context, kernel: usize, out: NodeId, lhs: NodeId, rhs: NodeId, c: &crate::ir::Conv) {
     let g = &ctx.plan.program.graph;
-    let geo = ConvGemm::new(c, &g[lhs].shape, &g[rhs].shape, &g[out].shape, ctx.plan.batch);
+    let geo = ConvGemm::of(c, g, (lhs, rhs, out), ctx.plan.batch);
     let (a_len, _) = geo.scratch();
     let scratch = ctx.scratch(e, kernel);
     let (lhs_at, rhs_at, out_at) = (ctx.address(e, lhs), ctx.address(e, rhs), ctx.address(e, out));

@@ -195,7 +195,8 @@ impl Emitter<'_> {
                     Binary::Sub => self.b.ins().fsub(a, b),
                     Binary::Mul => self.b.ins().fmul(a, b),
                     Binary::Div => self.b.ins().fdiv(a, b),
-                    Binary::Max => self.max(ty, a, b),
+                    // NaN-propagating, as the interpreter's.
+                    Binary::Max => self.b.ins().fmax(a, b),
                     Binary::Greater => {
                         let c = self.b.ins().fcmp(FloatCC::GreaterThan, a, b);
                         let (one, zero) = (self.float(ty, 1.0), self.float(ty, 0.0));
@@ -332,7 +333,7 @@ pub fn reduce(e: &mut Emitter, ctx: &Context, shape: &Shape, axes: &[usize], out
             let new = e.b.ins().fadd(old, total);
             e.store(new, addrs[0]);
         });
-    } else if let ([rows, width], true) = (dims.as_slice(), strides[0].first() == Some(&0)) {
+    } else if let ([rows, width @ ..=BLOCKED_WIDTH], true) = (dims.as_slice(), strides[0].first() == Some(&0)) {
         blocked_sum(e, ctx, (*rows, *width), &bases, &strides, &loads, x);
     } else {
         nest(e, &dims, &bases, &strides, None, &mut |e, ty, addrs| {
@@ -345,6 +346,11 @@ pub fn reduce(e: &mut Emitter, ctx: &Context, shape: &Shape, axes: &[usize], out
         });
     }
 }
+
+/// The widest row `blocked_sum` keeps partial sums for on the stack (16 KB;
+/// the routine may run on a thread with a small stack). Wider rows are
+/// summed straight into their output.
+const BLOCKED_WIDTH: usize = 4096;
 
 /// Rows summed in blocks: `out[c] += sum of a block of rows`, the block's
 /// partial sums in a stack buffer, so rounding grows with the block size

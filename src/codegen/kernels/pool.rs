@@ -69,7 +69,8 @@ pub fn maxpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool)
                 e.walk(ch, &[(from, 1), (out_row, 1)], |e, ty, q| {
                     let v = e.load(ty, q[0]);
                     let old = e.load(ty, q[1]);
-                    let new = e.max(ty, old, v);
+                    // A NaN in the window makes the maximum NaN.
+                    let new = e.b.ins().fmax(old, v);
                     e.store(new, q[1]);
                 });
             });

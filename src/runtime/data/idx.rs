@@ -179,6 +179,11 @@ impl Idx {
         };
         let found = idx.header_u32()?;
         if found != magic {
+            // A damaged gzip stream may still inflate to garbage: its
+            // checksum, at the end, is the better diagnosis.
+            if gzip && let Err(e) = io::copy(&mut idx.reader, &mut io::sink()) {
+                return Err(idx.read_error(e, "truncated: the compressed stream ends early"));
+            }
             return Err(idx.error(format!(
                 "wrong magic number: expected {magic} ({}), found {found}: {}",
                 kind(magic),

@@ -11,6 +11,7 @@ mod idx;
 pub use dataset::{Batch, Dataset};
 pub use error::DataError;
 
+use crate::shape::dims;
 use std::path::{Path, PathBuf};
 
 /// The dataset that ships with cnnc, in `data/mnist10k`.
@@ -112,10 +113,6 @@ impl ModelIo<'_> {
     fn input_text(&self) -> String {
         dims(self.input)
     }
-}
-
-fn dims(shape: &[usize]) -> String {
-    shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x")
 }
 
 /// How many of `n` samples stay for training: Keras cuts at
