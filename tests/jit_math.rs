@@ -1,37 +1,49 @@
-//! The compiled engine's exp, log, tanh and sigmoid (inline polynomials,
-//! f32x4 and scalar) against the standard library, over their input range.
+//! The compiled engine's elementwise ops, f32x4 and scalar, against their
+//! one definition (`ir/scalar.rs`): the polynomials for exp, log, tanh and
+//! sigmoid to a few ulps over their input range, and every op exactly at
+//! NaN, the infinities and signed zeros.
 
 use cnnc::codegen::{self, Buffers, Options};
-use cnnc::ir::{Builder, Graph, Op, Origin, Output, Shape, Unary, VarDecl};
+use cnnc::ir::{Binary, Builder, Graph, Op, Origin, Output, Shape, Unary, VarDecl};
 use cnnc::passes::fuse::fuse;
 
-/// Applies `op` to `xs` with compiled code.
-fn compiled(op: Unary, xs: &[f32]) -> Vec<f32> {
+/// Runs `op` on `operands` (each of the same length) with compiled code.
+fn compiled_op(op: Op, operands: &[&[f32]]) -> Vec<f32> {
+    let n = operands[0].len();
     let mut g = Graph::default();
-    g.vars.push(VarDecl {
-        name: "x".into(),
-        shape: vec![xs.len()],
-        trainable: false,
-    });
+    for i in 0..operands.len() {
+        g.vars.push(VarDecl {
+            name: format!("x{i}"),
+            shape: vec![n],
+            trainable: false,
+        });
+    }
     let mut b = Builder::new(&mut g, Origin::default());
-    let x = b.shaped(Op::Var(0), &[], Shape::fixed(&[xs.len()])).unwrap();
-    let y = b.unary(op, x).unwrap();
+    let xs: Vec<_> = (0..operands.len())
+        .map(|i| b.shaped(Op::Var(i), &[], Shape::fixed(&[n])).unwrap())
+        .collect();
+    let y = b.op(op, &xs).unwrap();
     g.outputs.push((Output::Prediction, y));
     let plan = codegen::plan_for(fuse(g), 1).unwrap();
     let mut routine = codegen::compile(plan, Options::default()).unwrap();
-    let mut input = xs.to_vec();
-    let mut out = vec![0.0f32; xs.len()];
+    let mut inputs: Vec<Vec<f32>> = operands.iter().map(|x| x.to_vec()).collect();
+    let mut vars: Vec<&mut [f32]> = inputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let mut out = vec![0.0f32; n];
     routine
         .run(Buffers {
             input: &[0.0],
             label: None,
             masks: &[],
-            vars: &mut [&mut input],
+            vars: &mut vars,
             outputs: &mut [&mut out],
             hypers: [0.0; 2],
         })
         .unwrap();
     out
+}
+
+fn compiled(op: Unary, xs: &[f32]) -> Vec<f32> {
+    compiled_op(Op::Unary(op), &[xs])
 }
 
 /// Evenly spread points over [lo, hi]: an odd count, so the scalar tail of
@@ -85,14 +97,157 @@ fn tanh_and_sigmoid_within_a_few_ulps() {
     assert!(err < 5e-7, "sigmoid: relative error {err} at {at}");
 }
 
+/// The values where the ops' definitions have edges: NaN, the infinities,
+/// signed zeros, subnormals, the largest floats, and where the polynomials'
+/// ranges end (exp's clamps and the edge of the normals, tanh's switch from
+/// its polynomial at 0.625, log's halving of the mantissa at sqrt(1/2)).
+const SPECIAL: [f32; 44] = [
+    f32::NAN,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    0.0,
+    -0.0,
+    f32::MIN_POSITIVE,
+    -f32::MIN_POSITIVE,
+    1e-40,
+    -1e-40,
+    1.4e-45,
+    -1.4e-45,
+    1.0,
+    -1.0,
+    0.5,
+    2.0,
+    f32::MAX,
+    -f32::MAX,
+    1e30,
+    -1e30,
+    0.625,
+    -0.625,
+    0.624_999_94,
+    -0.624_999_94,
+    20.0,
+    -20.0,
+    -87.33,
+    -87.34,
+    88.0,
+    88.37,
+    88.72,
+    88.73,
+    89.0,
+    -103.0,
+    -103.97,
+    -104.0,
+    -105.0,
+    std::f32::consts::FRAC_1_SQRT_2,
+    0.707_106_7,
+    9.0,
+    -9.0,
+    1e-20,
+    -1e-20,
+    3.0e38,
+    1e-38,
+];
+
+/// Whether compiled code's `got` agrees with the definition's `want`: the
+/// same NaN, infinity or signed zero, else within `ulps` units in the last
+/// place (and two of the smallest subnormal, where results round into them).
+fn agrees(want: f32, got: f32, ulps: f32) -> bool {
+    if want.is_nan() || got.is_nan() {
+        return want.is_nan() && got.is_nan();
+    }
+    if want.is_infinite() || got.is_infinite() || ulps == 0.0 {
+        return want == got && want.is_sign_negative() == got.is_sign_negative();
+    }
+    if want == 0.0 && got == 0.0 {
+        return want.is_sign_negative() == got.is_sign_negative();
+    }
+    let tolerance = ulps * f32::EPSILON * want.abs() + 2.0 * 1.4e-45;
+    (want - got).abs() <= tolerance
+}
+
+/// Ulps each op may differ by: exact for IEEE operations, a few for the
+/// polynomials.
+fn ulps(op: Unary) -> f32 {
+    match op {
+        Unary::Neg | Unary::Sqrt | Unary::Recip | Unary::Relu => 0.0,
+        Unary::Exp | Unary::Log | Unary::Sigmoid | Unary::Tanh => 4.0,
+    }
+}
+
+/// `xs` laid out twice: each value four times over, which the f32x4 loop
+/// computes, and in threes, which only the scalar tail does.
+fn both_paths(xs: &[f32], mut f: impl FnMut(&[&[f32]]) -> Vec<f32>, operands: &[Vec<f32>]) -> Vec<(usize, f32)> {
+    let mut got = Vec::new();
+    let vector: Vec<Vec<f32>> = operands
+        .iter()
+        .map(|o| o.iter().flat_map(|&v| [v; 4]).collect())
+        .collect();
+    let refs: Vec<&[f32]> = vector.iter().map(Vec::as_slice).collect();
+    got.extend(f(&refs).into_iter().enumerate().map(|(i, v)| (i / 4, v)));
+    for start in (0..xs.len()).step_by(3) {
+        let end = (start + 3).min(xs.len());
+        let tail: Vec<&[f32]> = operands.iter().map(|o| &o[start..end]).collect();
+        got.extend(f(&tail).into_iter().enumerate().map(|(i, v)| (start + i, v)));
+    }
+    got
+}
+
 #[test]
-fn extremes_saturate_instead_of_overflowing() {
-    let got = compiled(Unary::Exp, &[-1000.0, 1000.0, 0.0]);
-    assert!(got[0] >= 0.0 && got[0] < 1e-37, "{got:?}");
-    assert!(got[1].is_finite() && got[1] > 1e38, "{got:?}");
-    assert_eq!(got[2], 1.0);
-    let got = compiled(Unary::Sigmoid, &[-1000.0, 1000.0]);
-    assert!(got[0] < 1e-37 && got[1] == 1.0, "{got:?}");
-    let got = compiled(Unary::Tanh, &[-1000.0, 1000.0, 0.0]);
-    assert_eq!(got, vec![-1.0, 1.0, 0.0]);
+fn unary_ops_agree_with_their_definition_at_special_values() {
+    for op in [
+        Unary::Neg,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sqrt,
+        Unary::Recip,
+        Unary::Relu,
+        Unary::Sigmoid,
+        Unary::Tanh,
+    ] {
+        let xs = SPECIAL.to_vec();
+        for (i, got) in both_paths(&xs, |o| compiled(op, o[0]), std::slice::from_ref(&xs)) {
+            let want = op.apply(f64::from(xs[i])) as f32;
+            assert!(
+                agrees(want, got, ulps(op)),
+                "{op:?}({:e}): compiled {got:e}, definition {want:e}",
+                xs[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_ops_agree_with_their_definition_at_special_values() {
+    let values = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        1e-40,
+        f32::MAX,
+        2.5,
+    ];
+    let (a, b): (Vec<f32>, Vec<f32>) = values.iter().flat_map(|&x| values.iter().map(move |&y| (x, y))).unzip();
+    for op in [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Max,
+        Binary::Greater,
+    ] {
+        let got = both_paths(&a, |o| compiled_op(Op::Binary(op), o), &[a.clone(), b.clone()]);
+        for (i, got) in got {
+            let want = op.apply(f64::from(a[i]), f64::from(b[i])) as f32;
+            assert!(
+                agrees(want, got, 0.0),
+                "{op:?}({:e}, {:e}): compiled {got:e}, definition {want:e}",
+                a[i],
+                b[i]
+            );
+        }
+    }
 }

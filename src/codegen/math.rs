@@ -1,8 +1,9 @@
 //! exp, log, tanh and sigmoid as inline polynomials, for f32 and f32x4
 //! alike: Cranelift has no vector transcendental functions, and a library
 //! call per element would dominate the loops. The polynomials are Cephes's
-//! single-precision ones; `tests` holds them to a few ulps of the standard
-//! library over their input range.
+//! single-precision ones; `tests/jit_math.rs` holds them to a few ulps of
+//! the ops' one definition (`ir/scalar.rs`) over their input range, and to
+//! the same NaN, infinities and signed zeros at its edges.
 
 use super::emit::Emitter;
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -40,10 +41,13 @@ impl Emitter<'_> {
         acc
     }
 
-    /// e^x, to within 2 ulps on [-87.3, 88] (clamped outside).
+    /// e^x, to within 2 ulps over the normal range; subnormal results,
+    /// overflow to infinity and underflow to 0 as the standard library's.
     pub fn exp(&mut self, ty: Type, x: Value) -> Value {
-        let lo = self.float(ty, -87.33);
-        let hi = self.float(ty, 88.0);
+        // Beyond these, e^x is 0 or infinite in f32 either way; clamping
+        // keeps the integer exponent in range. NaN passes the selects.
+        let lo = self.float(ty, -104.0);
+        let hi = self.float(ty, 89.0);
         let x = self.max(ty, x, lo);
         let x = self.min(ty, x, hi);
         // Round x / ln 2 to the nearest integer n by adding 1.5 * 2^23: the
@@ -76,22 +80,43 @@ impl Emitter<'_> {
         let p = self.mul_add(p, r2, r);
         let one = self.float(ty, 1.0);
         let p = self.b.ins().fadd(p, one);
-        // 2^n from its exponent bits.
-        let bias = self.int32(ty, 127);
-        let e = self.b.ins().iadd(n_int, bias);
-        let e = self.b.ins().ishl_imm_s(e, 23);
-        let scale = self.bits_as(ty, e);
-        self.b.ins().fmul(p, scale)
+        // 2^n as 2^(n/2) 2^(n - n/2): n runs from -150 to 128, beyond one
+        // normal float's exponent, and the second product rounds into the
+        // subnormals or overflows exactly where e^x does.
+        let half = self.b.ins().sshr_imm_s(n_int, 1);
+        let rest = self.b.ins().isub(n_int, half);
+        let first = self.power_of_two(ty, half);
+        let second = self.power_of_two(ty, rest);
+        let p = self.b.ins().fmul(p, first);
+        self.b.ins().fmul(p, second)
     }
 
-    /// ln x for positive normal x, to within 2 ulps.
-    pub fn log(&mut self, ty: Type, x: Value) -> Value {
+    /// 2^n for an integer n of a normal float's exponent range.
+    fn power_of_two(&mut self, ty: Type, n: Value) -> Value {
+        let bias = self.int32(ty, 127);
+        let e = self.b.ins().iadd(n, bias);
+        let e = self.b.ins().ishl_imm_s(e, 23);
+        self.bits_as(ty, e)
+    }
+
+    /// ln x, to within 2 ulps for every positive x, subnormals included;
+    /// -inf at 0, NaN below it, as the standard library's.
+    pub fn log(&mut self, ty: Type, input: Value) -> Value {
+        // A subnormal x is scaled by 2^23 into the normals first.
+        let smallest = self.float(ty, f32::MIN_POSITIVE);
+        let subnormal = self.b.ins().fcmp(FloatCC::LessThan, input, smallest);
+        let scale = self.float(ty, 8_388_608.0);
+        let scaled = self.b.ins().fmul(input, scale);
+        let x = self.select(ty, subnormal, scaled, input);
         let bits = self.as_bits(ty, x);
         // x = m 2^e with m in [0.5, 1).
         let e = self.b.ins().ushr_imm_s(bits, 23);
         let bias = self.int32(ty, 126);
         let e = self.b.ins().isub(e, bias);
         let e = self.b.ins().fcvt_from_sint(ty, e);
+        let (shift, zero) = (self.float(ty, 23.0), self.float(ty, 0.0));
+        let shift = self.select(ty, subnormal, shift, zero);
+        let e = self.b.ins().fsub(e, shift);
         let mantissa = self.int32(ty, 0x807f_ffff_u32 as i32);
         let half = self.int32(ty, 0x3f00_0000);
         let m = self.b.ins().band(bits, mantissa);
@@ -101,7 +126,6 @@ impl Emitter<'_> {
         let sqrt_half = self.float(ty, std::f32::consts::FRAC_1_SQRT_2);
         let low = self.b.ins().fcmp(FloatCC::LessThan, m, sqrt_half);
         let one = self.float(ty, 1.0);
-        let zero = self.float(ty, 0.0);
         let borrow = self.select(ty, low, one, zero);
         let e = self.b.ins().fsub(e, borrow);
         let doubled = self.b.ins().fadd(m, m);
@@ -131,7 +155,17 @@ impl Emitter<'_> {
         let y = self.mul_add(z, minus_half, y);
         let c1 = self.float(ty, 0.693_359_4);
         let r = self.b.ins().fadd(m, y);
-        self.mul_add(e, c1, r)
+        let r = self.mul_add(e, c1, r);
+        // The edges of the domain, which the bit arithmetic gets wrong.
+        let infinity = self.float(ty, f32::INFINITY);
+        let at_infinity = self.b.ins().fcmp(FloatCC::Equal, input, infinity);
+        let r = self.select(ty, at_infinity, infinity, r);
+        let minus_infinity = self.float(ty, f32::NEG_INFINITY);
+        let at_zero = self.b.ins().fcmp(FloatCC::Equal, input, zero);
+        let r = self.select(ty, at_zero, minus_infinity, r);
+        let nan = self.float(ty, f32::NAN);
+        let outside = self.b.ins().fcmp(FloatCC::UnorderedOrLessThan, input, zero);
+        self.select(ty, outside, nan, r)
     }
 
     /// 1 / (1 + e^-x).
@@ -159,11 +193,12 @@ impl Emitter<'_> {
                 -3.333_328e-1,
             ],
         );
-        let zx = self.b.ins().fmul(z, x);
-        let small = self.mul_add(p, zx, x);
+        // x (1 + z p) rather than x + x z p, which would turn -0 into +0.
+        let one = self.float(ty, 1.0);
+        let slope = self.mul_add(p, z, one);
+        let small = self.b.ins().fmul(x, slope);
         let two_a = self.b.ins().fadd(a, a);
         let e = self.exp(ty, two_a);
-        let one = self.float(ty, 1.0);
         let two = self.float(ty, 2.0);
         let d = self.b.ins().fadd(e, one);
         let q = self.b.ins().fdiv(two, d);

@@ -4,7 +4,7 @@
 
 mod kernels;
 
-use crate::ir::{Binary, Graph, Hyper, NodeId, Op, Output, Unary};
+use crate::ir::{Graph, Hyper, NodeId, Op, Output};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, NdFloat, Zip};
 use num_traits::FromPrimitive;
 use std::fmt;
@@ -125,53 +125,13 @@ fn eval<T: Float>(
             &shape,
         )?,
         Op::Hyper(h) => ArrayD::from_elem(IxDyn(&[]), cast((feeds.hyper)(*h))),
-        Op::Unary(u) => {
-            let one = T::one();
-            x().mapv(|v| match u {
-                Unary::Neg => -v,
-                Unary::Exp => v.exp(),
-                Unary::Log => v.ln(),
-                Unary::Sqrt => v.sqrt(),
-                Unary::Recip => one / v,
-                // NaN stays NaN, so a diverged run cannot hide behind a ReLU.
-                Unary::Relu => {
-                    if v < T::zero() {
-                        T::zero()
-                    } else {
-                        v
-                    }
-                }
-                Unary::Sigmoid => one / (one + (-v).exp()),
-                Unary::Tanh => v.tanh(),
-            })
-        }
+        Op::Unary(u) => x().mapv(|v| u.apply(v)),
         Op::Binary(b) => {
             let (l, r) = (operands[0], operands[1]);
             let (Some(l), Some(r)) = (l.broadcast(IxDyn(&shape)), r.broadcast(IxDyn(&shape))) else {
                 return Err(Error(format!("cannot broadcast {:?} with {:?}", l.shape(), r.shape())));
             };
-            Zip::from(&l).and(&r).map_collect(|&a, &b2| match b {
-                Binary::Add => a + b2,
-                Binary::Sub => a - b2,
-                Binary::Mul => a * b2,
-                Binary::Div => a / b2,
-                Binary::Max => {
-                    if a.is_nan() || b2.is_nan() {
-                        T::nan()
-                    } else if b2 > a {
-                        b2
-                    } else {
-                        a
-                    }
-                }
-                Binary::Greater => {
-                    if a > b2 {
-                        T::one()
-                    } else {
-                        T::zero()
-                    }
-                }
-            })
+            Zip::from(&l).and(&r).map_collect(|&x, &y| b.apply(x, y))
         }
         Op::Sum { axes } => {
             let mut v = x().clone();

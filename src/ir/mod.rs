@@ -6,6 +6,7 @@
 pub mod builder;
 pub mod op;
 pub mod print;
+mod scalar;
 pub mod shape;
 pub mod verify;
 

@@ -17,39 +17,11 @@ fn constant(op: &Op) -> Option<(f64, bool)> {
 
 fn fold(op: &Op, args: &[(f64, bool)]) -> Option<(f64, bool)> {
     match (op, args) {
-        (Op::Unary(u), [(x, false)]) => Some((
-            match u {
-                Unary::Neg => -x,
-                Unary::Exp => x.exp(),
-                Unary::Log => x.ln(),
-                Unary::Sqrt => x.sqrt(),
-                Unary::Recip => 1.0 / x,
-                Unary::Relu => x.max(0.0),
-                Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-                Unary::Tanh => x.tanh(),
-            },
-            false,
-        )),
+        (Op::Unary(u), [(x, false)]) => Some((u.apply(*x), false)),
         (Op::Unary(Unary::Neg), [(x, true)]) => Some((-x, true)),
         (Op::Binary(Binary::Mul), [(a, pa), (b, pb)]) if !(*pa && *pb) => Some((a * b, *pa || *pb)),
         (Op::Binary(Binary::Div), [(a, pa), (b, false)]) => Some((a / b, *pa)),
-        (Op::Binary(b), [(x, false), (y, false)]) => Some((
-            match b {
-                Binary::Add => x + y,
-                Binary::Sub => x - y,
-                Binary::Mul => x * y,
-                Binary::Div => x / y,
-                Binary::Max => {
-                    if x.is_nan() || y.is_nan() {
-                        f64::NAN
-                    } else {
-                        x.max(*y)
-                    }
-                }
-                Binary::Greater => f64::from(u8::from(x > y)),
-            },
-            false,
-        )),
+        (Op::Binary(b), [(x, false), (y, false)]) => Some((b.apply(*x, *y), false)),
         _ => None,
     }
 }
