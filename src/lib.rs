@@ -2,13 +2,15 @@
 //! stacks. The modules are the stages of the pipeline, in order:
 //!
 //! `parse` (.cnn text to AST) → `shape` (layer shapes, params, FLOPs) →
-//! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` → `interp` /
-//! `codegen` → `runtime` (training), with `cli` on top.
+//! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` (graph
+//! rewrites) → `interp`, or `fuse` (kernels) → `codegen` (lowering, memory
+//! plan, Cranelift) → `runtime` (training), with `cli` on top.
 
 pub mod autodiff;
 pub mod cli;
 pub mod codegen;
 pub mod diag;
+pub mod fuse;
 pub mod interp;
 pub mod ir;
 pub mod lower;

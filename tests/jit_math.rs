@@ -4,8 +4,8 @@
 //! NaN, the infinities and signed zeros.
 
 use cnnc::codegen::{self, Buffers, Options};
+use cnnc::fuse::fuse;
 use cnnc::ir::{Binary, Builder, Graph, Op, Origin, Output, Shape, Unary, VarDecl};
-use cnnc::passes::fuse::fuse;
 
 /// Runs `op` on `operands` (each of the same length) with compiled code.
 fn compiled_op(op: Op, operands: &[&[f32]]) -> Vec<f32> {

@@ -4,6 +4,8 @@
 
 mod rules;
 
+pub use rules::{CrossEntropyGradient, cross_entropy_gradient};
+
 use crate::ir::{Binary, Builder, Graph, IrError, NodeId, Op, Origin, Output, Phase, Shape};
 use crate::passes::{Pass, dce::DeadCode};
 use std::collections::HashMap;

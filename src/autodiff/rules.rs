@@ -3,7 +3,7 @@
 //! gradient with respect to each operand that needs one.
 
 use super::Error;
-use crate::ir::{Binary, Builder, Conv, KernelLayout, Layout, NodeId, Op, Shape, Unary};
+use crate::ir::{Binary, Builder, Conv, Graph, KernelLayout, Layout, NodeId, Op, Shape, Unary};
 
 type Grads = Vec<Option<NodeId>>;
 
@@ -239,6 +239,37 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
         Op::MaxPool2dGrad(_) => return Err(no_rule(b, node, "maxpool2d_grad")),
     };
     Ok(grads)
+}
+
+/// The cross-entropy rule's gradient `(p - labels) * scale`, as the rule
+/// above emits it, found in a graph: fusion computes it in the
+/// cross-entropy's row kernel. Kept beside the rule so that the two change
+/// together; a test differentiates a model and finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrossEntropyGradient {
+    /// `p - labels`.
+    pub difference: NodeId,
+    /// The gradient itself.
+    pub gradient: NodeId,
+    /// The scalar factor: the incoming gradient over the row count.
+    pub scale: NodeId,
+}
+
+pub fn cross_entropy_gradient(g: &Graph, probs: NodeId, labels: NodeId) -> Option<CrossEntropyGradient> {
+    g.users(probs).into_iter().find_map(|difference| {
+        let is_difference = g[difference].op == Op::Binary(Binary::Sub) && g.operands(difference) == [probs, labels];
+        let [gradient] = g.users(difference)[..] else {
+            return None;
+        };
+        let scale = *g.operands(gradient).iter().find(|&&o| o != difference)?;
+        (is_difference && g[gradient].op == Op::Binary(Binary::Mul) && g[scale].shape.rank() == 0).then_some(
+            CrossEntropyGradient {
+                difference,
+                gradient,
+                scale,
+            },
+        )
+    })
 }
 
 fn no_rule(b: &Builder, node: NodeId, what: &str) -> Error {

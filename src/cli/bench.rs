@@ -6,9 +6,9 @@
 use super::ir::routines;
 use super::run::fail;
 use super::{Failure, check::load};
+use crate::codegen::print::kernel_line;
 use crate::codegen::{self, Options, profile};
 use crate::ir::Hyper;
-use crate::passes::print::kernel_line;
 use crate::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
 use crate::runtime::jit::Compiled;
 use crate::runtime::rng::Rng;
@@ -81,11 +81,8 @@ fn measure(
 
 fn gemm_flops(routines: &Routines, kind: Kind, batch: usize) -> Result<u64, Failure> {
     let program = Compiled::program(routines, kind).map_err(fail)?;
-    Ok(program
-        .kernels
-        .iter()
-        .map(|k| codegen::flops(k, &program.graph, batch))
-        .sum())
+    let plan = codegen::plan_for(program, batch).map_err(|e| Failure(e.to_string()))?;
+    Ok(plan.lowerings.iter().map(|l| l.flops()).sum())
 }
 
 pub fn run(args: BenchArgs) -> Result<String, Failure> {
@@ -209,13 +206,14 @@ fn kernel_profile(
     let mut out = format!("\nkernels of the compiled training step (mean of {steps} steps):\n");
     for (i, k) in routine.plan.program.kernels.iter().enumerate() {
         let t = times[i].as_secs_f64() / steps as f64;
-        let f = codegen::flops(k, &routine.plan.program.graph, b) as f64;
+        let lowering = &routine.plan.lowerings[i];
+        let f = lowering.flops() as f64;
         let rate = if f > 0.0 {
             format!("{:>7.1} GFLOP/s", f / t / 1e9)
         } else {
             String::new()
         };
-        let mut line = kernel_line(&routine.plan.program.graph, k, &names);
+        let mut line = kernel_line(&routine.plan.program.graph, k, &lowering.name(), &names);
         line.truncate(90);
         let _ = writeln!(
             out,

@@ -82,8 +82,8 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
             match args.stage {
                 Stage::Fused => {
                     let program = Compiled::program(&routines, kind).map_err(fail)?;
-                    let plan = codegen::plan_for(program.clone(), batch).map_err(|e| Failure(e.to_string()))?;
-                    return Ok(passes::print::fused(&program, Some(&plan)));
+                    let plan = codegen::plan_for(program, batch).map_err(|e| Failure(e.to_string()))?;
+                    return Ok(codegen::print::fused(&plan));
                 }
                 Stage::Clif => {
                     let options = Options {
@@ -91,10 +91,12 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                         profile: false,
                     };
                     let routine = Compiled::compile(&routines, kind, batch, options).map_err(fail)?;
-                    let legend = "; fn0 = cnnc_sgemm, the GEMM library (see --stage fused for which kernels call it);\n\
-                                  ; fn1 = cnnc_mark, the profiler's timer (called only with `cnnc bench --profile`);\n\
-                                  ; fn2 = cnnc_parallel, which runs a large loop's functions below on every core.\n\
-                                  ; Everything else is code Cranelift generated for the fused kernels.\n";
+                    let mut legend: String = codegen::imports()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| format!("; fn{i} = {}, {}.\n", f.name, f.what))
+                        .collect();
+                    legend += "; Everything else is code Cranelift generated for the fused kernels.\n";
                     return Ok(format!("{legend}{}", routine.clif.unwrap_or_default()));
                 }
                 _ => {

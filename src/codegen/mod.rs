@@ -1,26 +1,29 @@
-//! Code generation: a planned program becomes one native function with
-//! Cranelift, compiled once per routine and batch size. The function takes
-//! a table of buffer pointers (arena, batch, labels, dropout masks,
-//! variables, outputs) and the step's hyperparameters.
+//! Code generation: a fused program, for a batch size, gets a lowering for
+//! each kernel (`kernels/`) and a memory plan (`plan.rs`), then becomes one
+//! native function with Cranelift, compiled once per routine and batch
+//! size. The function takes a table of buffer pointers (arena, batch,
+//! labels, dropout masks, variables, outputs) and the step's
+//! hyperparameters.
 
 pub mod emit;
 pub mod gemm;
 mod kernels;
 mod math;
+pub mod plan;
+pub mod print;
 pub mod profile;
 mod threads;
 
+use crate::fuse::{Kernel, Program};
 use crate::ir::{Graph, Hyper, Output};
-use crate::passes::fuse::{Kernel, Program};
-use crate::passes::plan::{self, Plan, Storage};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use emit::Emitter;
-use gemm::ConvGemm;
 use kernels::Context;
+use plan::{Plan, Storage};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -47,58 +50,60 @@ pub fn slots(graph: &Graph) -> Vec<Storage> {
     s
 }
 
-/// Temporary space a kernel needs, in elements: a convolution's im2col
-/// matrix and packed kernel.
-pub fn scratch(kernel: &Kernel, graph: &Graph, batch: usize) -> usize {
-    match kernel {
-        Kernel::Conv { out, lhs, rhs, conv } => {
-            let (a, b) = ConvGemm::of(conv, graph, (*lhs, *rhs, *out), batch).scratch();
-            a + b
-        }
-        Kernel::MatMul { .. }
-        | Kernel::Map { .. }
-        | Kernel::Reduce { .. }
-        | Kernel::MaxPool { .. }
-        | Kernel::MaxPoolGrad { .. }
-        | Kernel::Softmax { .. }
-        | Kernel::SoftmaxCrossEntropy { .. }
-        | Kernel::SigmoidCrossEntropy { .. } => 0,
-    }
-}
-
-/// Floating-point operations of a kernel's contraction (2 per
-/// multiply-add), the work a GEMM does; zero for the loops around it.
-pub fn flops(kernel: &Kernel, graph: &Graph, batch: usize) -> u64 {
-    match kernel {
-        Kernel::Conv { out, lhs, rhs, conv } => {
-            let g = ConvGemm::of(conv, graph, (*lhs, *rhs, *out), batch);
-            2 * (g.m() * g.k() * g.co) as u64
-        }
-        Kernel::MatMul {
-            out, a, transpose_a, ..
-        } => {
-            let sa = graph[*a].shape.resolve(batch);
-            let k = if *transpose_a { sa[0] } else { sa[1] };
-            2 * (graph[*out].shape.numel(batch) * k) as u64
-        }
-        Kernel::Map { .. }
-        | Kernel::Reduce { .. }
-        | Kernel::MaxPool { .. }
-        | Kernel::MaxPoolGrad { .. }
-        | Kernel::Softmax { .. }
-        | Kernel::SoftmaxCrossEntropy { .. }
-        | Kernel::SigmoidCrossEntropy { .. } => 0,
-    }
-}
-
-/// Plans memory for `batch`, and checks the plan.
+/// Chooses each kernel's lowering for `batch`, plans memory for them, and
+/// checks the plan.
 pub fn plan_for(program: Program, batch: usize) -> Result<Plan, CodegenError> {
-    let plan = plan::plan(program, batch, &scratch);
+    let lowerings = program
+        .kernels
+        .iter()
+        .map(|k| kernels::lowering(k, &program.graph, batch))
+        .collect::<Result<_, _>>()?;
+    let plan = plan::plan(program, batch, lowerings);
     if cfg!(debug_assertions) {
         plan::verify(&plan).map_err(|e| CodegenError(format!("memory plan: {e}")))?;
     }
     Ok(plan)
 }
+
+/// The functions generated code calls, in the order every function
+/// declares them: Cranelift names them `fn0`, `fn1`, ... in that order.
+pub fn imports() -> [Import; 3] {
+    [
+        Import {
+            name: "cnnc_sgemm",
+            params: 13,
+            what: "the GEMM library (see --stage fused for which kernels call it)",
+            address: gemm::cnnc_sgemm as *const u8,
+        },
+        Import {
+            name: "cnnc_mark",
+            params: 1,
+            what: "the profiler's timer (called only with `cnnc bench --profile`)",
+            address: profile::cnnc_mark as *const u8,
+        },
+        Import {
+            name: "cnnc_parallel",
+            params: 4,
+            what: "which runs a large loop's functions below on every core",
+            address: threads::cnnc_parallel as *const u8,
+        },
+    ]
+}
+
+/// A function the generated code imports.
+pub struct Import {
+    pub name: &'static str,
+    /// Pointer-sized parameters.
+    pub params: usize,
+    /// What it is, for the clif dump's legend.
+    pub what: &'static str,
+    pub address: *const u8,
+}
+
+/// Indices of [`imports`].
+const SGEMM: usize = 0;
+const MARK: usize = 1;
+const PARALLEL: usize = 2;
 
 type Entry = unsafe extern "C" fn(*const *mut f32, *const f32);
 
@@ -179,8 +184,8 @@ fn prologue<'p>(
     module: &mut JITModule,
     plan: &'p Plan,
     slots: &[Storage],
-    gemm: FuncId,
-) -> (Context<'p>, Vec<Value>) {
+    imports: &[FuncId],
+) -> (Context<'p>, Vec<Value>, Vec<FuncRef>) {
     let ptr = module.target_config().pointer_type();
     let entry = e.b.create_block();
     e.b.append_block_params_for_function_params(entry);
@@ -200,16 +205,21 @@ fn prologue<'p>(
                 .load(types::F32, MemFlagsData::trusted(), scalars, (i * 4) as i32);
         hypers.insert(*h, v);
     }
-    let sgemm = module.declare_func_in_func(gemm, e.b.func);
+    // Declared in one order in every function, so that their names in the
+    // clif dump follow `imports()`.
+    let refs: Vec<FuncRef> = imports
+        .iter()
+        .map(|&id| module.declare_func_in_func(id, e.b.func))
+        .collect();
     let arena = bases[&Storage::Arena { offset: 0 }];
     let context = Context {
         plan,
         bases,
         hypers,
-        sgemm,
+        sgemm: refs[SGEMM],
         arena,
     };
-    (context, params)
+    (context, params, refs)
 }
 
 /// Builds and defines one function of the module with `body`; returns its
@@ -262,14 +272,16 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     arena.resize(plan.arena_len, 0.0f32);
     let (isa, fma) = isa()?;
     let mut jit = JITBuilder::with_isa(isa, default_libcall_names());
-    jit.symbol("cnnc_sgemm", gemm::cnnc_sgemm as *const u8);
-    jit.symbol("cnnc_mark", profile::cnnc_mark as *const u8);
-    jit.symbol("cnnc_parallel", threads::cnnc_parallel as *const u8);
+    let imports = imports();
+    for i in &imports {
+        jit.symbol(i.name, i.address);
+    }
     let mut module = JITModule::new(jit);
     let ptr = module.target_config().pointer_type();
-    let gemm_id = declare(&mut module, "cnnc_sgemm", 13, Linkage::Import)?;
-    let mark_id = declare(&mut module, "cnnc_mark", 1, Linkage::Import)?;
-    let parallel_id = declare(&mut module, "cnnc_parallel", 4, Linkage::Import)?;
+    let import_ids = imports
+        .iter()
+        .map(|i| declare(&mut module, i.name, i.params, Linkage::Import))
+        .collect::<Result<Vec<_>, _>>()?;
     let slots = slots(&plan.program.graph);
 
     // Large maps become functions over a range of their outermost axis.
@@ -285,7 +297,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         let id = declare(&mut module, &format!("kernel{i}"), 4, Linkage::Local)?;
         let mut extent = 0;
         let text = define(&mut module, (id, 4), fma, options.keep_clif, |e, module| {
-            let (context, params) = prologue(e, module, &plan, &slots, gemm_id);
+            let (context, params, _) = prologue(e, module, &plan, &slots, &import_ids);
             extent = kernels::map_extent(&context, shape, outputs);
             kernels::map(e, &context, shape, outputs, Some((params[2], params[3])));
         })?;
@@ -295,16 +307,15 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
 
     let id = declare(&mut module, "routine", 2, Linkage::Local)?;
     let text = define(&mut module, (id, 2), fma, options.keep_clif, |e, module| {
-        let (context, params) = prologue(e, module, &plan, &slots, gemm_id);
-        let mark = module.declare_func_in_func(mark_id, e.b.func);
-        let spread = module.declare_func_in_func(parallel_id, e.b.func);
+        let (context, params, refs) = prologue(e, module, &plan, &slots, &import_ids);
+        let (mark, spread) = (refs[MARK], refs[PARALLEL]);
         let tick = |e: &mut Emitter, i: usize| {
             if options.profile {
                 let i = e.int(i as i64);
                 e.b.ins().call(mark, &[i]);
             }
         };
-        for (i, k) in plan.program.kernels.iter().enumerate() {
+        for (i, lowering) in plan.lowerings.iter().enumerate() {
             tick(e, i);
             match parallel.get(&i) {
                 Some(&(chunk, extent)) => {
@@ -313,7 +324,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
                     let n = e.int(extent as i64);
                     e.b.ins().call(spread, &[at, params[0], params[1], n]);
                 }
-                None => emit_kernel(e, &context, i, k),
+                None => lowering.emit(e, &context, i),
             }
         }
         tick(e, plan.program.kernels.len());
@@ -358,32 +369,6 @@ fn need(plan: &Plan, slot: &Storage) -> usize {
         .chain(plan.copies.iter().filter(|(_, t)| t == slot).map(|&(n, _)| len(n)))
         .max()
         .unwrap_or(0)
-}
-
-fn emit_kernel(e: &mut Emitter, ctx: &Context, index: usize, k: &Kernel) {
-    match k {
-        Kernel::Map { shape, outputs, .. } => kernels::map(e, ctx, shape, outputs, None),
-        Kernel::Reduce { shape, axes, out, expr } => kernels::reduce(e, ctx, shape, axes, *out, expr),
-        Kernel::MatMul {
-            out,
-            a,
-            b,
-            transpose_a,
-            transpose_b,
-        } => kernels::matmul(e, ctx, *out, *a, *b, *transpose_a, *transpose_b),
-        Kernel::Conv { out, lhs, rhs, conv } => kernels::conv(e, ctx, index, *out, *lhs, *rhs, conv),
-        Kernel::MaxPool { out, x, pool } => kernels::maxpool(e, ctx, *out, *x, pool),
-        Kernel::MaxPoolGrad { out, x, dy, pool } => kernels::maxpool_grad(e, ctx, *out, *x, *dy, pool),
-        Kernel::Softmax { out, z } => kernels::softmax(e, ctx, *out, *z),
-        Kernel::SoftmaxCrossEntropy {
-            loss,
-            z,
-            labels,
-            probs,
-            grad,
-        } => kernels::softmax_cross_entropy(e, ctx, *loss, *z, *labels, *probs, grad.as_ref()),
-        Kernel::SigmoidCrossEntropy { loss, z, labels } => kernels::sigmoid_cross_entropy(e, ctx, *loss, *z, *labels),
-    }
 }
 
 /// The buffers of one call, by slot.

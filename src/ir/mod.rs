@@ -11,7 +11,7 @@ pub mod shape;
 pub mod verify;
 
 pub use builder::Builder;
-pub use op::{Binary, Conv, Hyper, KernelLayout, Layout, Op, Pool, Unary, VarId};
+pub use op::{Binary, Conv, Elementwise, Hyper, KernelLayout, Layout, Op, OpClass, Pool, Unary, VarId};
 pub use shape::{Dim, Shape};
 
 use crate::diag::Span;

@@ -185,7 +185,59 @@ impl Pool {
     }
 }
 
+/// What kind of computation an op is, which decides how fusion treats it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpClass {
+    /// Data a routine is given: the batch, the labels, variables, masks.
+    Leaf,
+    /// Computed at each index by a loop, and inlined into its user's loop.
+    Elementwise(Elementwise),
+    /// A sum over axes: a loop that reduces.
+    Reduction { axes: Vec<usize> },
+    /// The same data in another shape, which costs nothing.
+    View,
+    /// A kernel of its own, lowered by code generation.
+    Kernel,
+}
+
+/// The elementwise ops, as a loop's expression computes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Elementwise {
+    Const {
+        value: f64,
+        per_batch: bool,
+    },
+    Hyper(Hyper),
+    Unary(Unary),
+    Binary(Binary),
+    /// A load at broadcast indices.
+    Broadcast,
+}
+
 impl Op {
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Input | Op::Label | Op::Var(_) | Op::DropoutMask { .. } => OpClass::Leaf,
+            Op::Const { value, per_batch } => OpClass::Elementwise(Elementwise::Const {
+                value: *value,
+                per_batch: *per_batch,
+            }),
+            Op::Hyper(h) => OpClass::Elementwise(Elementwise::Hyper(*h)),
+            Op::Unary(u) => OpClass::Elementwise(Elementwise::Unary(*u)),
+            Op::Binary(b) => OpClass::Elementwise(Elementwise::Binary(*b)),
+            Op::Broadcast => OpClass::Elementwise(Elementwise::Broadcast),
+            Op::Sum { axes } => OpClass::Reduction { axes: axes.clone() },
+            Op::Reshape => OpClass::View,
+            Op::MatMul { .. }
+            | Op::Conv2d(_)
+            | Op::MaxPool2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::Softmax
+            | Op::SoftmaxCrossEntropy
+            | Op::SigmoidCrossEntropy => OpClass::Kernel,
+        }
+    }
+
     /// How many operands the op takes.
     pub fn arity(&self) -> usize {
         match self {

@@ -8,10 +8,6 @@ use std::collections::HashMap;
 pub struct CommonSubexpressions;
 
 impl Pass for CommonSubexpressions {
-    fn name(&self) -> &'static str {
-        "cse"
-    }
-
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut seen: HashMap<String, NodeId> = HashMap::new();
         let mut changed = false;

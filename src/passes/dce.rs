@@ -6,10 +6,6 @@ use crate::ir::{Graph, IrError};
 pub struct DeadCode;
 
 impl Pass for DeadCode {
-    fn name(&self) -> &'static str {
-        "dce"
-    }
-
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut live = vec![false; graph.nodes.node_indices().map(|n| n.index() + 1).max().unwrap_or(0)];
         let mut stack: Vec<_> = graph.outputs.iter().map(|&(_, n)| n).collect();

@@ -27,10 +27,6 @@ fn fold(op: &Op, args: &[(f64, bool)]) -> Option<(f64, bool)> {
 }
 
 impl Pass for ConstantFolding {
-    fn name(&self) -> &'static str {
-        "fold"
-    }
-
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut changed = false;
         for n in graph.schedule() {

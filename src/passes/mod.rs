@@ -1,20 +1,16 @@
 //! Graph-to-graph passes behind one small trait, composable and repeated
-//! until the graph stops changing; then fusion into kernels and memory
-//! planning, which hand code generation its program.
+//! until the graph stops changing. Fusion into kernels (`fuse`) follows
+//! them.
 
 pub mod cse;
 pub mod dce;
 pub mod fold;
-pub mod fuse;
-pub mod plan;
-pub mod print;
 mod rewrite;
 pub mod simplify;
 
 use crate::ir::{Graph, IrError, verify};
 
 pub trait Pass {
-    fn name(&self) -> &'static str;
     /// Rewrites the graph; returns whether anything changed.
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError>;
 }

@@ -58,10 +58,6 @@ fn identity(graph: &Graph, n: NodeId) -> Option<NodeId> {
 }
 
 impl Pass for Simplify {
-    fn name(&self) -> &'static str {
-        "simplify"
-    }
-
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut changed = false;
         for n in graph.schedule() {

@@ -6,8 +6,9 @@
 use super::Error;
 use super::engine::{Engine, Kind, Routines, Step};
 use crate::codegen::{self, Buffers, HYPERS, Options, Routine};
+use crate::fuse::{self, Program};
 use crate::ir::Output;
-use crate::passes::{self, fuse::Program};
+use crate::passes;
 use crate::shape::Checked;
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ impl Compiled {
     pub fn program(routines: &Routines, kind: Kind) -> Result<Program, Error> {
         let mut graph = routines.graph(kind).clone();
         passes::optimize(&mut graph)?;
-        Ok(passes::fuse::fuse(graph))
+        Ok(fuse::fuse(graph))
     }
 
     /// Compiles a routine for a batch size, as `cnnc ir --stage clif` and

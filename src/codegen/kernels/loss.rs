@@ -1,9 +1,9 @@
 //! Row kernels: softmax, and the cross-entropies with their fused pieces.
 
 use super::super::emit::Emitter;
-use super::Context;
+use super::{Context, Lowering};
+use crate::fuse::Expr;
 use crate::ir::NodeId;
-use crate::passes::fuse::Expr;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use std::collections::HashMap;
 
@@ -59,7 +59,7 @@ fn softmax_rows(
     });
 }
 
-pub fn softmax(e: &mut Emitter, ctx: &Context, out: NodeId, z: NodeId) {
+fn softmax(e: &mut Emitter, ctx: &Context, out: NodeId, z: NodeId) {
     let s = ctx.shape(z);
     let k = s.last().copied().unwrap_or(1);
     let rows = s.iter().product::<usize>() / k.max(1);
@@ -73,7 +73,7 @@ pub fn softmax(e: &mut Emitter, ctx: &Context, out: NodeId, z: NodeId) {
 
 /// Mean cross-entropy of softmax(z) against the labels; optionally the
 /// probabilities and the gradient `(p - y) * scale`, in the same pass.
-pub fn softmax_cross_entropy(
+fn softmax_cross_entropy(
     e: &mut Emitter,
     ctx: &Context,
     loss: NodeId,
@@ -142,7 +142,7 @@ pub fn softmax_cross_entropy(
 }
 
 /// Mean over every element of `max(z, 0) - z y + log(1 + exp(-|z|))`.
-pub fn sigmoid_cross_entropy(e: &mut Emitter, ctx: &Context, loss: NodeId, z: NodeId, labels: NodeId) {
+fn sigmoid_cross_entropy(e: &mut Emitter, ctx: &Context, loss: NodeId, z: NodeId, labels: NodeId) {
     let n: usize = ctx.shape(z).iter().product();
     let (za, ya, la) = (ctx.address(e, z), ctx.address(e, labels), ctx.address(e, loss));
     let total = e.b.declare_var(types::F32);
@@ -171,4 +171,59 @@ pub fn sigmoid_cross_entropy(e: &mut Emitter, ctx: &Context, loss: NodeId, z: No
     let mean = e.float(types::F32, 1.0 / n.max(1) as f32);
     let v = e.b.ins().fmul(t, mean);
     e.store(v, la);
+}
+
+/// Softmax over the last axis.
+#[derive(Debug)]
+pub struct Softmax {
+    pub out: NodeId,
+    pub z: NodeId,
+}
+
+impl Lowering for Softmax {
+    fn name(&self) -> String {
+        "rows".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        softmax(e, ctx, self.out, self.z);
+    }
+}
+
+/// The cross-entropy of softmax(z), with the probabilities and the fused
+/// gradient where fusion gave them to it.
+#[derive(Debug)]
+pub struct SoftmaxCrossEntropy {
+    pub loss: NodeId,
+    pub z: NodeId,
+    pub labels: NodeId,
+    pub probs: Option<NodeId>,
+    pub grad: Option<(NodeId, Expr)>,
+}
+
+impl Lowering for SoftmaxCrossEntropy {
+    fn name(&self) -> String {
+        "rows".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        softmax_cross_entropy(e, ctx, self.loss, self.z, self.labels, self.probs, self.grad.as_ref());
+    }
+}
+
+#[derive(Debug)]
+pub struct SigmoidCrossEntropy {
+    pub loss: NodeId,
+    pub z: NodeId,
+    pub labels: NodeId,
+}
+
+impl Lowering for SigmoidCrossEntropy {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        sigmoid_cross_entropy(e, ctx, self.loss, self.z, self.labels);
+    }
 }

@@ -1,24 +1,167 @@
-//! Native code for each kind of fused kernel: strided loop nests for maps
-//! and reductions (f32x4 along the innermost axis where it is contiguous)
-//! here; GEMM calls for matmuls and convolutions in `contraction.rs`;
-//! windows for pooling in `pool.rs`; row loops for softmax and the
-//! cross-entropies in `loss.rs`.
+//! Native code for each kind of fused kernel, and the one registry that
+//! says how each is lowered ([`lowering`]): strided loop nests for maps and
+//! reductions (f32x4 along the innermost axis where it is contiguous)
+//! here; a GEMM call for matmuls in `matmul.rs`; convolutions by one of the
+//! algorithms in `conv/`; windows for pooling in `pool.rs`; row loops for
+//! softmax and the cross-entropies in `loss.rs`.
 
-mod contraction;
+mod conv;
 mod loss;
+mod matmul;
 mod pool;
 
-pub use contraction::{conv, matmul};
-pub use loss::{sigmoid_cross_entropy, softmax, softmax_cross_entropy};
-pub use pool::{maxpool, maxpool_grad};
-
+use super::CodegenError;
 use super::emit::{Emitter, VECTOR};
-use crate::ir::{Binary, Hyper, NodeId, Shape, Unary};
-use crate::passes::fuse::Expr;
-use crate::passes::plan::{Plan, Storage};
+use super::plan::{Plan, Storage};
+use crate::fuse::{Expr, Kernel};
+use crate::ir::{Binary, Graph, Hyper, NodeId, Op, Shape, Unary};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{FuncRef, InstBuilder, Type, Value, types};
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// How one kernel becomes native code, chosen for a batch size before its
+/// memory is planned: its name in the fused dump and the profile, the
+/// scratch space it needs, the FLOPs of its contraction, and its code.
+pub trait Lowering: fmt::Debug + Send + Sync {
+    /// `loop`, `gemm`, `im2col + gemm`, ...
+    fn name(&self) -> String;
+
+    /// Temporary elements beyond the kernel's inputs and outputs.
+    fn scratch(&self) -> usize {
+        0
+    }
+
+    /// Floating-point operations of the kernel's contraction (2 per
+    /// multiply-add), the work a GEMM does; zero for loops around it.
+    fn flops(&self) -> u64 {
+        0
+    }
+
+    /// Emits the kernel; `index` is its position in the program, which
+    /// finds its scratch space in the plan.
+    fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize);
+}
+
+/// The lowering of a kernel at a batch size.
+pub fn lowering(kernel: &Kernel, g: &Graph, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
+    Ok(match kernel {
+        Kernel::Map { shape, outputs } => Arc::new(Loop {
+            shape: shape.clone(),
+            outputs: outputs.clone(),
+        }),
+        Kernel::Reduce { shape, axes, out, expr } => Arc::new(Reduction {
+            shape: shape.clone(),
+            axes: axes.clone(),
+            out: *out,
+            expr: expr.clone(),
+        }),
+        Kernel::SoftmaxCrossEntropy {
+            loss,
+            z,
+            labels,
+            probs,
+            grad,
+        } => Arc::new(loss::SoftmaxCrossEntropy {
+            loss: *loss,
+            z: *z,
+            labels: *labels,
+            probs: *probs,
+            grad: grad.clone(),
+        }),
+        Kernel::Node(n) => node(g, *n, batch)?,
+    })
+}
+
+/// The kernel of each op that has one of its own.
+fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
+    let x = g.operands(n);
+    Ok(match &g[n].op {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => Arc::new(matmul::MatMul::new(g, n, [*transpose_a, *transpose_b], batch)),
+        Op::Conv2d(c) => conv::choose(g, n, c, batch)?,
+        Op::MaxPool2d(p) => Arc::new(pool::MaxPool {
+            out: n,
+            x: x[0],
+            pool: *p,
+        }),
+        Op::MaxPool2dGrad(p) => Arc::new(pool::MaxPoolGrad {
+            out: n,
+            x: x[0],
+            dy: x[1],
+            pool: *p,
+        }),
+        Op::Softmax => Arc::new(loss::Softmax { out: n, z: x[0] }),
+        Op::SoftmaxCrossEntropy => Arc::new(loss::SoftmaxCrossEntropy {
+            loss: n,
+            z: x[0],
+            labels: x[1],
+            probs: None,
+            grad: None,
+        }),
+        Op::SigmoidCrossEntropy => Arc::new(loss::SigmoidCrossEntropy {
+            loss: n,
+            z: x[0],
+            labels: x[1],
+        }),
+        // Loops compute these, or they live in memory.
+        Op::Input
+        | Op::Label
+        | Op::Var(_)
+        | Op::Const { .. }
+        | Op::DropoutMask { .. }
+        | Op::Hyper(_)
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Sum { .. }
+        | Op::Broadcast
+        | Op::Reshape => {
+            return Err(CodegenError(format!(
+                "`{}` has no kernel of its own; fusion puts it in a loop",
+                g[n].op.name()
+            )));
+        }
+    })
+}
+
+/// An elementwise loop.
+#[derive(Debug)]
+struct Loop {
+    shape: Shape,
+    outputs: Vec<(NodeId, Expr)>,
+}
+
+impl Lowering for Loop {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        map(e, ctx, &self.shape, &self.outputs, None);
+    }
+}
+
+/// A loop that sums over axes.
+#[derive(Debug)]
+struct Reduction {
+    shape: Shape,
+    axes: Vec<usize>,
+    out: NodeId,
+    expr: Expr,
+}
+
+impl Lowering for Reduction {
+    fn name(&self) -> String {
+        "reduce".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        reduce(e, ctx, &self.shape, &self.axes, self.out, &self.expr);
+    }
+}
 
 /// What kernels read while they are emitted: where each value lives and
 /// the function-wide values (buffer bases, hyperparameters, the GEMM).

@@ -2,7 +2,7 @@
 //! channels.
 
 use super::super::emit::{Emitter, LANES};
-use super::{Context, fill};
+use super::{Context, Lowering, fill};
 use crate::ir::{NodeId, Pool};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
@@ -39,7 +39,7 @@ fn pool_pixels(e: &mut Emitter, p: &Pool, [b, h, w]: [usize; 3], [oh, ow]: [usiz
     });
 }
 
-pub fn maxpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool) {
+fn maxpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool) {
     let (xs, os) = (ctx.shape(x), ctx.shape(out));
     let (xa, oa) = (ctx.address(e, x), ctx.address(e, out));
     let ch = xs[3];
@@ -80,7 +80,7 @@ pub fn maxpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool)
 
 /// Each window's gradient goes to its first maximum, scanning rows then
 /// columns: f32x4 across channels, tracking where each lane's maximum is.
-pub fn maxpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, dy: NodeId, p: &Pool) {
+fn maxpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, dy: NodeId, p: &Pool) {
     let (xs, ys) = (ctx.shape(x), ctx.shape(dy));
     let (xa, dya, dxa) = (ctx.address(e, x), ctx.address(e, dy), ctx.address(e, out));
     fill(e, dxa, xs.iter().product(), 0.0);
@@ -162,4 +162,40 @@ pub fn maxpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, dy: 
             }
         });
     });
+}
+
+#[derive(Debug)]
+pub struct MaxPool {
+    pub out: NodeId,
+    pub x: NodeId,
+    pub pool: Pool,
+}
+
+impl Lowering for MaxPool {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        maxpool(e, ctx, self.out, self.x, &self.pool);
+    }
+}
+
+/// Each window's gradient to its first maximum.
+#[derive(Debug)]
+pub struct MaxPoolGrad {
+    pub out: NodeId,
+    pub x: NodeId,
+    pub dy: NodeId,
+    pub pool: Pool,
+}
+
+impl Lowering for MaxPoolGrad {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        maxpool_grad(e, ctx, self.out, self.x, self.dy, &self.pool);
+    }
 }

@@ -1,14 +1,16 @@
 //! Memory planning: where every value of a fused program lives for a given
-//! batch size. The model's variables, the batch, the labels, the dropout
+//! batch size, with the lowering chosen for each kernel at that size. The model's variables, the batch, the labels, the dropout
 //! masks and the requested outputs live in buffers the caller passes; every
 //! other value gets a place in one arena, reused once the value is dead
 //! (liveness over the kernel order), in place where an elementwise loop
 //! overwrites an input it is the last to read. Assigned variables are
 //! updated in place when no later kernel reads their old value.
 
-use super::fuse::{Kernel, Program};
+use super::kernels::Lowering;
+use crate::fuse::{Kernel, Program};
 use crate::ir::{Graph, NodeId, Op, Output, VarId};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Where a value lives. Offsets and lengths count f32 elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +40,8 @@ pub struct Buffer {
 pub struct Plan {
     pub program: Program,
     pub batch: usize,
+    /// How each kernel is computed at this batch size.
+    pub lowerings: Vec<Arc<dyn Lowering>>,
     pub buffers: HashMap<NodeId, Buffer>,
     /// Temporary space of each kernel (an im2col matrix), as (offset, len).
     pub scratch: Vec<Option<(usize, usize)>>,
@@ -53,16 +57,13 @@ impl Plan {
     }
 }
 
-/// The scratch a kernel needs beyond its inputs and outputs, in elements.
-pub type ScratchFn<'a> = &'a dyn Fn(&Kernel, &Graph, usize) -> usize;
-
-/// Plans `program` for `batch`; `scratch` sizes each kernel's temporary
-/// space (code generation decides how it lays out, say, an im2col matrix).
-pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
+/// Plans `program` for `batch`, each kernel computed by its lowering (one
+/// per kernel), which sizes its temporary space (an im2col matrix, say).
+pub fn plan(program: Program, batch: usize, lowerings: Vec<Arc<dyn Lowering>>) -> Plan {
     let g = &program.graph;
     let kernels = &program.kernels;
     let len = |n: NodeId| g[n].shape.numel(batch);
-    let io: Vec<(Vec<NodeId>, Vec<NodeId>)> = kernels.iter().map(|k| (k.inputs(), k.outputs())).collect();
+    let io: Vec<(Vec<NodeId>, Vec<NodeId>)> = kernels.iter().map(|k| (k.inputs(g), k.outputs())).collect();
     let root = |n: NodeId| root(g, n);
 
     let mut buffers: HashMap<NodeId, Buffer> = HashMap::new();
@@ -176,7 +177,7 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
                 },
             );
         }
-        let s = scratch(k, g, batch);
+        let s = lowerings.get(i).map_or(0, |l| l.scratch());
         scratch_at.push((s > 0).then(|| {
             let offset = arena.take(s);
             (offset, s)
@@ -203,6 +204,7 @@ pub fn plan(program: Program, batch: usize, scratch: ScratchFn) -> Plan {
     Plan {
         program,
         batch,
+        lowerings,
         buffers,
         scratch: scratch_at,
         copies,
@@ -301,7 +303,7 @@ pub fn verify(plan: &Plan) -> Result<(), String> {
         for o in k.outputs() {
             def.entry(o).or_insert(i);
         }
-        for v in k.inputs() {
+        for v in k.inputs(g) {
             last_read.insert(root(g, v), i);
         }
     }
@@ -360,7 +362,7 @@ pub fn verify(plan: &Plan) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::fuse::fuse;
+    use crate::fuse::fuse;
 
     fn mnist_plan() -> Plan {
         let source = include_str!("../../models/mnist_cnn.cnn");
@@ -369,7 +371,7 @@ mod tests {
         let mut graph = crate::lower::lower(&checked, crate::lower::Mode::Training).unwrap();
         crate::autodiff::differentiate(&mut graph).unwrap();
         crate::passes::optimize(&mut graph).unwrap();
-        plan(fuse(graph), 4, &crate::codegen::scratch)
+        crate::codegen::plan_for(fuse(graph), 4).unwrap()
     }
 
     #[test]
@@ -419,7 +421,7 @@ mod tests {
         assert!(e.contains("share arena memory"), "{e}");
         // A scratch over a live value.
         let k = p.scratch.iter().position(Option::is_some).unwrap();
-        let live = p.program.kernels[k].inputs()[0];
+        let live = p.program.kernels[k].inputs(&p.program.graph)[0];
         if let Storage::Arena { offset } = p.buffers[&live].storage {
             p.scratch[k] = Some((offset, 16));
             assert!(verify(&p).unwrap_err().contains("scratch"));

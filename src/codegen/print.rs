@@ -1,8 +1,9 @@
 //! `cnnc ir --stage fused`: the kernels of a fused program, what each
-//! computes, and, for a batch size, where the memory plan puts its values.
+//! computes and how, and, for a batch size, where the memory plan puts its
+//! values.
 
-use super::fuse::{Expr, Kernel, Program};
 use super::plan::{Plan, Storage};
+use crate::fuse::{Expr, Kernel};
 use crate::ir::op::attributes;
 use crate::ir::print::{names, output_name};
 use crate::ir::{Graph, Hyper, NodeId, Op};
@@ -28,8 +29,9 @@ fn expr(x: &Expr, names: &HashMap<NodeId, String>) -> String {
     }
 }
 
-/// A kernel's one-line summary: what it computes, and how.
-pub fn kernel_line(g: &Graph, k: &Kernel, names: &HashMap<NodeId, String>) -> String {
+/// A kernel's one-line summary: how it is computed (`how`, its lowering's
+/// name) and what it computes.
+pub fn kernel_line(g: &Graph, k: &Kernel, how: &str, names: &HashMap<NodeId, String>) -> String {
     let node = |n: &NodeId| {
         let attrs = attributes(&g[*n].op);
         let args: Vec<&str> = g.operands(*n).iter().map(|a| names[a].as_str()).collect();
@@ -41,12 +43,12 @@ pub fn kernel_line(g: &Graph, k: &Kernel, names: &HashMap<NodeId, String>) -> St
         s + &format!(" : {}", g[*n].shape)
     };
     match k {
-        Kernel::Map { shape, outputs, .. } => {
+        Kernel::Map { shape, outputs } => {
             let outs: Vec<String> = outputs
                 .iter()
                 .map(|(n, x)| format!("{} = {}", names[n], expr(x, names)))
                 .collect();
-            format!("loop {shape}: {}", outs.join("; "))
+            format!("{how} {shape}: {}", outs.join("; "))
         }
         Kernel::Reduce {
             shape,
@@ -54,15 +56,11 @@ pub fn kernel_line(g: &Graph, k: &Kernel, names: &HashMap<NodeId, String>) -> St
             out,
             expr: x,
         } => {
-            format!("reduce {shape} axes={axes:?}: {} = sum({})", names[out], expr(x, names))
+            format!("{how} {shape} axes={axes:?}: {} = sum({})", names[out], expr(x, names))
         }
-        Kernel::MatMul { out, .. } => format!("gemm {}", node(out)),
-        Kernel::Conv { out, .. } => format!("im2col + gemm {}", node(out)),
-        Kernel::MaxPool { out, .. } | Kernel::MaxPoolGrad { out, .. } | Kernel::Softmax { out, .. } => {
-            format!("loop {}", node(out))
-        }
+        Kernel::Node(n) => format!("{how} {}", node(n)),
         Kernel::SoftmaxCrossEntropy { loss, probs, grad, .. } => {
-            let mut s = format!("rows {}", node(loss));
+            let mut s = format!("{how} {}", node(loss));
             if let Some(p) = probs {
                 s += &format!(", {} = softmax", names[p]);
             }
@@ -71,7 +69,6 @@ pub fn kernel_line(g: &Graph, k: &Kernel, names: &HashMap<NodeId, String>) -> St
             }
             s
         }
-        Kernel::SigmoidCrossEntropy { loss, .. } => format!("loop {}", node(loss)),
     }
 }
 
@@ -86,55 +83,45 @@ fn storage(g: &Graph, s: Storage) -> String {
     }
 }
 
-/// The program's kernels; with a plan, where each result lives.
-pub fn fused(program: &Program, plan: Option<&Plan>) -> String {
+/// A planned program's kernels, how each is computed, and where each
+/// result lives.
+pub fn fused(plan: &Plan) -> String {
+    let program = &plan.program;
     let g = &program.graph;
     let (_, names) = names(g);
     let mut out = String::new();
-    for (i, k) in program.kernels.iter().enumerate() {
-        let epilogue = matches!(
-            k,
-            Kernel::Map {
-                epilogue_of: Some(_),
-                ..
-            }
-        );
-        let tag = if epilogue { "  epilogue" } else { "kernel" };
-        let _ = write!(out, "{tag} {i}: {}", kernel_line(g, k, &names));
-        if let Some(p) = plan {
-            let homes: Vec<String> = k
-                .outputs()
-                .iter()
-                .filter_map(|n| {
-                    p.buffers
-                        .get(n)
-                        .map(|b| format!("{} -> {}", names[n], storage(g, b.storage)))
-                })
-                .collect();
-            let _ = write!(out, "\n      [{}]", homes.join(", "));
-            if let Some((offset, len)) = p.scratch[i] {
-                let _ = write!(out, " scratch arena+{} ({} KB)", offset * 4, len * 4 / 1024);
-            }
+    for (i, (k, lowering)) in program.kernels.iter().zip(&plan.lowerings).enumerate() {
+        let _ = write!(out, "kernel {i}: {}", kernel_line(g, k, &lowering.name(), &names));
+        let homes: Vec<String> = k
+            .outputs()
+            .iter()
+            .filter_map(|n| {
+                plan.buffers
+                    .get(n)
+                    .map(|b| format!("{} -> {}", names[n], storage(g, b.storage)))
+            })
+            .collect();
+        let _ = write!(out, "\n      [{}]", homes.join(", "));
+        if let Some((offset, len)) = plan.scratch[i] {
+            let _ = write!(out, " scratch arena+{} ({} KB)", offset * 4, len * 4 / 1024);
         }
         out.push('\n');
     }
-    if let Some(p) = plan {
-        for (n, to) in &p.copies {
-            let _ = writeln!(out, "copy {} -> {}", names[n], storage(g, *to));
-        }
-        let leaves = g
-            .nodes
-            .node_indices()
-            .filter(|&n| matches!(g[n].op, Op::Var(_)))
-            .count();
-        let _ = writeln!(
-            out,
-            "arena for batch {}: {:.1} KB ({} kernels, {} variables)",
-            p.batch,
-            p.arena_bytes() as f64 / 1024.0,
-            program.kernels.len(),
-            leaves
-        );
+    for (n, to) in &plan.copies {
+        let _ = writeln!(out, "copy {} -> {}", names[n], storage(g, *to));
     }
+    let leaves = g
+        .nodes
+        .node_indices()
+        .filter(|&n| matches!(g[n].op, Op::Var(_)))
+        .count();
+    let _ = writeln!(
+        out,
+        "arena for batch {}: {:.1} KB ({} kernels, {} variables)",
+        plan.batch,
+        plan.arena_bytes() as f64 / 1024.0,
+        program.kernels.len(),
+        leaves
+    );
     out
 }

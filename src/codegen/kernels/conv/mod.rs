@@ -1,0 +1,53 @@
+//! Convolutions, each computed by one of several algorithms, chosen per
+//! convolution and batch size when the routine is compiled (the forward
+//! pass and both gradients are convolutions of their own, so each gets its
+//! own choice). An algorithm lives in a file of its own: adding one means
+//! its file and a line in [`ALGORITHMS`], and no change to the others.
+
+mod im2col;
+
+use super::Lowering;
+use crate::codegen::CodegenError;
+use crate::ir::{Conv, Graph, NodeId};
+use std::sync::Arc;
+
+/// A way to compute convolutions.
+pub trait Algorithm: Sync {
+    /// The algorithm's plan for this convolution at this batch size, or
+    /// `None` if it does not apply (a Winograd kernel needs stride 1 and a
+    /// 3x3 kernel, say).
+    fn plan(&self, g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Option<Candidate>;
+}
+
+/// An algorithm's plan, and what the cost model expects it to cost.
+pub struct Candidate {
+    pub lowering: Arc<dyn Lowering>,
+    /// Estimated seconds: see [`seconds`].
+    pub cost: f64,
+}
+
+/// Every algorithm, in order of preference between equal costs.
+const ALGORITHMS: [&dyn Algorithm; 1] = [&im2col::Im2col];
+
+/// The cost model's time for `flops` of GEMM-like arithmetic and `bytes`
+/// of memory traffic outside it, at round figures for the two cores this
+/// project's machines have (the README's measured GEMM peak and copy
+/// bandwidth): what decides between algorithms is their ratio.
+pub fn seconds(flops: u64, bytes: u64) -> f64 {
+    const FLOPS_PER_SECOND: f64 = 150e9;
+    const BYTES_PER_SECOND: f64 = 20e9;
+    flops as f64 / FLOPS_PER_SECOND + bytes as f64 / BYTES_PER_SECOND
+}
+
+/// The cheapest algorithm's lowering of the convolution `out`.
+pub fn choose(g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
+    let mut best: Option<Candidate> = None;
+    for candidate in ALGORITHMS.iter().filter_map(|a| a.plan(g, out, conv, batch)) {
+        if best.as_ref().is_none_or(|b| candidate.cost < b.cost) {
+            best = Some(candidate);
+        }
+    }
+    // im2col computes every convolution.
+    best.map(|b| b.lowering)
+        .ok_or_else(|| CodegenError(format!("no algorithm computes the convolution {conv:?}")))
+}
