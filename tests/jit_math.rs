@@ -139,7 +139,7 @@ const SPECIAL: [f32; 44] = [
     -104.0,
     -105.0,
     std::f32::consts::FRAC_1_SQRT_2,
-    0.707_106_8 - f32::EPSILON,
+    std::f32::consts::FRAC_1_SQRT_2 - f32::EPSILON,
     9.0,
     -9.0,
     1e-20,
