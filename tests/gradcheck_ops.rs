@@ -129,6 +129,9 @@ fn reductions_and_movement() {
     check("reshape", &[&[2, 3, 4]], false, |b, x| {
         b.reshape(x[0], Shape::fixed(&[6, 4])).unwrap()
     });
+    check("transpose", &[&[2, 3, 4]], false, |b, x| {
+        b.op(Op::Transpose { perm: vec![2, 0, 1] }, &[x[0]]).unwrap()
+    });
 }
 
 #[test]
@@ -170,10 +173,25 @@ fn conv2d_strides_paddings_and_kernels() {
             &[&[2, input[0], input[1], 3], &[kernel[0], kernel[1], 3, 2]],
             false,
             |b, x| {
-                b.op(Op::Conv2d(Conv::forward(strides, padding)), &[x[0], x[1]])
+                b.op(Op::Conv2d(Conv::forward(strides, padding, 1)), &[x[0], x[1]])
                     .unwrap()
             },
         );
+    }
+}
+
+#[test]
+fn grouped_conv2d() {
+    // (channels, groups, outputs): depthwise, depthwise with a multiplier
+    // of 2, and two groups of two channels each making three outputs.
+    for (c, groups, outputs) in [(3, 3, 3), (3, 3, 6), (4, 2, 6)] {
+        for (strides, padding) in [([1, 1], [(1, 1), (1, 1)]), ([2, 1], [(0, 1), (0, 0)])] {
+            let name = format!("conv {c} channels in {groups} groups to {outputs}, {strides:?} {padding:?}");
+            check(&name, &[&[2, 5, 6, c], &[3, 2, c / groups, outputs]], false, |b, x| {
+                b.op(Op::Conv2d(Conv::forward(strides, padding, groups)), &[x[0], x[1]])
+                    .unwrap()
+            });
+        }
     }
 }
 

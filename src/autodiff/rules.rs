@@ -3,7 +3,7 @@
 //! gradient with respect to each operand that needs one.
 
 use super::Error;
-use crate::ir::{Binary, Builder, Conv, Graph, KernelLayout, Layout, NodeId, Op, Shape, Unary};
+use crate::ir::{Binary, Builder, Conv, Graph, IrError, KernelLayout, Layout, NodeId, Op, Shape, Unary};
 
 type Grads = Vec<Option<NodeId>>;
 
@@ -100,6 +100,13 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
             let shape = b.shape(xs[0]).clone();
             vec![Some(b.reshape(g, shape)?)]
         }
+        Op::Transpose { perm } => {
+            let mut inverse = vec![0; perm.len()];
+            for (d, &a) in perm.iter().enumerate() {
+                inverse[a] = d;
+            }
+            vec![Some(b.op(Op::Transpose { perm: inverse }, &[g])?)]
+        }
         Op::MatMul {
             transpose_a: ta,
             transpose_b: tb,
@@ -157,8 +164,10 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
                 // gradient, whose taps sit `stride` apart.
                 dk_pad[axis] = (lo, kernel + (out - 1) * s - input - lo);
             }
+            let groups = c.feature_groups;
             let dx = want(0)
                 .then(|| {
+                    let (kernel, rhs) = regrouped(b, k, groups)?;
                     let conv = Conv {
                         strides: [1, 1],
                         padding: dx_pad,
@@ -166,16 +175,17 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
                         rhs_dilation: [1, 1],
                         flip: true,
                         lhs: Layout::NHWC,
-                        rhs: KernelLayout {
-                            spatial: [0, 1],
-                            input: 3,
-                            output: 2,
-                        },
+                        rhs,
                         out: Layout::NHWC,
+                        feature_groups: groups,
+                        batch_groups: 1,
                     };
-                    b.op(Op::Conv2d(conv), &[g, k])
+                    b.op(Op::Conv2d(conv), &[g, kernel])
                 })
                 .transpose()?;
+            // The input's channels play the batch, its samples the features
+            // summed over; a grouped convolution's channel groups become
+            // batch groups.
             let dk = want(1)
                 .then(|| {
                     let conv = Conv {
@@ -199,6 +209,8 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
                             spatial: [0, 1],
                             feature: 3,
                         },
+                        feature_groups: 1,
+                        batch_groups: groups,
                     };
                     b.op(Op::Conv2d(conv), &[x, g])
                 })
@@ -239,6 +251,39 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
         Op::MaxPool2dGrad(_) => return Err(no_rule(b, node, "maxpool2d_grad")),
     };
     Ok(grads)
+}
+
+/// The kernel that carries the output gradient back to the input: the
+/// forward kernel `[KH, KW, I, G*J]` (I inputs and J outputs per group) as
+/// `[KH, KW, J, G*I]`, and the layout to read it with. Without groups,
+/// swapping the layout's input and output axes is enough; with one channel
+/// each way per group (depthwise) the kernel is its own regrouping.
+fn regrouped(b: &mut Builder, k: NodeId, groups: usize) -> Result<(NodeId, KernelLayout), IrError> {
+    let swapped = KernelLayout {
+        spatial: [0, 1],
+        input: 3,
+        output: 2,
+    };
+    let d = b.shape(k).0.clone();
+    let size = |i: usize| d[i].resolve(0);
+    let (kh, kw, i, j) = (size(0), size(1), size(2), size(3) / groups.max(1));
+    if groups == 1 {
+        return Ok((k, swapped));
+    }
+    if i == 1 && j == 1 {
+        return Ok((k, KernelLayout::HWIO));
+    }
+    let split = b.reshape(k, Shape::fixed(&[kh, kw, i, groups, j]))?;
+    let moved = b.op(
+        Op::Transpose {
+            perm: vec![0, 1, 4, 3, 2],
+        },
+        &[split],
+    )?;
+    Ok((
+        b.reshape(moved, Shape::fixed(&[kh, kw, j, groups * i]))?,
+        KernelLayout::HWIO,
+    ))
 }
 
 /// The cross-entropy rule's gradient `(p - labels) * scale`, as the rule

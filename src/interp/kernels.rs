@@ -25,7 +25,9 @@ fn four<T: Float>(x: &ArrayD<T>) -> Result<ndarray::ArrayView4<'_, T>, Error> {
 }
 
 /// The general convolution of [`Conv`], by definition: bring both operands to
-/// canonical layouts, dilate and pad the input, unfold its patches, multiply.
+/// canonical layouts; then for each group, its slice of the input (features,
+/// or samples for batch groups) and of the kernel's outputs convolved on
+/// their own.
 pub fn conv2d<T: Float>(lhs: &ArrayD<T>, rhs: &ArrayD<T>, c: &Conv, out_shape: &[usize]) -> Result<ArrayD<T>, Error> {
     // Canonical views: input [B, H, W, C], kernel [KH, KW, I, O].
     let x = four(lhs)?.permuted_axes([c.lhs.batch, c.lhs.spatial[0], c.lhs.spatial[1], c.lhs.feature]);
@@ -34,6 +36,43 @@ pub fn conv2d<T: Float>(lhs: &ArrayD<T>, rhs: &ArrayD<T>, c: &Conv, out_shape: &
         k.invert_axis(Axis(0));
         k.invert_axis(Axis(1));
     }
+    let mut canonical_out = [0usize; 4];
+    canonical_out[0] = out_shape[c.out.batch];
+    canonical_out[1] = out_shape[c.out.spatial[0]];
+    canonical_out[2] = out_shape[c.out.spatial[1]];
+    canonical_out[3] = out_shape[c.out.feature];
+    let groups = c.feature_groups.max(c.batch_groups).max(1);
+    let co = k.dim().3 / groups;
+    let mut out = Array4::<T>::zeros(canonical_out);
+    for g in 0..groups {
+        let x_g = if c.batch_groups > 1 {
+            let per = x.dim().0 / groups;
+            x.slice(ndarray::s![g * per..(g + 1) * per, .., .., ..])
+        } else {
+            let per = x.dim().3 / groups;
+            x.slice(ndarray::s![.., .., .., g * per..(g + 1) * per])
+        };
+        let k_g = k.slice(ndarray::s![.., .., .., g * co..(g + 1) * co]);
+        let y = dense_conv(x_g, k_g, c, canonical_out)?;
+        out.slice_mut(ndarray::s![.., .., .., g * co..(g + 1) * co]).assign(&y);
+    }
+    // Back to the requested output layout.
+    let mut perm = [0usize; 4];
+    perm[c.out.batch] = 0;
+    perm[c.out.spatial[0]] = 1;
+    perm[c.out.spatial[1]] = 2;
+    perm[c.out.feature] = 3;
+    Ok(out.permuted_axes(perm).as_standard_layout().into_owned().into_dyn())
+}
+
+/// One group's convolution in canonical layouts: dilate and pad the input,
+/// unfold its patches, multiply.
+fn dense_conv<T: Float>(
+    x: ndarray::ArrayView4<T>,
+    k: ndarray::ArrayView4<T>,
+    c: &Conv,
+    [_, oh, ow, _]: [usize; 4],
+) -> Result<Array4<T>, Error> {
     let (b, h, w, ci) = x.dim();
     let (kh, kw, _, co) = k.dim();
 
@@ -62,13 +101,6 @@ pub fn conv2d<T: Float>(lhs: &ArrayD<T>, rhs: &ArrayD<T>, c: &Conv, out_shape: &
         }
     }
 
-    let mut canonical_out = [0usize; 4];
-    canonical_out[0] = out_shape[c.out.batch];
-    canonical_out[1] = out_shape[c.out.spatial[0]];
-    canonical_out[2] = out_shape[c.out.spatial[1]];
-    canonical_out[3] = out_shape[c.out.feature];
-    let [_, oh, ow, _] = canonical_out;
-
     // im2col: one row per output pixel, one column per (ky, kx, c) tap.
     let taps = kh * kw * ci;
     let mut cols = Array2::<T>::zeros((b * oh * ow, taps));
@@ -93,17 +125,9 @@ pub fn conv2d<T: Float>(lhs: &ArrayD<T>, rhs: &ArrayD<T>, c: &Conv, out_shape: &
         .into_owned()
         .into_shape_with_order((taps, co))
         .map_err(|e| Error(format!("conv2d kernel: {e}")))?;
-    let out = cols
-        .dot(&kmat)
+    cols.dot(&kmat)
         .into_shape_with_order((b, oh, ow, co))
-        .map_err(|e| Error(format!("conv2d output: {e}")))?;
-    // Back to the requested output layout.
-    let mut perm = [0usize; 4];
-    perm[c.out.batch] = 0;
-    perm[c.out.spatial[0]] = 1;
-    perm[c.out.spatial[1]] = 2;
-    perm[c.out.feature] = 3;
-    Ok(out.permuted_axes(perm).as_standard_layout().into_owned().into_dyn())
+        .map_err(|e| Error(format!("conv2d output: {e}")))
 }
 
 /// The window positions of output pixel `o` along one axis that fall inside
@@ -194,4 +218,48 @@ pub fn softmax<T: Float>(z: &ArrayD<T>) -> ArrayD<T> {
     let last = Axis(z.ndim() - 1);
     let lse = logsumexp(z).insert_axis(last);
     (z - &lse).mapv(T::exp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::rng::Rng;
+
+    fn random(shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform() - 0.5)
+    }
+
+    #[test]
+    fn grouped_convolution_is_each_group_convolved_alone() {
+        let mut rng = Rng::new(3);
+        let (x, k) = (random(&[2, 5, 6, 4], &mut rng), random(&[3, 2, 2, 6], &mut rng));
+        let grouped = Conv::forward([1, 2], [(1, 1), (0, 1)], 2);
+        let plain = Conv::forward([1, 2], [(1, 1), (0, 1)], 1);
+        let out = conv2d(&x, &k, &grouped, &[2, 5, 3, 6]).unwrap();
+        for g in 0..2 {
+            let xg = x.slice(ndarray::s![.., .., .., 2 * g..2 * g + 2]).to_owned().into_dyn();
+            let kg = k.slice(ndarray::s![.., .., .., 3 * g..3 * g + 3]).to_owned().into_dyn();
+            let alone = conv2d(&xg, &kg, &plain, &[2, 5, 3, 3]).unwrap();
+            let part = out.slice(ndarray::s![.., .., .., 3 * g..3 * g + 3]);
+            assert!(part.iter().zip(&alone).all(|(a, b)| (a - b).abs() < 1e-12));
+        }
+    }
+
+    #[test]
+    fn depthwise_convolution_by_its_formula() {
+        let mut rng = Rng::new(4);
+        let (x, k) = (random(&[1, 4, 4, 3], &mut rng), random(&[2, 2, 1, 3], &mut rng));
+        let out = conv2d(&x, &k, &Conv::forward([1, 1], [(0, 0), (0, 0)], 3), &[1, 3, 3, 3]).unwrap();
+        for (y, xo, c) in positions() {
+            let want: f64 = (0..2)
+                .flat_map(|i| (0..2).map(move |j| (i, j)))
+                .map(|(i, j)| x[[0, y + i, xo + j, c]] * k[[i, j, 0, c]])
+                .sum();
+            assert!((out[[0, y, xo, c]] - want).abs() < 1e-12);
+        }
+    }
+
+    fn positions() -> impl Iterator<Item = (usize, usize, usize)> {
+        (0..3).flat_map(|y| (0..3).flat_map(move |x| (0..3).map(move |c| (y, x, c))))
+    }
 }

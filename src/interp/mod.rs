@@ -149,6 +149,7 @@ fn eval<T: Float>(
             .into_owned()
             .into_shape_with_order(IxDyn(&shape))
             .map_err(|e| Error(format!("reshape: {e}")))?,
+        Op::Transpose { perm } => x().view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
         Op::MatMul {
             transpose_a,
             transpose_b,

@@ -41,6 +41,10 @@ pub enum Op {
     Broadcast,
     /// Same elements, this node's shape (row-major, Keras flatten order).
     Reshape,
+    /// Axes permuted: output axis `d` is operand axis `perm[d]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
     MatMul {
         transpose_a: bool,
         transpose_b: bool,
@@ -126,6 +130,15 @@ impl KernelLayout {
 ///     lhs'[b, y*stride + ky*rhs_dilation, x*stride + kx*rhs_dilation, c] * rhs[ky', kx', c, f]`
 /// where `lhs'` is the input dilated by `lhs_dilation` then padded (negative
 /// padding crops) and `ky' = KH-1-ky` when `flip`.
+///
+/// With `feature_groups` G (XLA's feature_group_count), the input features
+/// and the output features split into G groups, and group `g` of the output
+/// reads only group `g` of the input: the kernel's input axis holds one
+/// group's features. G is the channel count for a depthwise convolution.
+/// With `batch_groups` G (XLA's batch_group_count), the input's batch splits
+/// into G groups and output feature group `g` sums over batch group `g`
+/// only, so the output's batch is one group's: the kernel gradient of a
+/// grouped convolution. At most one of the two exceeds 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv {
     pub strides: [usize; 2],
@@ -136,11 +149,14 @@ pub struct Conv {
     pub lhs: Layout,
     pub rhs: KernelLayout,
     pub out: Layout,
+    pub feature_groups: usize,
+    pub batch_groups: usize,
 }
 
 impl Conv {
-    /// The convolution a Keras Conv2D layer computes.
-    pub fn forward(strides: [usize; 2], padding: [(i64, i64); 2]) -> Conv {
+    /// The convolution a Keras Conv2D layer computes (`groups` 1), or a
+    /// DepthwiseConv2D (`groups` the channel count).
+    pub fn forward(strides: [usize; 2], padding: [(i64, i64); 2], groups: usize) -> Conv {
         Conv {
             strides,
             padding,
@@ -150,6 +166,8 @@ impl Conv {
             lhs: Layout::NHWC,
             rhs: KernelLayout::HWIO,
             out: Layout::NHWC,
+            feature_groups: groups,
+            batch_groups: 1,
         }
     }
 
@@ -160,6 +178,7 @@ impl Conv {
             && self.lhs == Layout::NHWC
             && self.rhs == KernelLayout::HWIO
             && self.out == Layout::NHWC
+            && self.batch_groups == 1
     }
 }
 
@@ -228,7 +247,8 @@ impl Op {
             Op::Broadcast => OpClass::Elementwise(Elementwise::Broadcast),
             Op::Sum { axes } => OpClass::Reduction { axes: axes.clone() },
             Op::Reshape => OpClass::View,
-            Op::MatMul { .. }
+            Op::Transpose { .. }
+            | Op::MatMul { .. }
             | Op::Conv2d(_)
             | Op::MaxPool2d(_)
             | Op::MaxPool2dGrad(_)
@@ -242,7 +262,13 @@ impl Op {
     pub fn arity(&self) -> usize {
         match self {
             Op::Input | Op::Label | Op::Var(_) | Op::Const { .. } | Op::DropoutMask { .. } | Op::Hyper(_) => 0,
-            Op::Unary(_) | Op::Sum { .. } | Op::Broadcast | Op::Reshape | Op::MaxPool2d(_) | Op::Softmax => 1,
+            Op::Unary(_)
+            | Op::Sum { .. }
+            | Op::Broadcast
+            | Op::Reshape
+            | Op::Transpose { .. }
+            | Op::MaxPool2d(_)
+            | Op::Softmax => 1,
             Op::Binary(_)
             | Op::MatMul { .. }
             | Op::Conv2d(_)
@@ -282,6 +308,7 @@ impl Op {
             Op::Sum { .. } => "sum",
             Op::Broadcast => "broadcast",
             Op::Reshape => "reshape",
+            Op::Transpose { .. } => "transpose",
             Op::MatMul { .. } => "matmul",
             Op::Conv2d(_) => "conv2d",
             Op::MaxPool2d(_) => "maxpool2d",
@@ -333,6 +360,15 @@ impl Op {
                     Err(format!("cannot reshape {} to {declared}", operands[0]))
                 }
             }
+            Op::Transpose { perm } => {
+                let x = operands[0];
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..x.rank()).collect::<Vec<_>>() {
+                    return Err(format!("transpose {perm:?} is not a permutation of the axes of {x}"));
+                }
+                Ok(Shape(perm.iter().map(|&a| x.0[a]).collect()))
+            }
             Op::MatMul {
                 transpose_a,
                 transpose_b,
@@ -360,11 +396,31 @@ impl Op {
                 let (x, k) = (operands[0], operands[1]);
                 fixed4(x, "conv2d input")?;
                 fixed4(k, "conv2d kernel")?;
-                if x.0[c.lhs.feature] != k.0[c.rhs.input] {
-                    return Err(format!("conv2d input {x} and kernel {k} disagree on input features"));
+                let (fg, bg) = (c.feature_groups, c.batch_groups);
+                if fg == 0 || bg == 0 || (fg > 1 && bg > 1) {
+                    return Err(format!("conv2d with {fg} feature groups and {bg} batch groups"));
                 }
+                // The features a kernel gradient sums over are the batch.
+                let grouped_in = match (x.0[c.lhs.feature], k.0[c.rhs.input]) {
+                    (f, i) if fg == 1 => f == i,
+                    (Dim::Size(f), Dim::Size(i)) => f == i * fg,
+                    _ => false,
+                };
+                if !grouped_in {
+                    return Err(format!(
+                        "conv2d input {x} and kernel {k} disagree on input features ({fg} groups)"
+                    ));
+                }
+                if !matches!(k.0[c.rhs.output], Dim::Size(o) if o % (fg * bg) == 0) {
+                    return Err(format!("conv2d kernel {k} does not split into {} groups", fg * bg));
+                }
+                let batch = match x.0[c.lhs.batch] {
+                    Dim::Size(b) if b % bg == 0 => Dim::Size(b / bg),
+                    b if bg == 1 => b,
+                    _ => return Err(format!("conv2d input {x}: its batch does not split into {bg} groups")),
+                };
                 let mut out = vec![Dim::Size(0); 4];
-                out[c.out.batch] = x.0[c.lhs.batch];
+                out[c.out.batch] = batch;
                 out[c.out.feature] = k.0[c.rhs.output];
                 for axis in 0..2 {
                     let (Dim::Size(n), Dim::Size(w)) = (x.0[c.lhs.spatial[axis]], k.0[c.rhs.spatial[axis]]) else {
@@ -496,11 +552,18 @@ pub fn attributes(op: &Op) -> String {
             if c.flip {
                 s += " flip";
             }
+            if c.feature_groups > 1 {
+                s += &format!(" feature_groups={}", c.feature_groups);
+            }
+            if c.batch_groups > 1 {
+                s += &format!(" batch_groups={}", c.batch_groups);
+            }
             if !c.is_forward() {
                 s += &format!(" dims={},{}->{}", c.lhs, c.rhs, c.out);
             }
             s
         }
+        Op::Transpose { perm } => format!("perm={perm:?}"),
         Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) => {
             let mut s = format!("pool={} strides={}", pair(p.window), pair(p.strides));
             if p.padding != [(0, 0); 2] {

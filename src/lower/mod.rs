@@ -107,7 +107,7 @@ impl Lowering<'_> {
                 let kernel = self.var()?;
                 let y = self
                     .b
-                    .op(Op::Conv2d(Conv::forward(c.strides, [pad(0), pad(1)])), &[x, kernel])?;
+                    .op(Op::Conv2d(Conv::forward(c.strides, [pad(0), pad(1)], 1)), &[x, kernel])?;
                 let y = self.bias(y, c.use_bias)?;
                 self.activation(c.activation, y)
             }

@@ -82,6 +82,11 @@ fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, Codegen
             transpose_a,
             transpose_b,
         } => Arc::new(matmul::MatMul::new(g, n, [*transpose_a, *transpose_b], batch)),
+        Op::Transpose { perm } => Arc::new(Transpose {
+            out: n,
+            x: x[0],
+            perm: perm.clone(),
+        }),
         Op::Conv2d(c) => conv::choose(g, n, c, batch)?,
         Op::MaxPool2d(p) => Arc::new(pool::MaxPool {
             out: n,
@@ -160,6 +165,40 @@ impl Lowering for Reduction {
 
     fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
         reduce(e, ctx, &self.shape, &self.axes, self.out, &self.expr);
+    }
+}
+
+/// A copy walking the operand in the output's order.
+#[derive(Debug)]
+struct Transpose {
+    out: NodeId,
+    x: NodeId,
+    perm: Vec<usize>,
+}
+
+impl Lowering for Transpose {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        let (dims, from) = (ctx.shape(self.out), ctx.shape(self.x));
+        let mut from_strides = vec![0; from.len()];
+        let mut s = 1;
+        for a in (0..from.len()).rev() {
+            from_strides[a] = s;
+            s *= from[a];
+        }
+        let mut strides = vec![
+            broadcast_strides(&dims, &dims),
+            self.perm.iter().map(|&a| from_strides[a]).collect(),
+        ];
+        let dims = collapse(&dims, &mut strides);
+        let bases = [ctx.address(e, self.out), ctx.address(e, self.x)];
+        nest(e, &dims, &bases, &strides, None, &mut |e, ty, at| {
+            let v = e.load(ty, at[1]);
+            e.store(v, at[0]);
+        });
     }
 }
 

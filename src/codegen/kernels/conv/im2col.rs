@@ -58,6 +58,11 @@ pub struct ConvGemm {
     /// A is stored k-major (column-major) so the gather copies runs of the
     /// batch axis; otherwise row-major, copying runs of the feature axis.
     pub a_column_major: bool,
+    /// Groups, each one GEMM of the sizes above (which are one group's),
+    /// and how far apart the groups start in the input, the kernel and the
+    /// output, in elements.
+    pub groups: usize,
+    pub group_steps: [usize; 3],
 }
 
 fn contiguous_strides(dims: &[usize]) -> Vec<usize> {
@@ -94,14 +99,25 @@ impl ConvGemm {
         let lhs_strides = lay(lhs_axes, &ls);
         let rhs_strides = lay(rhs_axes, &rs);
         let out_strides = lay(out_axes, &os);
+        let groups = conv.feature_groups.max(conv.batch_groups).max(1);
+        let (b, ci, co) = (
+            l[conv.lhs.batch] / conv.batch_groups.max(1),
+            l[conv.lhs.feature] / conv.feature_groups.max(1),
+            r[conv.rhs.output] / groups,
+        );
+        let lhs_step = if conv.batch_groups > 1 {
+            b * lhs_strides[0]
+        } else {
+            ci * lhs_strides[3]
+        };
         let mut g = ConvGemm {
-            b: l[conv.lhs.batch],
+            b,
             h: l[conv.lhs.spatial[0]],
             w: l[conv.lhs.spatial[1]],
-            ci: l[conv.lhs.feature],
+            ci,
             kh: r[conv.rhs.spatial[0]],
             kw: r[conv.rhs.spatial[1]],
-            co: r[conv.rhs.output],
+            co,
             oh: o[conv.out.spatial[0]],
             ow: o[conv.out.spatial[1]],
             lhs_strides,
@@ -112,6 +128,8 @@ impl ConvGemm {
             ks: [Axis::Ky, Axis::Kx, Axis::Ci],
             b_direct: None,
             a_column_major: false,
+            groups,
+            group_steps: [lhs_step, co * rhs_strides[3], co * out_strides[3]],
         };
         // Rows in the order of the output's memory, so that one stride
         // walks them all.
@@ -218,7 +236,7 @@ impl super::Algorithm for Im2col {
         let lowering = Im2col::lowering_of(g, out, conv, batch);
         // The GEMM's work, and the gather writing every patch and the GEMM
         // reading it back.
-        let patches = (lowering.geo.m() * lowering.geo.k()) as u64;
+        let patches = (lowering.geo.groups * lowering.geo.m() * lowering.geo.k()) as u64;
         Some(Candidate {
             cost: super::seconds(lowering.flops(), 8 * patches),
             lowering: Arc::new(lowering),
@@ -247,20 +265,36 @@ impl Lowering for Im2colGemm {
     }
 
     fn flops(&self) -> u64 {
-        2 * (self.geo.m() * self.geo.k() * self.geo.co) as u64
+        2 * (self.geo.groups * self.geo.m() * self.geo.k() * self.geo.co) as u64
     }
 
-    /// Packs the kernel if needed, then tile by tile, gathers the input's
-    /// patches and multiplies.
+    /// Group by group: packs the kernel if needed, then tile by tile,
+    /// gathers the input's patches and multiplies.
     fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize) {
-        let (geo, c) = (&self.geo, &self.conv);
-        let (a_len, _) = geo.scratch();
-        let scratch = ctx.scratch(e, index);
-        let (lhs_at, rhs_at, out_at) = (
+        let bases = [
             ctx.address(e, self.lhs),
             ctx.address(e, self.rhs),
             ctx.address(e, self.out),
-        );
+        ];
+        let scratch = ctx.scratch(e, index);
+        if self.geo.groups == 1 {
+            return self.group(e, ctx, bases, scratch);
+        }
+        e.for_n(self.geo.groups, |e, g| {
+            let at = [0, 1, 2].map(|i| {
+                let skip = e.b.ins().imul_imm_s(g, self.geo.group_steps[i] as i64);
+                e.element(bases[i], skip)
+            });
+            self.group(e, ctx, at, scratch);
+        });
+    }
+}
+
+impl Im2colGemm {
+    /// One group's convolution: input, kernel and output start at `bases`.
+    fn group(&self, e: &mut Emitter, ctx: &Context, [lhs_at, rhs_at, out_at]: [Value; 3], scratch: Value) {
+        let (geo, c) = (&self.geo, &self.conv);
+        let (a_len, _) = geo.scratch();
         let (b_at, b_strides) = match geo.b_direct {
             Some(strides) => (rhs_at, strides),
             None => {
