@@ -5,10 +5,11 @@
 //! statistics' updates as outputs).
 
 use crate::ir::{
-    Binary, Builder, Conv, Graph, IrError, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, verify,
+    Binary, Builder, Conv, Graph, IrError, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, VarId, verify,
 };
 use crate::parse::ast::{Activation, Layer, LayerKind, Loss};
-use crate::shape::{Checked, LayerInfo, window};
+use crate::shape::{Checked, LayerInfo, Role, window};
+use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -38,15 +39,25 @@ pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
         span: input.span,
         ..Origin::default()
     };
+    let weights = checked
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, info)| info.weights.iter().map(move |w| (i, w.role)))
+        .enumerate()
+        .map(|(var, key)| (key, var))
+        .collect();
     let mut l = Lowering {
         b: Builder::new(&mut graph, origin),
         mode,
-        next_var: 0,
+        weights,
+        layer: 0,
         next_mask: 0,
         assigns: Vec::new(),
     };
     let mut x = l.b.shaped(Op::Input, &[], Shape::batch_of(&input.shape))?;
-    for (layer, info) in checked.model.layers.iter().zip(&checked.layers) {
+    for (i, (layer, info)) in checked.model.layers.iter().zip(&checked.layers).enumerate() {
+        l.layer = i;
         l.b.origin = Origin {
             what: layer.name.clone(),
             line: layer.line,
@@ -74,26 +85,23 @@ pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
 struct Lowering<'g> {
     b: Builder<'g>,
     mode: Mode,
-    /// Variables are declared in the order of `Checked::weights`.
-    next_var: usize,
+    /// Each layer's weights by role (the layer's index in the model), as
+    /// the shape checker declared them.
+    weights: HashMap<(usize, Role), VarId>,
+    /// The layer being lowered.
+    layer: usize,
     next_mask: usize,
     assigns: Vec<(Output, NodeId)>,
 }
 
 impl Lowering<'_> {
-    fn var(&mut self) -> Result<NodeId, IrError> {
-        let id = self.next_var;
-        self.next_var += 1;
-        let shape = self
-            .b
-            .graph
-            .vars
-            .get(id)
-            .map(|v| Shape::fixed(&v.shape))
-            .ok_or_else(|| IrError {
-                message: format!("layer needs variable #{id}, which was not declared"),
-                origin: self.b.origin.clone(),
-            })?;
+    /// The current layer's weight for `role`.
+    fn var(&mut self, role: Role) -> Result<NodeId, IrError> {
+        let id = *self.weights.get(&(self.layer, role)).ok_or_else(|| IrError {
+            message: format!("the layer has no {} weight", role.keras_name()),
+            origin: self.b.origin.clone(),
+        })?;
+        let shape = Shape::fixed(&self.b.graph.vars[id].shape);
         self.b.shaped(Op::Var(id), &[], shape)
     }
 
@@ -104,7 +112,7 @@ impl Lowering<'_> {
                     let (lo, hi) = window::padding(info.input[axis], c.kernel_size[axis], c.strides[axis], c.padding);
                     (lo as i64, hi as i64)
                 };
-                let kernel = self.var()?;
+                let kernel = self.var(Role::Kernel)?;
                 let y = self
                     .b
                     .op(Op::Conv2d(Conv::forward(c.strides, [pad(0), pad(1)], 1)), &[x, kernel])?;
@@ -112,7 +120,7 @@ impl Lowering<'_> {
                 self.activation(c.activation, y)
             }
             LayerKind::Dense(d) => {
-                let kernel = self.var()?;
+                let kernel = self.var(Role::Kernel)?;
                 let y = self.b.op(
                     Op::MatMul {
                         transpose_a: false,
@@ -146,9 +154,9 @@ impl Lowering<'_> {
                 self.b.binary(Binary::Mul, x, mask)
             }
             LayerKind::BatchNorm(bn) => {
-                let gamma = if bn.scale { Some(self.var()?) } else { None };
-                let beta = if bn.center { Some(self.var()?) } else { None };
-                let (moving_mean, moving_var) = (self.var()?, self.var()?);
+                let gamma = if bn.scale { Some(self.var(Role::Gamma)?) } else { None };
+                let beta = if bn.center { Some(self.var(Role::Beta)?) } else { None };
+                let (moving_mean, moving_var) = (self.var(Role::MovingMean)?, self.var(Role::MovingVariance)?);
                 let eps = self.b.constant(bn.epsilon)?;
                 let (centered, var) = match self.mode {
                     Mode::Inference | Mode::Evaluation => (self.b.binary(Binary::Sub, x, moving_mean)?, moving_var),
@@ -179,7 +187,7 @@ impl Lowering<'_> {
         if !use_bias {
             return Ok(y);
         }
-        let bias = self.var()?;
+        let bias = self.var(Role::Bias)?;
         self.b.binary(Binary::Add, y, bias)
     }
 
@@ -256,5 +264,51 @@ impl Lowering<'_> {
                 self.b.reshape(mean, Shape::scalar())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::{Feeds, run};
+    use ndarray::{ArrayD, IxDyn};
+
+    /// Predictions with each weight's values made from its name, so that a
+    /// weight read in the wrong role changes the result.
+    fn predict(checked: &Checked) -> ArrayD<f64> {
+        let graph = lower(checked, Mode::Inference).unwrap();
+        let vars: Vec<ArrayD<f64>> = graph
+            .vars
+            .iter()
+            .map(|v| {
+                let seed = v.name.bytes().map(f64::from).sum::<f64>();
+                let mut i = 0.0;
+                ArrayD::from_shape_simple_fn(IxDyn(&v.shape), || {
+                    i += 1.0;
+                    1.0 + ((seed + i) * 0.37).sin().abs()
+                })
+            })
+            .collect();
+        let input = ArrayD::from_shape_fn(IxDyn(&[1, 4, 4, 2]), |d| d[1] as f64 - d[2] as f64 * 0.5 + d[3] as f64);
+        let feeds = Feeds {
+            input: input.view(),
+            label: None,
+            vars: &vars,
+            masks: &[],
+            hyper: &|_| 0.0,
+        };
+        run(&graph, &feeds).unwrap().remove(0).1
+    }
+
+    #[test]
+    fn weights_are_found_by_role_whatever_their_order() {
+        let source = "input 4x4x2\nconv2d 3 2x2\nbatchnorm\nflatten\ndense 2\n";
+        let model = crate::parse::parse("m.cnn", source).unwrap();
+        let checked = crate::shape::check(model, "m.cnn", source).unwrap();
+        let mut reordered = checked.clone();
+        for layer in &mut reordered.layers {
+            layer.weights.reverse();
+        }
+        assert_eq!(predict(&checked), predict(&reordered));
     }
 }

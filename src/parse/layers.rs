@@ -6,18 +6,70 @@ use super::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2
 use super::syntax::{Value, ValueKind};
 use crate::diag::Diagnostic;
 
-/// Keywords, with the Keras-flavoured spellings accepted for them.
-pub const KEYWORDS: [(&str, Builder); 10] = [
-    ("conv2d", conv2d),
-    ("dense", dense),
-    ("maxpool2d", maxpool2d),
-    ("max_pooling2d", maxpool2d),
-    ("maxpooling2d", maxpool2d),
-    ("flatten", flatten),
-    ("dropout", dropout),
-    ("batchnorm", batchnorm),
-    ("batch_normalization", batchnorm),
-    ("activation", activation),
+/// A layer of the language: its keyword and the other spellings accepted
+/// for it, its arguments (positional ones in Keras's order), and how it is
+/// built from a statement.
+pub struct LayerSpec {
+    pub keyword: &'static str,
+    pub aliases: &'static [&'static str],
+    pub positional: &'static [&'static str],
+    /// Arguments taken only as `name=value`.
+    pub named: &'static [&'static str],
+    pub build: Builder,
+}
+
+/// Every layer of the language: the one list the parser, its
+/// diagnostics and the argument spans all read.
+pub const LAYERS: [LayerSpec; 7] = [
+    LayerSpec {
+        keyword: "conv2d",
+        aliases: &[],
+        positional: &["filters", "kernel_size", "strides", "padding"],
+        named: &["activation", "use_bias", "kernel_initializer", "bias_initializer"],
+        build: conv2d,
+    },
+    LayerSpec {
+        keyword: "dense",
+        aliases: &[],
+        positional: &["units", "activation"],
+        named: &["use_bias", "kernel_initializer", "bias_initializer"],
+        build: dense,
+    },
+    LayerSpec {
+        keyword: "maxpool2d",
+        aliases: &["max_pooling2d", "maxpooling2d"],
+        positional: &["pool_size", "strides", "padding"],
+        named: &[],
+        build: maxpool2d,
+    },
+    LayerSpec {
+        keyword: "flatten",
+        aliases: &[],
+        positional: &[],
+        named: &[],
+        build: flatten,
+    },
+    LayerSpec {
+        keyword: "dropout",
+        aliases: &[],
+        positional: &["rate"],
+        named: &[],
+        build: dropout,
+    },
+    LayerSpec {
+        keyword: "batchnorm",
+        aliases: &["batch_normalization"],
+        positional: &[],
+        named: &["momentum", "epsilon", "center", "scale"],
+        build: batchnorm,
+    },
+    LayerSpec {
+        keyword: "activation",
+        aliases: &[],
+        positional: &["activation"],
+        named: &[],
+        build: activation,
+    },
 ];
 
 /// Builds a layer from its statement; `None` when errors were recorded.
@@ -26,25 +78,30 @@ pub type Builder = fn(&mut Args) -> Option<LayerKind>;
 /// Arguments every layer takes.
 pub const COMMON: [&str; 2] = ["name", "trainable"];
 
-/// Which arguments a layer keyword accepts: (positional, all).
-pub fn signature(keyword: &str) -> (&'static [&'static str], Vec<&'static str>) {
-    let (positional, named): (&[&str], &[&str]) = match keyword {
-        "conv2d" => (
-            &["filters", "kernel_size", "strides", "padding"],
-            &["activation", "use_bias", "kernel_initializer", "bias_initializer"],
-        ),
-        "dense" => (
-            &["units", "activation"],
-            &["use_bias", "kernel_initializer", "bias_initializer"],
-        ),
-        "maxpool2d" | "max_pooling2d" | "maxpooling2d" => (&["pool_size", "strides", "padding"], &[]),
-        "dropout" => (&["rate"], &[]),
-        "batchnorm" | "batch_normalization" => (&[], &["momentum", "epsilon", "center", "scale"]),
-        "activation" => (&["activation"], &[]),
-        _ => (&[], &[]),
-    };
-    let all = positional.iter().chain(named).chain(&COMMON).copied().collect();
-    (positional, all)
+/// The layer a keyword (or one of its aliases) names.
+pub fn spec(keyword: &str) -> Option<&'static LayerSpec> {
+    LAYERS
+        .iter()
+        .find(|l| l.keyword == keyword || l.aliases.contains(&keyword))
+}
+
+/// Every spelling of every layer, for did-you-mean.
+pub fn spellings() -> impl Iterator<Item = &'static str> {
+    LAYERS
+        .iter()
+        .flat_map(|l| std::iter::once(l.keyword).chain(l.aliases.iter().copied()))
+}
+
+impl LayerSpec {
+    /// Every argument the layer accepts: positional, named and common.
+    pub fn arguments(&self) -> Vec<&'static str> {
+        self.positional
+            .iter()
+            .chain(self.named)
+            .chain(&COMMON)
+            .copied()
+            .collect()
+    }
 }
 
 fn activation_arg(a: &mut Args) -> Option<Activation> {
@@ -193,9 +250,4 @@ fn activation(a: &mut Args) -> Option<LayerKind> {
         args::choice(v, "activation", &Activation::ALL)
     })?;
     Some(LayerKind::Activation(f))
-}
-
-/// The builder for a keyword, if it names a layer.
-pub fn builder(keyword: &str) -> Option<Builder> {
-    KEYWORDS.iter().find(|(k, _)| *k == keyword).map(|(_, b)| *b)
 }

@@ -118,23 +118,21 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
                     train = Some(train::build(s, s.block.as_deref().unwrap_or_default(), errors));
                 }
             }
-            _ => match layers::builder(keyword) {
-                Some(build) => {
+            _ => match layers::spec(keyword) {
+                Some(spec) => {
                     first_layer.get_or_insert(s.span);
-                    if let Some(layer) = layer(s, build, &mut counters, errors, source) {
+                    if let Some(layer) = layer(s, spec, &mut counters, errors, source) {
                         layers.push(layer);
                     }
                 }
                 None => {
-                    let all = MODEL_KEYWORDS
-                        .iter()
-                        .chain(layers::KEYWORDS.iter().map(|(k, _)| k))
-                        .copied();
+                    let all = MODEL_KEYWORDS.iter().copied().chain(layers::spellings());
+                    let names: Vec<&str> = layers::LAYERS.iter().map(|l| l.keyword).collect();
                     errors.push(
                         Diagnostic::error(s.keyword.span, format!("unknown layer `{keyword}`"))
                             .label("not a layer or setting")
                             .did_you_mean(keyword, all)
-                            .note("layers are conv2d, dense, maxpool2d, flatten, dropout, batchnorm, activation"),
+                            .note(format!("layers are {}", names.join(", "))),
                     );
                 }
             },
@@ -223,14 +221,13 @@ fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &str) ->
 
 fn layer(
     s: &Statement,
-    build: layers::Builder,
+    spec: &layers::LayerSpec,
     counters: &mut HashMap<&'static str, usize>,
     errors: &mut Vec<Diagnostic>,
     source: &str,
 ) -> Option<Layer> {
-    let (positional, keywords) = layers::signature(&s.keyword.text);
-    let mut a = Args::bind(s, positional, &keywords);
-    let kind = build(&mut a);
+    let mut a = Args::bind(s, spec.positional, &spec.arguments());
+    let kind = (spec.build)(&mut a);
     let trainable = a.or("trainable", true, |v| args::boolean(v, "trainable"));
     let name = a.get("name", |v| args::text(v, "the layer name"));
     errors.append(&mut a.errors);

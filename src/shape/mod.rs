@@ -453,8 +453,8 @@ impl Window {
 fn argument_span(layer: &Layer, argument: &str, source: &str) -> Option<Span> {
     let text = source.get(layer.span.start..layer.span.end)?;
     let statement = crate::parse::syntax::parse(text).ok()?.into_iter().next()?;
-    let (positional, keywords) = crate::parse::layers::signature(&statement.keyword.text);
-    let args = crate::parse::args::Args::bind(&statement, positional, &keywords);
+    let spec = crate::parse::layers::spec(&statement.keyword.text)?;
+    let args = crate::parse::args::Args::bind(&statement, spec.positional, &spec.arguments());
     let span = args.span_of(argument)?;
     Some(Span::new(span.start + layer.span.start, span.end + layer.span.start))
 }
