@@ -2,6 +2,8 @@
 //! alone, fed by trainable variables, under a random linear probe so that
 //! every output element matters differently.
 
+mod common;
+
 use cnnc::interp::Feeds;
 use cnnc::ir::{Binary, Builder, Conv, Graph, Hyper, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, verify};
 use cnnc::runtime::gradcheck::{F64, TOLERANCE, check_graph};
@@ -12,37 +14,9 @@ use ndarray::{ArrayD, IxDyn};
 /// every element of every variable. `positive` keeps variables in
 /// [0.5, 1.5) for log, sqrt and recip.
 fn check(name: &str, shapes: &[&[usize]], positive: bool, op: impl Fn(&mut Builder, &[NodeId]) -> NodeId) {
-    let mut g = Graph::default();
-    for (i, s) in shapes.iter().enumerate() {
-        g.vars.push(VarDecl {
-            name: format!("x{i}"),
-            shape: s.to_vec(),
-            trainable: true,
-        });
-    }
-    let origin = Origin {
-        what: name.into(),
-        ..Origin::default()
-    };
-    let mut b = Builder::new(&mut g, origin);
-    let xs: Vec<NodeId> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| b.shaped(Op::Var(i), &[], Shape::fixed(s)).unwrap())
-        .collect();
-    let y = op(&mut b, &xs);
-    let out_shape = b.shape(y).sizes().expect("fixed shapes in op tests");
-    let probe_id = b.graph.vars.len();
-    b.graph.vars.push(VarDecl {
-        name: "probe".into(),
-        shape: out_shape.clone(),
-        trainable: false,
-    });
-    let probe = b.shaped(Op::Var(probe_id), &[], Shape::fixed(&out_shape)).unwrap();
-    let weighted = b.binary(Binary::Mul, y, probe).unwrap();
-    let summed = b.sum(weighted, (0..out_shape.len()).collect()).unwrap();
-    let loss = b.reshape(summed, Shape::scalar()).unwrap();
-    g.outputs = vec![(Output::Loss, loss)];
+    let mut g = common::probed(name, shapes, op);
+    // The gradient check differentiates the loss alone.
+    g.outputs.retain(|(o, _)| *o == Output::Loss);
     verify::verify(&g).unwrap();
     let forward = g.clone();
     cnnc::autodiff::differentiate(&mut g).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -80,16 +54,9 @@ fn check(name: &str, shapes: &[&[usize]], positive: bool, op: impl Fn(&mut Build
 
 #[test]
 fn unary_rules() {
-    for (u, positive) in [
-        (Unary::Neg, false),
-        (Unary::Exp, false),
-        (Unary::Log, true),
-        (Unary::Sqrt, true),
-        (Unary::Recip, true),
-        (Unary::Relu, false),
-        (Unary::Sigmoid, false),
-        (Unary::Tanh, false),
-    ] {
+    for &u in Unary::ALL {
+        // Log, sqrt and recip are checked where they are smooth.
+        let positive = matches!(u, Unary::Log | Unary::Sqrt | Unary::Recip);
         check(&format!("{u:?}"), &[&[3, 4]], positive, |b, x| {
             b.unary(u, x[0]).unwrap()
         });
@@ -98,14 +65,7 @@ fn unary_rules() {
 
 #[test]
 fn binary_rules_with_broadcasting() {
-    for op in [
-        Binary::Add,
-        Binary::Sub,
-        Binary::Mul,
-        Binary::Div,
-        Binary::Max,
-        Binary::Greater,
-    ] {
+    for &op in Binary::ALL {
         let positive = op == Binary::Div;
         check(&format!("{op:?}"), &[&[2, 3], &[2, 3]], positive, |b, x| {
             b.binary(op, x[0], x[1]).unwrap()

@@ -9,7 +9,7 @@ mod common;
 
 use cnnc::codegen;
 use cnnc::interp::Feeds;
-use cnnc::ir::{Binary, Builder, Conv, Graph, Hyper, NodeId, Op, Origin, Output, Shape, VarDecl};
+use cnnc::ir::{Builder, Conv, Hyper, NodeId, Op, Output};
 use cnnc::parse::ast::Optimizer;
 use cnnc::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
 use cnnc::runtime::jit::Compiled;
@@ -207,29 +207,7 @@ proptest! {
 /// `loss = sum(op(vars) * probe)` with its gradients, run by the compiled
 /// engine and the interpreter from the same values: every output agrees.
 fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeId]) -> NodeId) {
-    let mut g = Graph::default();
-    let mut b = Builder::new(&mut g, Origin::default());
-    let mut xs = Vec::new();
-    for (i, s) in shapes.iter().enumerate() {
-        b.graph.vars.push(VarDecl {
-            name: format!("x{i}"),
-            shape: s.to_vec(),
-            trainable: true,
-        });
-        xs.push(b.shaped(Op::Var(i), &[], Shape::fixed(s)).unwrap());
-    }
-    let y = op(&mut b, &xs);
-    let out = b.shape(y).sizes().unwrap();
-    b.graph.vars.push(VarDecl {
-        name: "probe".into(),
-        shape: out.clone(),
-        trainable: false,
-    });
-    let probe = b.shaped(Op::Var(shapes.len()), &[], Shape::fixed(&out)).unwrap();
-    let weighted = b.binary(Binary::Mul, y, probe).unwrap();
-    let summed = b.sum(weighted, (0..out.len()).collect()).unwrap();
-    let loss = b.reshape(summed, Shape::scalar()).unwrap();
-    g.outputs = vec![(Output::Loss, loss), (Output::Prediction, y)];
+    let mut g = common::probed(name, shapes, op);
     cnnc::autodiff::differentiate(&mut g).unwrap();
     let mut rng = Rng::new(5);
     let vars: Vec<ArrayD<f32>> = g

@@ -194,16 +194,7 @@ fn both_paths(xs: &[f32], mut f: impl FnMut(&[&[f32]]) -> Vec<f32>, operands: &[
 
 #[test]
 fn unary_ops_agree_with_their_definition_at_special_values() {
-    for op in [
-        Unary::Neg,
-        Unary::Exp,
-        Unary::Log,
-        Unary::Sqrt,
-        Unary::Recip,
-        Unary::Relu,
-        Unary::Sigmoid,
-        Unary::Tanh,
-    ] {
+    for &op in Unary::ALL {
         let xs = SPECIAL.to_vec();
         for (i, got) in both_paths(&xs, |o| compiled(op, o[0]), std::slice::from_ref(&xs)) {
             let want = op.apply(f64::from(xs[i])) as f32;
@@ -231,14 +222,7 @@ fn binary_ops_agree_with_their_definition_at_special_values() {
         2.5,
     ];
     let (a, b): (Vec<f32>, Vec<f32>) = values.iter().flat_map(|&x| values.iter().map(move |&y| (x, y))).unzip();
-    for op in [
-        Binary::Add,
-        Binary::Sub,
-        Binary::Mul,
-        Binary::Div,
-        Binary::Max,
-        Binary::Greater,
-    ] {
+    for &op in Binary::ALL {
         let got = both_paths(&a, |o| compiled_op(Op::Binary(op), o), &[a.clone(), b.clone()]);
         for (i, got) in got {
             let want = op.apply(f64::from(a[i]), f64::from(b[i])) as f32;

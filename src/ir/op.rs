@@ -68,8 +68,23 @@ pub enum Hyper {
     AdamStepSize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Unary {
+/// An enum of elementwise ops with `ALL`, every variant in order, written
+/// once: the tests walk every op through it.
+macro_rules! elementwise_ops {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+        }
+    };
+}
+
+elementwise_ops!(Unary {
     Neg,
     Exp,
     Log,
@@ -78,10 +93,9 @@ pub enum Unary {
     Relu,
     Sigmoid,
     Tanh,
-}
+});
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Binary {
+elementwise_ops!(Binary {
     Add,
     Sub,
     Mul,
@@ -89,7 +103,7 @@ pub enum Binary {
     Max,
     /// 1 where `a > b`, else 0.
     Greater,
-}
+});
 
 /// Axis positions of (batch, height, width, feature) in a 4-D tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

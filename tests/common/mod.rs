@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use cnnc::ir::{Binary, Builder, Graph, NodeId, Op, Origin, Output, Shape, VarDecl};
 use cnnc::runtime::data::DataError;
 use cnnc::shape::Checked;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The `.cnn` files of `models/`, sorted.
@@ -37,18 +38,18 @@ pub fn checked_file(path: &Path) -> Checked {
 }
 
 /// Runs the cnnc binary from the repository root.
-pub fn cnnc(args: &[&str]) -> Output {
+pub fn cnnc(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cnnc"))
         .args(args)
         .output()
         .expect("cnnc runs")
 }
 
-pub fn stdout(o: &Output) -> String {
+pub fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -107,4 +108,43 @@ pub fn assert_error(error: &DataError, file: &str, what: &str) {
         .unwrap_or_default();
     assert!(named.ends_with(file), "error does not name {file}:\n{shown}");
     assert!(shown.contains(what), "error does not say {what:?}:\n{shown}");
+}
+
+/// `loss = sum(op(vars) * probe)`: one op alone, fed by trainable
+/// variables of `shapes` (`x0`, `x1`, ...), under a fixed variable `probe`
+/// (the last) so that every output element weighs differently. The
+/// prediction is the op's result.
+pub fn probed(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeId]) -> NodeId) -> Graph {
+    let mut g = Graph::default();
+    for (i, s) in shapes.iter().enumerate() {
+        g.vars.push(VarDecl {
+            name: format!("x{i}"),
+            shape: s.to_vec(),
+            trainable: true,
+        });
+    }
+    let origin = Origin {
+        what: name.into(),
+        ..Origin::default()
+    };
+    let mut b = Builder::new(&mut g, origin);
+    let xs: Vec<NodeId> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| b.shaped(Op::Var(i), &[], Shape::fixed(s)).unwrap())
+        .collect();
+    let y = op(&mut b, &xs);
+    let out_shape = b.shape(y).sizes().expect("fixed shapes in op tests");
+    let probe_id = b.graph.vars.len();
+    b.graph.vars.push(VarDecl {
+        name: "probe".into(),
+        shape: out_shape.clone(),
+        trainable: false,
+    });
+    let probe = b.shaped(Op::Var(probe_id), &[], Shape::fixed(&out_shape)).unwrap();
+    let weighted = b.binary(Binary::Mul, y, probe).unwrap();
+    let summed = b.sum(weighted, (0..out_shape.len()).collect()).unwrap();
+    let loss = b.reshape(summed, Shape::scalar()).unwrap();
+    g.outputs = vec![(Output::Loss, loss), (Output::Prediction, y)];
+    g
 }
