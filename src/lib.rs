@@ -4,7 +4,8 @@
 //! `parse` (.cnn text to AST) → `shape` (layer shapes, params, FLOPs) →
 //! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` (graph
 //! rewrites) → `interp`, or `fuse` (kernels) → `codegen` (lowering, memory
-//! plan, Cranelift) → `runtime` (training), with `cli` on top.
+//! plan, Cranelift) → `runtime` (training), with `cli` on top. Beside
+//! them, models move out: `onnx` (export).
 
 pub mod autodiff;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod fuse;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+pub mod onnx;
 pub mod parse;
 pub mod passes;
 pub mod runtime;

@@ -5,6 +5,7 @@
 mod bench;
 mod check;
 mod eval;
+mod export;
 mod grad;
 mod gradcheck;
 mod ir;
@@ -49,6 +50,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Time the compiled engine against the interpreter.
     Bench(bench::BenchArgs),
+    /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
+    Export(export::ExportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(out) => {
