@@ -5,11 +5,13 @@
 //! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` (graph
 //! rewrites) → `interp`, or `fuse` (kernels) → `codegen` (lowering, memory
 //! plan, Cranelift) → `runtime` (training), with `cli` on top. Beside
-//! them, models move out: `onnx` (export).
+//! them, models move in and out: `onnx` (export and import), and `convert`, what
+//! the importers share.
 
 pub mod autodiff;
 pub mod cli;
 pub mod codegen;
+pub mod convert;
 pub mod diag;
 pub mod fuse;
 pub mod interp;

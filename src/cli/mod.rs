@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod grad;
 mod gradcheck;
+mod import;
 mod ir;
 mod predict;
 mod run;
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
     Export(export::ExportArgs),
+    /// Turn an ONNX model into a .cnn file and its weights.
+    Import(import::ImportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(out) => {

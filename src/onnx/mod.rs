@@ -1,9 +1,11 @@
-//! ONNX: `cnnc export` writes a checked model with its weights as a
-//! standard ONNX graph (`export.rs`).
+//! ONNX in and out: `cnnc export` writes a checked model with its weights
+//! as a standard ONNX graph (`export.rs`), `cnnc import` reads the graphs
+//! that `torch.onnx.export` makes of a sequential stack (`import.rs`).
 //! `proto.rs` holds the messages; this file the tensor conversions both
 //! directions share.
 
 pub mod export;
+pub mod import;
 pub mod proto;
 
 use proto::{TensorProto, data_type};
