@@ -5,8 +5,8 @@
 //! `lower` (AST to IR) → `autodiff` (backward graph) → `passes` (graph
 //! rewrites) → `interp`, or `fuse` (kernels) → `codegen` (lowering, memory
 //! plan, Cranelift) → `runtime` (training), with `cli` on top. Beside
-//! them, models move in and out: `onnx` (export and import), and `convert`, what
-//! the importers share.
+//! them, models move in and out: `onnx` (export and import), `keras` (Keras 3
+//! archives in), and `convert`, what the importers share.
 
 pub mod autodiff;
 pub mod cli;
@@ -16,6 +16,7 @@ pub mod diag;
 pub mod fuse;
 pub mod interp;
 pub mod ir;
+pub mod keras;
 pub mod lower;
 pub mod onnx;
 pub mod parse;

@@ -1,8 +1,9 @@
 //! `cnnc export` checked in a real runtime: every model of `models/`, with
 //! random weights and random batchnorm moving statistics, is exported and
 //! run in onnxruntime (through Python), and its outputs are compared with
-//! `cnnc predict`'s on the same batch. Also the exported graphs' structure,
-//! as snapshots.
+//! `cnnc predict`'s on the same batch; so is a model trained in Keras,
+//! imported, whose onnxruntime outputs are compared with Keras's own. Also
+//! the exported graphs' structure, as snapshots.
 //!
 //! The Python interpreter is `$CNNC_PYTHON`, else the venv `.ci/run`
 //! makes (`$HOME/.cache/cnnc/venv`). Without onnxruntime the test fails
@@ -20,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TOLERANCE: f32 = 1e-5;
+const KERAS_ARCHIVE: &str = "tests/fixtures/keras/small_cnn.keras";
+const KERAS_INPUT: &str = "tests/fixtures/keras/small_cnn.input.npy";
+const KERAS_OUTPUT: &str = "tests/fixtures/keras/small_cnn.output.npy";
 const BATCH: usize = 3;
 
 /// SplitMix64 draws in [0, 1).
@@ -115,16 +119,25 @@ fn every_model_runs_in_onnxruntime_as_in_cnnc() {
     let edges = EDGES
         .iter()
         .map(|(name, text)| dir.write(&format!("{name}.cnn"), text.as_bytes()));
-    for model in models().into_iter().chain(edges) {
+    // And a model trained in Keras, through `cnnc import`, on Keras's inputs.
+    let keras = dir.join("keras_small_cnn.cnn");
+    let o = cnnc(&["import", KERAS_ARCHIVE, "-o", &keras.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for model in models().into_iter().chain(edges).chain([keras.clone()]) {
         let name = stem(&model);
-        let weights = dir.join(format!("{name}.safetensors"));
-        checkpoint::save(&weights, &random_weights(&model, &mut rng), &Metadata::new()).unwrap();
-        let shape = checked_file(&model).model.input.shape;
-        let mut batch = vec![BATCH];
-        batch.extend(&shape);
-        let values: Vec<f32> = (0..batch.iter().product::<usize>()).map(|_| rng.uniform()).collect();
-        let input = dir.join(format!("{name}.input.npy"));
-        npy::write_f32(&input, &batch, &values).unwrap();
+        let (weights, input) = if model == keras {
+            (keras.with_extension("safetensors"), PathBuf::from(KERAS_INPUT))
+        } else {
+            let weights = dir.join(format!("{name}.safetensors"));
+            checkpoint::save(&weights, &random_weights(&model, &mut rng), &Metadata::new()).unwrap();
+            let shape = checked_file(&model).model.input.shape;
+            let mut batch = vec![BATCH];
+            batch.extend(&shape);
+            let values: Vec<f32> = (0..batch.iter().product::<usize>()).map(|_| rng.uniform()).collect();
+            let input = dir.join(format!("{name}.input.npy"));
+            npy::write_f32(&input, &batch, &values).unwrap();
+            (weights, input)
+        };
 
         let onnx = dir.join(format!("{name}.onnx"));
         let cnnc_out = dir.join(format!("{name}.cnnc.npy"));
@@ -167,6 +180,16 @@ fn every_model_runs_in_onnxruntime_as_in_cnnc() {
     for (name, _, _, cnnc_out, ort_out) in &runs {
         let ours = npy::read_f32(cnnc_out).unwrap();
         let theirs = npy::read_f32(ort_out).unwrap();
+        if *name == "keras_small_cnn" {
+            let keras = npy::read_f32(Path::new(KERAS_OUTPUT)).unwrap();
+            let diff = keras
+                .iter()
+                .zip(theirs.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            println!("{name}: max |Keras - onnxruntime| = {diff:.3e}");
+            assert!(diff <= TOLERANCE, "Keras and onnxruntime differ by {diff}");
+        }
         assert_eq!(ours.shape(), theirs.shape(), "{name}: output shapes differ");
         let diff = ours
             .iter()

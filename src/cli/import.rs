@@ -1,5 +1,6 @@
 //! `cnnc import FILE -o model.cnn [--weights-out W]`: an ONNX model (as
-//! `torch.onnx.export` writes one) as a `.cnn` file and its weights.
+//! `torch.onnx.export` writes one) or a Keras 3 `.keras` archive, as a
+//! `.cnn` file and its weights.
 
 use super::Failure;
 use super::run::fail;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// The model to import (.onnx).
+    /// The model to import: `.onnx`, or a Keras 3 `.keras` archive.
     file: PathBuf,
     /// Where to write the model (.cnn).
     #[arg(short, long)]
@@ -36,6 +37,8 @@ pub fn run(args: ImportArgs) -> Result<String, Failure> {
     })?;
     let imported: Imported = if bytes.is_empty() {
         return Err(failed("is empty".into()));
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        crate::keras::import(&bytes).map_err(failed)?
     } else if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
         return Err(failed(
             "is an HDF5 file (a Keras 2 .h5 model or a bare .weights.h5); cnnc imports Keras 3 .keras archives\n  \

@@ -53,7 +53,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
     Export(export::ExportArgs),
-    /// Turn an ONNX model into a .cnn file and its weights.
+    /// Turn an ONNX model or a Keras 3 .keras archive into a .cnn file and its weights.
     Import(import::ImportArgs),
 }
 
