@@ -5,8 +5,10 @@
 mod bench;
 mod check;
 mod eval;
+mod export;
 mod grad;
 mod gradcheck;
+mod import;
 mod ir;
 mod predict;
 mod run;
@@ -49,6 +51,10 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Time the compiled engine against the interpreter.
     Bench(bench::BenchArgs),
+    /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
+    Export(export::ExportArgs),
+    /// Turn an ONNX model or a Keras 3 .keras archive into a .cnn file and its weights.
+    Import(import::ImportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(out) => {

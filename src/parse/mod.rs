@@ -11,12 +11,13 @@
 pub mod args;
 pub mod ast;
 pub mod layers;
+pub mod print;
 pub mod syntax;
 pub mod train;
 
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use args::Args;
-use ast::{Input, Layer, Model};
+use ast::{Input, Layer, LayerKind, Model};
 use std::collections::HashMap;
 use syntax::{Statement, ValueKind};
 
@@ -67,7 +68,7 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
     let mut layers = Vec::new();
     let mut train = None;
     let mut train_span: Option<Span> = None;
-    let mut counters: HashMap<&'static str, usize> = HashMap::new();
+    let mut names = AutoNames::default();
     let mut first_layer: Option<Span> = None;
 
     for s in statements {
@@ -121,7 +122,7 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
             _ => match layers::spec(keyword) {
                 Some(spec) => {
                     first_layer.get_or_insert(s.span);
-                    if let Some(layer) = layer(s, spec, &mut counters, errors, source) {
+                    if let Some(layer) = layer(s, spec, &mut names, errors, source) {
                         layers.push(layer);
                     }
                 }
@@ -222,7 +223,7 @@ fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &str) ->
 fn layer(
     s: &Statement,
     spec: &layers::LayerSpec,
-    counters: &mut HashMap<&'static str, usize>,
+    names: &mut AutoNames,
     errors: &mut Vec<Diagnostic>,
     source: &str,
 ) -> Option<Layer> {
@@ -232,21 +233,7 @@ fn layer(
     let name = a.get("name", |v| args::text(v, "the layer name"));
     errors.append(&mut a.errors);
     let kind = kind?;
-    let name = match name {
-        Some(n) => n,
-        None => {
-            // Keras numbers automatic names per class: conv2d, conv2d_1, ...
-            let prefix = kind.keras_name_prefix();
-            let n = counters.entry(prefix).or_insert(0);
-            let name = if *n == 0 {
-                prefix.to_string()
-            } else {
-                format!("{prefix}_{n}")
-            };
-            *n += 1;
-            name
-        }
-    };
+    let name = name.unwrap_or_else(|| names.take(&kind));
     Some(Layer {
         name,
         kind,
@@ -255,6 +242,29 @@ fn layer(
         keyword: s.keyword.span,
         line: line_of(source, s.span),
     })
+}
+
+/// Keras's automatic layer names: a counter per class, `conv2d`,
+/// `conv2d_1`, ...; layers named by hand take no number.
+#[derive(Default)]
+pub struct AutoNames(HashMap<&'static str, usize>);
+
+impl AutoNames {
+    /// The name the next layer of this kind gets.
+    pub fn peek(&self, kind: &LayerKind) -> String {
+        let prefix = kind.keras_name_prefix();
+        match self.0.get(prefix).copied().unwrap_or(0) {
+            0 => prefix.to_string(),
+            n => format!("{prefix}_{n}"),
+        }
+    }
+
+    /// That name, counted.
+    pub fn take(&mut self, kind: &LayerKind) -> String {
+        let name = self.peek(kind);
+        *self.0.entry(kind.keras_name_prefix()).or_insert(0) += 1;
+        name
+    }
 }
 
 fn unique_names(layers: &[Layer], errors: &mut Vec<Diagnostic>) {

@@ -330,13 +330,20 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
     let file = SafeTensors::deserialize(&bytes).map_err(foreign)?;
 
     let wanted: HashSet<&str> = expected.iter().map(|&(name, _)| name).collect();
-    let mut extra: Vec<&str> = file.names().into_iter().filter(|n| !wanted.contains(n)).collect();
+    let names = file.names();
+    let prefix = model_prefix(&names, &wanted);
+    let mut extra: Vec<&str> = names
+        .iter()
+        .map(|n| prefix.map_or(*n, |p| &n[p.len() + 1..]))
+        .filter(|n| !wanted.contains(n))
+        .collect();
     extra.sort_unstable();
     let mut suggested = HashSet::new();
     let mut problems = Vec::new();
     let mut tensors = Vec::with_capacity(expected.len());
     for &(name, shape) in expected {
-        let Ok(view) = file.tensor(name) else {
+        let stored = prefix.map_or_else(|| name.to_string(), |p| format!("{p}/{name}"));
+        let Ok(view) = file.tensor(&stored) else {
             let similar = closest(name, extra.iter().copied());
             suggested.extend(similar);
             problems.push(Problem::Missing {
@@ -371,6 +378,21 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
     problems.extend(unexpected.map(|n| Problem::Unexpected { name: n.into() }));
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok((tensors, metadata, problems))
+}
+
+/// The model name Keras 3 puts before every variable's path
+/// (`sequential/conv2d/kernel`, `v.path` of `model.weights`), if every
+/// tensor of the file has one and the same, and none is named as the model
+/// names its own: such a file is read without the prefix.
+fn model_prefix<'a>(names: &[&'a str], wanted: &HashSet<&str>) -> Option<&'a str> {
+    let (prefix, _) = names.first()?.split_once('/')?;
+    let under = |n: &str| {
+        n.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| rest.contains('/'))
+    };
+    let ours = names.iter().any(|n| wanted.contains(n));
+    (!ours && names.iter().all(|n| under(n))).then_some(prefix)
 }
 
 /// What a file Keras wrote is, by its first bytes: users will try them.
