@@ -1,13 +1,13 @@
 //! The compiled engine against the reference interpreter on the seed
 //! models: inference and a whole training step (forward, backward, Adam
 //! update) at batch 1, 32 and 128, and the time to compile each model's
-//! routines. `cargo bench --bench compiled_vs_interpreted`; for a quick
+//! graphs. `cargo bench --bench compiled_vs_interpreted`; for a quick
 //! side-by-side table with GFLOP/s and a per-kernel profile, `cnnc bench`.
 
 use cnnc::codegen::Options;
 use cnnc::ir::Hyper;
 use cnnc::parse::ast::Optimizer;
-use cnnc::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
+use cnnc::runtime::engine::{Engine, Graphs, Interpreter, Kind, Step};
 use cnnc::runtime::jit::Compiled;
 use cnnc::runtime::rng::Rng;
 use cnnc::runtime::{dropout_masks, gradcheck::random_batch, initial_weights};
@@ -34,7 +34,7 @@ fn checked(name: &str) -> Checked {
 }
 
 struct Setup {
-    routines: Routines,
+    graphs: Graphs,
     state: Vec<ArrayD<f32>>,
     weights: usize,
     input: ArrayD<f32>,
@@ -43,19 +43,19 @@ struct Setup {
 }
 
 fn setup(checked: &Checked, batch: usize) -> Setup {
-    let routines = Routines::new(checked, &Optimizer::ADAM).expect("routines");
+    let graphs = Graphs::new(checked, &Optimizer::ADAM).expect("graphs");
     let mut rng = Rng::new(1);
     let (x, y) = random_batch(checked, batch, &mut rng);
     let mut state = initial_weights::<f32>(checked, 0);
     let weights = state.len();
     state.extend(
-        routines.train.vars[weights..]
+        graphs.train.vars[weights..]
             .iter()
             .map(|v| ArrayD::zeros(ndarray::IxDyn(&v.shape))),
     );
     Setup {
-        masks: dropout_masks(&routines.train, batch, &mut rng),
-        routines,
+        masks: dropout_masks(&graphs.train, batch, &mut rng),
+        graphs,
         state,
         weights,
         input: x.mapv(|v| v as f32),
@@ -84,8 +84,8 @@ fn steps(c: &mut Criterion) {
                 hyper: &hyper,
             };
             let engines: [(&str, Box<dyn Engine>); 2] = [
-                ("jit", Box::new(Compiled::new(s.routines.clone()))),
-                ("interp", Box::new(Interpreter::new(s.routines.clone()))),
+                ("jit", Box::new(Compiled::new(s.graphs.clone()))),
+                ("interp", Box::new(Interpreter::new(s.graphs.clone()))),
             ];
             for (engine_name, mut engine) in engines {
                 let mut state = s.state.clone();
@@ -106,13 +106,13 @@ fn compile(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
     for name in MODELS {
-        let routines = Routines::new(&checked(name), &Optimizer::ADAM).expect("routines");
-        // Both routines a training run needs, from the optimized graph to
+        let graphs = Graphs::new(&checked(name), &Optimizer::ADAM).expect("graphs");
+        // Both graphs a training run needs, from the optimized graph to
         // native code.
         group.bench_function(name, |b| {
             b.iter(|| {
                 for kind in [Kind::Train, Kind::Predict] {
-                    black_box(Compiled::compile(&routines, kind, 32, Options::default()).expect("compiles"));
+                    black_box(Compiled::compile(&graphs, kind, 32, Options::default()).expect("compiles"));
                 }
             })
         });

@@ -111,8 +111,8 @@ fn every_model_with_the_compiled_engine() {
     for path in models() {
         let name = stem(&path);
         let c = checked_file(&path);
-        let routines = cnnc::runtime::engine::Routines::new(&c, &cnnc::parse::ast::Optimizer::ADAM).unwrap();
-        let mut engine = cnnc::runtime::jit::Compiled::new(routines);
+        let graphs = cnnc::runtime::engine::Graphs::new(&c, &cnnc::parse::ast::Optimizer::ADAM).unwrap();
+        let mut engine = cnnc::runtime::jit::Compiled::new(graphs);
         let per_var = if name == "celeb8" { 2 } else { 8 };
         let report = check_model(&c, 1, 3, per_var, Some(&mut engine)).unwrap();
         assert_eq!(report.precision, cnnc::runtime::gradcheck::F32);

@@ -11,7 +11,7 @@ use cnnc::codegen;
 use cnnc::interp::Feeds;
 use cnnc::ir::{Builder, Conv, Hyper, NodeId, Op, Output};
 use cnnc::parse::ast::Optimizer;
-use cnnc::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
+use cnnc::runtime::engine::{Engine, Graphs, Interpreter, Kind, Step};
 use cnnc::runtime::jit::Compiled;
 use cnnc::runtime::rng::Rng;
 use cnnc::runtime::{dropout_masks, gradcheck::random_batch, initial_weights};
@@ -44,7 +44,7 @@ fn hyper(h: Hyper) -> f64 {
     }
 }
 
-/// Runs the backward, training-step and prediction routines on both
+/// Runs the backward, training-step and prediction graphs on both
 /// engines from the same state and batch and compares every output and
 /// every updated variable.
 fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
@@ -55,15 +55,15 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
         .as_ref()
         .and_then(|t| t.optimizer)
         .unwrap_or(Optimizer::ADAM);
-    let routines = Routines::new(checked, &optimizer).map_err(|e| e.to_string())?;
+    let graphs = Graphs::new(checked, &optimizer).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(seed);
     let (x, y) = random_batch(checked, batch, &mut rng);
     let (x, y) = (x.mapv(|v| v as f32), y.mapv(|v| v as f32));
-    let masks = dropout_masks::<f32>(&routines.train, batch, &mut rng);
+    let masks = dropout_masks::<f32>(&graphs.train, batch, &mut rng);
     let mut state = initial_weights::<f32>(checked, seed);
     let weights = state.len();
     state.extend(
-        routines.train.vars[weights..]
+        graphs.train.vars[weights..]
             .iter()
             .map(|v| ArrayD::from_shape_simple_fn(ndarray::IxDyn(&v.shape), || rng.uniform() as f32 * 0.01)),
     );
@@ -73,8 +73,8 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
         masks: &masks,
         hyper: &hyper,
     };
-    let mut jit = Compiled::new(routines.clone());
-    let mut reference = Interpreter::new(routines.clone());
+    let mut jit = Compiled::new(graphs.clone());
+    let mut reference = Interpreter::new(graphs.clone());
     for kind in [Kind::Backward, Kind::Predict, Kind::Train] {
         let vars = if kind == Kind::Train { state.len() } else { weights };
         let (mut a, mut b) = (state[..vars].to_vec(), state[..vars].to_vec());
@@ -90,14 +90,14 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
         }
         for ((o, va), (_, vb)) in out_a.iter().zip(&out_b) {
             let what = match o {
-                Output::Grad(v) => format!("{name} {kind:?} grad {}", routines.train.vars[*v].name),
+                Output::Grad(v) => format!("{name} {kind:?} grad {}", graphs.train.vars[*v].name),
                 _ => format!("{name} {kind:?} {o:?}"),
             };
             agree(&what, va, vb)?;
         }
         for (i, (va, vb)) in a.iter().zip(&b).enumerate() {
             agree(
-                &format!("{name} {kind:?} updated {}", routines.train.vars[i].name),
+                &format!("{name} {kind:?} updated {}", graphs.train.vars[i].name),
                 va,
                 vb,
             )?;

@@ -6,7 +6,7 @@ mod common;
 
 use cnnc::ir::Hyper;
 use cnnc::parse::ast::Optimizer;
-use cnnc::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
+use cnnc::runtime::engine::{Engine, Graphs, Interpreter, Kind, Step};
 use cnnc::runtime::jit::Compiled;
 use cnnc::runtime::optim;
 use ndarray::{ArrayD, IxDyn};
@@ -56,8 +56,8 @@ fn keras(optimizer: &Optimizer, steps: usize) -> f64 {
     w
 }
 
-fn train(engine: &mut dyn Engine, routines: &Routines, optimizer: &Optimizer, steps: usize) -> f32 {
-    let mut state: Vec<ArrayD<f32>> = routines
+fn train(engine: &mut dyn Engine, graphs: &Graphs, optimizer: &Optimizer, steps: usize) -> f32 {
+    let mut state: Vec<ArrayD<f32>> = graphs
         .train
         .vars
         .iter()
@@ -102,13 +102,13 @@ fn sgd_momentum_nesterov_and_adam_follow_keras() {
             epsilon: 1e-3,
         },
     ] {
-        let routines = Routines::new(&checked, &optimizer).unwrap();
+        let graphs = Graphs::new(&checked, &optimizer).unwrap();
         let engines: [(&str, Box<dyn Engine>); 2] = [
-            ("interp", Box::new(Interpreter::new(routines.clone()))),
-            ("jit", Box::new(Compiled::new(routines.clone()))),
+            ("interp", Box::new(Interpreter::new(graphs.clone()))),
+            ("jit", Box::new(Compiled::new(graphs.clone()))),
         ];
         for (name, mut engine) in engines {
-            let w = train(engine.as_mut(), &routines, &optimizer, 5);
+            let w = train(engine.as_mut(), &graphs, &optimizer, 5);
             let want = keras(&optimizer, 5);
             assert!(
                 (f64::from(w) - want).abs() <= 1e-6 * want.abs().max(1.0),

@@ -8,7 +8,7 @@ mod common;
 use cnnc::parse::ast::Optimizer;
 use cnnc::runtime::checkpoint::{self, Tensor};
 use cnnc::runtime::data::{self, Splits};
-use cnnc::runtime::engine::Routines;
+use cnnc::runtime::engine::Graphs;
 use cnnc::runtime::jit::Compiled;
 use cnnc::runtime::metrics::{self, EpochMetrics};
 use cnnc::runtime::train::{self, Ending, Report, Settings};
@@ -34,7 +34,7 @@ const STEPS: usize = 125;
 struct Fixture {
     checked: Checked,
     splits: Splits,
-    routines: Routines,
+    graphs: Graphs,
 }
 
 fn fixture() -> &'static Fixture {
@@ -42,12 +42,12 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let checked = checked("small", SMALL);
         let splits = data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None).unwrap();
-        // Learning rates are fed at run time: one set of routines serves all.
-        let routines = Routines::new(&checked, &Optimizer::ADAM).unwrap();
+        // Learning rates are fed at run time: one set of graphs serves all.
+        let graphs = Graphs::new(&checked, &Optimizer::ADAM).unwrap();
         Fixture {
             checked,
             splits,
-            routines,
+            graphs,
         }
     })
 }
@@ -68,23 +68,15 @@ fn settings(out: &Path, epochs: usize) -> Settings {
 /// this run if given; returns the report and what the run printed.
 fn train(settings: &Settings, stop_after: Option<usize>) -> (Report, String) {
     let f = fixture();
-    let mut engine = Compiled::new(f.routines.clone());
+    let mut engine = Compiled::new(f.graphs.clone());
     let steps = Cell::new(0);
     let stop = || {
         steps.set(steps.get() + 1);
         Some(steps.get()) == stop_after
     };
     let mut out = Vec::new();
-    let report = train::train(
-        &f.checked,
-        &f.splits,
-        settings,
-        &f.routines,
-        &mut engine,
-        &mut out,
-        &stop,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let report = train::train(&f.checked, &f.splits, settings, &f.graphs, &mut engine, &mut out, &stop)
+        .unwrap_or_else(|e| panic!("{e}"));
     (report, String::from_utf8(out).unwrap())
 }
 
@@ -179,12 +171,12 @@ fn interrupts_in_the_middle_of_epochs_resume_exactly() {
 /// The error of a run that should fail.
 fn failure(settings: &Settings) -> String {
     let f = fixture();
-    let mut engine = Compiled::new(f.routines.clone());
+    let mut engine = Compiled::new(f.graphs.clone());
     let run = train::train(
         &f.checked,
         &f.splits,
         settings,
-        &f.routines,
+        &f.graphs,
         &mut engine,
         &mut Vec::new(),
         &|| false,
@@ -214,8 +206,8 @@ fn a_resume_needs_the_batch_size_and_seed_of_the_interrupted_epoch() {
 fn relabel(path: &Path, key: &str, value: &str) {
     let f = fixture();
     let n = f.checked.weights().count();
-    let loaded = train::load_weights(path, &f.routines, n).unwrap();
-    let tensors: Vec<Tensor> = f.routines.train.vars[..n]
+    let loaded = train::load_weights(path, &f.graphs, n).unwrap();
+    let tensors: Vec<Tensor> = f.graphs.train.vars[..n]
         .iter()
         .zip(&loaded.values)
         .map(|(v, x)| Tensor {

@@ -3,13 +3,11 @@
 //! only ratios measured together mean much), with compile times, achieved
 //! GFLOP/s and, with `--profile`, the time of every kernel.
 
-use super::ir::routines;
-use super::run::fail;
-use super::{Failure, check::load};
+use super::common::{Failure, fail, graphs, load};
 use crate::codegen::print::kernel_line;
 use crate::codegen::{self, Options, profile};
 use crate::ir::Hyper;
-use crate::runtime::engine::{Engine, Interpreter, Kind, Routines, Step};
+use crate::runtime::engine::{Engine, Graphs, Interpreter, Kind, Step};
 use crate::runtime::jit::Compiled;
 use crate::runtime::rng::Rng;
 use crate::runtime::{dropout_masks, gradcheck, initial_weights};
@@ -79,27 +77,27 @@ fn measure(
     median(steps, || engine.run(kind, state, &step).map(|_| ()).map_err(fail))
 }
 
-fn gemm_flops(routines: &Routines, kind: Kind, batch: usize) -> Result<u64, Failure> {
-    let program = Compiled::program(routines, kind).map_err(fail)?;
+fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize) -> Result<u64, Failure> {
+    let program = Compiled::program(graphs, kind).map_err(fail)?;
     let plan = codegen::plan_for(program, batch).map_err(|e| Failure(e.to_string()))?;
     Ok(plan.lowerings.iter().map(|l| l.flops()).sum())
 }
 
 pub fn run(args: BenchArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let routines = routines(&checked)?;
+    let graphs = graphs(&checked)?;
     let b = args.batch as usize;
     let mut rng = Rng::new(7);
     let (x, y) = gradcheck::random_batch(&checked, b, &mut rng);
     let batch = Batch {
         input: x.mapv(|v| v as f32),
         label: y.mapv(|v| v as f32),
-        masks: dropout_masks(&routines.train, b, &mut rng),
+        masks: dropout_masks(&graphs.train, b, &mut rng),
     };
     let mut state = initial_weights::<f32>(&checked, 0);
     let weights = state.len();
     state.extend(
-        routines.train.vars[weights..]
+        graphs.train.vars[weights..]
             .iter()
             .map(|v| ArrayD::zeros(ndarray::IxDyn(&v.shape))),
     );
@@ -113,7 +111,7 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
     let mut compile = Vec::new();
     for (kind, name) in [(Kind::Train, "training step"), (Kind::Predict, "inference")] {
         let t = Instant::now();
-        Compiled::compile(&routines, kind, b, Options::default()).map_err(fail)?;
+        Compiled::compile(&graphs, kind, b, Options::default()).map_err(fail)?;
         compile.push(format!("{name} {:.1} ms", t.elapsed().as_secs_f64() * 1e3));
     }
     let _ = writeln!(out, "compile (fuse, plan, Cranelift): {}", compile.join(", "));
@@ -122,12 +120,12 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
         "{:<10} {:>14} {:>14} {:>10} {:>14} {:>14} {:>10}",
         "engine", "train step", "samples/s", "GFLOP/s", "inference", "samples/s", "GFLOP/s"
     );
-    let train_flops = gemm_flops(&routines, Kind::Train, b)? as f64;
-    let infer_flops = gemm_flops(&routines, Kind::Predict, b)? as f64;
+    let train_flops = gemm_flops(&graphs, Kind::Train, b)? as f64;
+    let infer_flops = gemm_flops(&graphs, Kind::Predict, b)? as f64;
     let mut times = Vec::new();
-    let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![("jit", Box::new(Compiled::new(routines.clone())))];
+    let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![("jit", Box::new(Compiled::new(graphs.clone())))];
     if !args.jit_only {
-        engines.push(("interp", Box::new(Interpreter::new(routines.clone()))));
+        engines.push(("interp", Box::new(Interpreter::new(graphs.clone()))));
     }
     for (name, engine) in &mut engines {
         let mut s = state.clone();
@@ -156,24 +154,19 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
         infer_flops / 1e6
     );
     if args.profile {
-        out += &kernel_profile(&routines, &batch, &mut state, args.steps)?;
+        out += &kernel_profile(&graphs, &batch, &mut state, args.steps)?;
     }
     Ok(out)
 }
 
 /// The compiled training step with a timer around every kernel.
-fn kernel_profile(
-    routines: &Routines,
-    batch: &Batch,
-    state: &mut [ArrayD<f32>],
-    steps: u32,
-) -> Result<String, Failure> {
+fn kernel_profile(graphs: &Graphs, batch: &Batch, state: &mut [ArrayD<f32>], steps: u32) -> Result<String, Failure> {
     let b = batch.input.shape()[0];
     let options = Options {
         keep_clif: false,
         profile: true,
     };
-    let mut routine = Compiled::compile(routines, Kind::Train, b, options).map_err(fail)?;
+    let mut routine = Compiled::compile(graphs, Kind::Train, b, options).map_err(fail)?;
     let g = &routine.plan.program.graph;
     let mut outputs: Vec<ArrayD<f32>> = g
         .outputs

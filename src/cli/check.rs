@@ -1,8 +1,7 @@
 //! `cnnc check FILE`: parse, check shapes, print the summary.
 
-use super::run::fail;
-use super::{Failure, Format, read_model};
-use crate::{parse, shape, summary};
+use super::common::{Failure, Format, fail, load};
+use crate::summary;
 use std::path::Path;
 
 pub fn run(path: &Path, format: Format) -> Result<String, Failure> {
@@ -12,12 +11,4 @@ pub fn run(path: &Path, format: Format) -> Result<String, Failure> {
         Format::Text => summary::text(&checked, Some(&arena)),
         Format::Json => format!("{:#}\n", summary::json(&checked, Some(&arena))),
     })
-}
-
-/// Reads, parses and checks a model file: the common first step of every
-/// command.
-pub fn load(path: &Path) -> Result<shape::Checked, Failure> {
-    let (name, source) = read_model(path)?;
-    let model = parse::parse(&name, &source)?;
-    Ok(shape::check(model, &name, &source)?)
 }

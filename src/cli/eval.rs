@@ -1,8 +1,7 @@
 //! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
 //! trained weights on the dataset's test split.
 
-use super::run::{DataArgs, dataset, engine, fail, trained};
-use super::{Failure, Format, check::load};
+use super::common::{DataArgs, Failure, Format, dataset, engine, fail, load, trained};
 use crate::runtime::train;
 use serde_json::json;
 use std::path::PathBuf;
@@ -25,7 +24,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (routines, mut state, _) = trained(&checked, &args.weights)?;
+    let (graphs, mut state, _) = trained(&checked, &args.weights)?;
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
     let Some(test) = &splits.test else {
         return Err(Failure(
@@ -33,7 +32,7 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
                 .into(),
         ));
     };
-    let mut engine = engine(args.data.engine, &routines);
+    let mut engine = engine(args.data.engine, &graphs);
     let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize).map_err(fail)?;
     Ok(match args.format {
         Format::Json => format!(

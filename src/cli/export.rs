@@ -1,8 +1,7 @@
 //! `cnnc export FILE --weights W -o model.onnx`: the model and its weights
 //! as an ONNX inference graph, for onnxruntime, onnxruntime-web or TensorRT.
 
-use super::run::{fail, trained};
-use super::{Failure, check::load};
+use super::common::{Failure, fail, load, trained};
 use crate::onnx::export::{BATCH, INPUT, OUTPUT, export};
 use crate::runtime::checkpoint::write_atomic;
 use crate::shape::group;
@@ -29,10 +28,10 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
     let mut out = String::new();
     let (weights, classes) = match &args.weights {
         Some(path) => {
-            let (routines, state, classes) = trained(&checked, path)?;
-            // The state holds the weights in the routines' order; the
+            let (graphs, state, classes) = trained(&checked, path)?;
+            // The state holds the weights in the graphs' order; the
             // exporter takes them in the model's.
-            let by_name: HashMap<&str, &ArrayD<f32>> = routines.train.vars[..state.weights]
+            let by_name: HashMap<&str, &ArrayD<f32>> = graphs.train.vars[..state.weights]
                 .iter()
                 .map(|v| v.name.as_str())
                 .zip(&state.values)

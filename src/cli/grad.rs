@@ -2,9 +2,7 @@
 //! gradient and its value after one SGD step. The course's backpropagation
 //! exercises, checked by the compiler.
 
-use super::ir::routines;
-use super::run::{EngineKind, engine, fail};
-use super::{Failure, Format, check::load};
+use super::common::{EngineKind, Failure, Format, engine, fail, graphs, load};
 use crate::ir::{Hyper, Output};
 use crate::parse::ast::{Loss, Optimizer};
 use crate::runtime::engine::{Kind, Step};
@@ -50,8 +48,8 @@ struct Example {
 pub fn run(args: GradArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
     let example = read_example(&args)?;
-    let routines = routines(&checked)?;
-    let graph = &routines.backward;
+    let graphs = graphs(&checked)?;
+    let graph = &graphs.backward;
     let mut vars = runtime::initial_weights::<f32>(&checked, args.seed);
     for (name, values) in &example.weights {
         let id = graph.var_id(name).ok_or_else(|| {
@@ -88,7 +86,7 @@ pub fn run(args: GradArgs) -> Result<String, Failure> {
         hyper: &no_hyper,
     };
     let mut state = vars.clone();
-    let outputs = engine(args.engine, &routines)
+    let outputs = engine(args.engine, &graphs)
         .run(Kind::Backward, &mut state, &step)
         .map_err(fail)?;
 

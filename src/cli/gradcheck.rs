@@ -1,9 +1,7 @@
 //! `cnnc gradcheck FILE`: the compiler's derived gradients against central
 //! differences, in f64, at random weights and a random batch.
 
-use super::ir::routines;
-use super::run::{EngineKind, engine};
-use super::{Failure, check::load};
+use super::common::{EngineKind, Failure, engine, graphs, load};
 use crate::runtime::gradcheck;
 use std::path::PathBuf;
 
@@ -29,7 +27,7 @@ pub struct GradcheckArgs {
 pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
     let mut compiled = match args.engine {
-        EngineKind::Jit => Some(engine(EngineKind::Jit, &routines(&checked)?)),
+        EngineKind::Jit => Some(engine(EngineKind::Jit, &graphs(&checked)?)),
         EngineKind::Interp => None,
     };
     let report = gradcheck::check_model(

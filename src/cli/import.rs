@@ -2,8 +2,7 @@
 //! `torch.onnx.export` writes one) or a Keras 3 `.keras` archive, as a
 //! `.cnn` file and its weights.
 
-use super::Failure;
-use super::run::fail;
+use super::common::{Failure, fail};
 use crate::convert::{Imported, finish};
 use crate::runtime::checkpoint::{self, Metadata, write_atomic};
 use crate::shape::group;

@@ -1,12 +1,11 @@
 //! `cnnc ir FILE --stage ...`: the graph at each stage of the pipeline.
 
-use super::run::fail;
-use super::{Failure, check::load};
+use super::common::{Failure, fail, graphs, load};
 use crate::codegen::{self, Options};
 use crate::ir::{Graph, print};
 use crate::lower::{Mode, lower};
 use crate::passes;
-use crate::runtime::engine::{Kind, Routines};
+use crate::runtime::engine::Kind;
 use crate::runtime::jit::Compiled;
 use crate::shape::Checked;
 use clap::ValueEnum;
@@ -78,10 +77,10 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
     let graph = match args.stage {
         Stage::Inference | Stage::Forward | Stage::Backward => build(&checked, args.stage)?,
         Stage::Optimized | Stage::Fused | Stage::Clif => {
-            let routines = routines(&checked)?;
+            let graphs = graphs(&checked)?;
             match args.stage {
                 Stage::Fused => {
-                    let program = Compiled::program(&routines, kind).map_err(fail)?;
+                    let program = Compiled::program(&graphs, kind).map_err(fail)?;
                     let plan = codegen::plan_for(program, batch).map_err(|e| Failure(e.to_string()))?;
                     return Ok(codegen::print::fused(&plan));
                 }
@@ -90,7 +89,7 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                         keep_clif: true,
                         profile: false,
                     };
-                    let routine = Compiled::compile(&routines, kind, batch, options).map_err(fail)?;
+                    let routine = Compiled::compile(&graphs, kind, batch, options).map_err(fail)?;
                     let mut legend: String = codegen::imports()
                         .iter()
                         .enumerate()
@@ -100,7 +99,7 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                     return Ok(format!("{legend}{}", routine.clif.unwrap_or_default()));
                 }
                 _ => {
-                    let mut g = routines.graph(kind).clone();
+                    let mut g = graphs.graph(kind).clone();
                     passes::optimize(&mut g).map_err(|e| Failure(e.to_string()))?;
                     g
                 }
@@ -111,11 +110,6 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
         IrFormat::Text => print::text(&graph),
         IrFormat::Dot => print::dot(&graph, &checked.model.name),
     })
-}
-
-/// The model's routines, with the optimizer of its training block.
-pub fn routines(checked: &Checked) -> Result<Routines, Failure> {
-    Routines::of_model(checked).map_err(fail)
 }
 
 pub fn build(checked: &Checked, stage: Stage) -> Result<Graph, Failure> {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod common;
 mod eval;
 mod export;
 mod grad;
@@ -13,8 +14,9 @@ mod ir;
 mod predict;
 mod run;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use std::path::{Path, PathBuf};
+use clap::{Parser, Subcommand};
+use common::{Failure, Format};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -57,21 +59,6 @@ enum Command {
     Import(import::ImportArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
-/// A failed command's message, already rendered for the terminal.
-pub struct Failure(pub String);
-
-impl From<crate::diag::Diagnostics> for Failure {
-    fn from(d: crate::diag::Diagnostics) -> Failure {
-        Failure(d.render())
-    }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -99,26 +86,4 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Reads a model file: its name for diagnostics and its text.
-pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure(match e.kind() {
-            std::io::ErrorKind::NotFound => format!("error: no such file `{name}`"),
-            std::io::ErrorKind::IsADirectory => format!("error: `{name}` is a directory, not a model file"),
-            _ => format!("error: cannot read `{name}`: {e}"),
-        })
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let before = &e.as_bytes()[..at];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-        Failure(format!(
-            "error: `{name}` is not UTF-8 text (invalid byte at {name}:{line}:{column})\n  = help: a model file is plain text; save it as UTF-8"
-        ))
-    })?;
-    Ok((name, text))
 }

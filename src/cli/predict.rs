@@ -2,8 +2,7 @@
 //! images or of a `.npy` batch (a regression model's output values), and
 //! optionally every output as `.npy`.
 
-use super::run::{EngineKind, engine, fail, trained};
-use super::{Failure, check::load};
+use super::common::{EngineKind, Failure, engine, fail, load, trained};
 use crate::parse::ast::Loss;
 use crate::runtime::engine::Engine;
 use crate::runtime::{data, npy};
@@ -41,9 +40,9 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (routines, mut state, classes) = trained(&checked, &args.weights)?;
+    let (graphs, mut state, classes) = trained(&checked, &args.weights)?;
     let (batch, names) = inputs(&args.inputs, &checked.model.input.shape)?;
-    let mut engine = engine(args.engine, &routines);
+    let mut engine = engine(args.engine, &graphs);
     let outputs = predict(engine.as_mut(), &mut state.values[..state.weights], &batch)?;
 
     let classifier = checked.loss() != Loss::MeanSquaredError;

@@ -1,24 +1,13 @@
 //! `cnnc run FILE`: train a model on its dataset, with the training block's
 //! settings overridden by flags.
 
-use super::{Failure, check::load};
+use super::common::{DataArgs, Failure, dataset, engine, fail, load};
 use crate::parse::ast::Optimizer;
-use crate::runtime::data::{self, Splits};
-use crate::runtime::engine::{Engine, Interpreter, Routines};
-use crate::runtime::jit::Compiled;
+use crate::runtime::engine::Graphs;
 use crate::runtime::train::{self, Ending, Files, Settings, compact};
-use crate::shape::Checked;
 use clap::ValueEnum;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EngineKind {
-    /// Native code compiled with Cranelift.
-    Jit,
-    /// The reference interpreter (ndarray).
-    Interp,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerName {
@@ -38,19 +27,6 @@ fn fraction(s: &str) -> Result<f64, String> {
         Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
         _ => Err(format!("`{s}` is not a fraction in [0, 1)")),
     }
-}
-
-/// Where the data comes from, shared by `run` and `eval`.
-#[derive(clap::Args)]
-pub struct DataArgs {
-    /// Dataset: `mnist10k`, a folder of IDX files or an image folder with one
-    /// subfolder per class [default: the training block's `data`; mnist10k
-    /// for a 28x28 digit model with 10 outputs]
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Engine that runs the model.
-    #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
-    pub engine: EngineKind,
 }
 
 #[derive(clap::Args)]
@@ -115,8 +91,8 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
     };
     let split = args.validation_split.or(block.validation_split);
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), split)?;
-    let routines = Routines::new(&checked, &settings.optimizer).map_err(fail)?;
-    let mut engine = engine(args.data.engine, &routines);
+    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(fail)?;
+    let mut engine = engine(args.data.engine, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is
     // whole, and a resume refuses weights and optimizer state left from
@@ -142,7 +118,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         &checked,
         &splits,
         &settings,
-        &routines,
+        &graphs,
         engine.as_mut(),
         &mut stdout,
         &|| INTERRUPTED.load(Ordering::Relaxed),
@@ -168,17 +144,6 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
     Ok(out)
 }
 
-pub fn fail(e: crate::runtime::Error) -> Failure {
-    Failure(e.to_string())
-}
-
-pub fn engine(kind: EngineKind, routines: &Routines) -> Box<dyn Engine> {
-    match kind {
-        EngineKind::Jit => Box::new(Compiled::new(routines.clone())),
-        EngineKind::Interp => Box::new(Interpreter::new(routines.clone())),
-    }
-}
-
 fn describe(o: &Optimizer) -> String {
     let settings = match o {
         Optimizer::Sgd {
@@ -201,46 +166,4 @@ fn describe(o: &Optimizer) -> String {
         ),
     };
     format!("{} ({settings})", o.name())
-}
-
-/// The model's dataset: the flag's (relative to the current folder), the
-/// training block's (relative to the model file), or mnist10k for a digit
-/// model.
-pub fn dataset(
-    checked: &Checked,
-    model_file: &Path,
-    flag: Option<&str>,
-    split: Option<f64>,
-) -> Result<Splits, Failure> {
-    let block = checked.model.train.as_ref().and_then(|t| t.data.clone());
-    let input = &checked.model.input.shape;
-    let outputs: usize = checked.output_shape().iter().product();
-    let digits = matches!(input.as_slice(), [28, 28, 1] | [28, 28] | [784]) && outputs == 10;
-    let (source, base) = match (flag, block) {
-        (Some(f), _) => (f.to_string(), PathBuf::from(".")),
-        (None, Some(b)) => (
-            b,
-            model_file
-                .parent()
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        ),
-        (None, None) if digits => (data::BUNDLED.to_string(), PathBuf::from(".")),
-        (None, None) => {
-            return Err(Failure(format!(
-                "error: `{}` names no dataset\n  = help: add `data \"path/to/images\"` to its `train {{ ... }}` block, or pass `--data`",
-                model_file.display()
-            )));
-        }
-    };
-    data::load(&source, &base, input, outputs, split).map_err(|e| fail(e.into()))
-}
-
-/// A model's routines and its state with trained weights from a file: what
-/// `eval` and `predict` start from.
-pub fn trained(checked: &Checked, weights: &Path) -> Result<(Routines, train::State, Vec<String>), Failure> {
-    let routines = super::ir::routines(checked)?;
-    let mut state = train::State::new(checked, &routines, 0);
-    let loaded = train::load_weights(weights, &routines, state.weights).map_err(fail)?;
-    state.values[..state.weights].clone_from_slice(&loaded.values);
-    Ok((routines, state, loaded.classes))
 }

@@ -1,4 +1,4 @@
-//! Engines run a model's routines (a training step, its gradients alone,
+//! Engines run a model's graphs (a training step, its gradients alone,
 //! evaluation, prediction) on batches. The interpreter is the reference
 //! engine; the compiled engine (`jit.rs`) implements the same trait, so
 //! training, evaluation, prediction and gradient checking are written once.
@@ -13,7 +13,7 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 /// The graphs of a model: built once, run for every batch.
 #[derive(Clone, Debug)]
-pub struct Routines {
+pub struct Graphs {
     /// Forward, backward and optimizer update.
     pub train: Graph,
     /// Forward and backward: the loss and every gradient.
@@ -32,13 +32,13 @@ pub enum Kind {
     Predict,
 }
 
-impl Routines {
-    pub fn new(checked: &Checked, optimizer: &Optimizer) -> Result<Routines, Error> {
+impl Graphs {
+    pub fn new(checked: &Checked, optimizer: &Optimizer) -> Result<Graphs, Error> {
         let mut backward = lower(checked, Mode::Training)?;
         crate::autodiff::differentiate(&mut backward)?;
         let mut train = backward.clone();
         super::optim::append_update(&mut train, optimizer)?;
-        Ok(Routines {
+        Ok(Graphs {
             train,
             backward,
             eval: lower(checked, Mode::Evaluation)?,
@@ -46,11 +46,11 @@ impl Routines {
         })
     }
 
-    /// The routines with the optimizer of the model's training block, else
+    /// The graphs with the optimizer of the model's training block, else
     /// Keras's default, Adam.
-    pub fn of_model(checked: &Checked) -> Result<Routines, Error> {
+    pub fn of_model(checked: &Checked) -> Result<Graphs, Error> {
         let optimizer = checked.model.train.as_ref().and_then(|t| t.optimizer);
-        Routines::new(checked, &optimizer.unwrap_or(Optimizer::ADAM))
+        Graphs::new(checked, &optimizer.unwrap_or(Optimizer::ADAM))
     }
 
     pub fn graph(&self, kind: Kind) -> &Graph {
@@ -138,18 +138,18 @@ fn outcome(outputs: Vec<(Output, ArrayD<f32>)>) -> Result<Outcome, Error> {
 
 /// The reference interpreter as an engine.
 pub struct Interpreter {
-    routines: Routines,
+    graphs: Graphs,
 }
 
 impl Interpreter {
-    pub fn new(routines: Routines) -> Interpreter {
-        Interpreter { routines }
+    pub fn new(graphs: Graphs) -> Interpreter {
+        Interpreter { graphs }
     }
 }
 
 impl Engine for Interpreter {
     fn run(&mut self, kind: Kind, state: &mut [ArrayD<f32>], step: &Step) -> Result<Vec<(Output, ArrayD<f32>)>, Error> {
-        let graph = self.routines.graph(kind);
+        let graph = self.graphs.graph(kind);
         // Targets come as rows, one per sample; a model whose output is an
         // image (a convolution's [1, 1, K]) reads them in its own shape.
         let batch = step.inputs.shape().first().copied().unwrap_or(1);

@@ -4,7 +4,7 @@
 //! updated in place.
 
 use super::Error;
-use super::engine::{Engine, Kind, Routines, Step};
+use super::engine::{Engine, Graphs, Kind, Step};
 use crate::codegen::{self, Buffers, HYPERS, Options, Routine};
 use crate::fuse::{self, Program};
 use crate::ir::Output;
@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 
 pub struct Compiled {
-    routines: Routines,
+    graphs: Graphs,
     programs: HashMap<Kind, Program>,
     cache: HashMap<(Kind, usize), Entry>,
 }
@@ -26,25 +26,25 @@ struct Entry {
 }
 
 impl Compiled {
-    pub fn new(routines: Routines) -> Compiled {
+    pub fn new(graphs: Graphs) -> Compiled {
         Compiled {
-            routines,
+            graphs,
             programs: HashMap::new(),
             cache: HashMap::new(),
         }
     }
 
     /// The fused program of a routine: optimized, then fused.
-    pub fn program(routines: &Routines, kind: Kind) -> Result<Program, Error> {
-        let mut graph = routines.graph(kind).clone();
+    pub fn program(graphs: &Graphs, kind: Kind) -> Result<Program, Error> {
+        let mut graph = graphs.graph(kind).clone();
         passes::optimize(&mut graph)?;
         Ok(fuse::fuse(graph))
     }
 
     /// Compiles a routine for a batch size, as `cnnc ir --stage clif` and
     /// the benchmarks do.
-    pub fn compile(routines: &Routines, kind: Kind, batch: usize, options: Options) -> Result<Routine, Error> {
-        let program = Compiled::program(routines, kind)?;
+    pub fn compile(graphs: &Graphs, kind: Kind, batch: usize, options: Options) -> Result<Routine, Error> {
+        let program = Compiled::program(graphs, kind)?;
         let plan = codegen::plan_for(program, batch)?;
         Ok(codegen::compile(plan, options)?)
     }
@@ -52,13 +52,13 @@ impl Compiled {
     fn entry(&mut self, kind: Kind, batch: usize) -> Result<&mut Entry, Error> {
         if !self.cache.contains_key(&(kind, batch)) {
             if !self.programs.contains_key(&kind) {
-                let p = Compiled::program(&self.routines, kind)?;
+                let p = Compiled::program(&self.graphs, kind)?;
                 self.programs.insert(kind, p);
             }
             let program = self.programs[&kind].clone();
             let plan = codegen::plan_for(program, batch)?;
             let routine = codegen::compile(plan, Options::default())?;
-            let g = self.routines.graph(kind);
+            let g = self.graphs.graph(kind);
             let outputs = g
                 .outputs
                 .iter()
@@ -78,10 +78,10 @@ impl Compiled {
 /// The arenas the compiled engine plans for a model: inference at batch 1,
 /// a training step at the training block's batch size (else 32).
 pub fn arenas(checked: &Checked) -> Result<crate::summary::Arena, Error> {
-    let routines = Routines::of_model(checked)?;
+    let graphs = Graphs::of_model(checked)?;
     let batch = checked.model.train.as_ref().and_then(|t| t.batch_size).unwrap_or(32);
     let bytes = |kind: Kind, batch: usize| -> Result<usize, Error> {
-        let plan = codegen::plan_for(Compiled::program(&routines, kind)?, batch)?;
+        let plan = codegen::plan_for(Compiled::program(&graphs, kind)?, batch)?;
         Ok(plan.arena_bytes())
     };
     Ok(crate::summary::Arena {
@@ -99,7 +99,7 @@ fn contiguous<'a>(a: &'a ArrayD<f32>, what: &str) -> Result<&'a [f32], Error> {
 impl Engine for Compiled {
     fn run(&mut self, kind: Kind, state: &mut [ArrayD<f32>], step: &Step) -> Result<Vec<(Output, ArrayD<f32>)>, Error> {
         let batch = step.inputs.shape().first().copied().unwrap_or(1);
-        let graph_outputs = self.routines.graph(kind).outputs.clone();
+        let graph_outputs = self.graphs.graph(kind).outputs.clone();
         let entry = self.entry(kind, batch)?;
         let input = step.inputs.as_standard_layout();
         let targets = step.targets.as_ref().map(|t| t.as_standard_layout());

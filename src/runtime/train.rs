@@ -5,7 +5,7 @@
 
 use super::checkpoint::{self, CheckpointError, Metadata, OptimizerState, Problem, Tensor};
 use super::data::{Dataset, Splits};
-use super::engine::{Engine, Routines, Step};
+use super::engine::{Engine, Graphs, Step};
 use super::metrics::{EpochMetrics, MetricsLog};
 use super::rng::Rng;
 use super::{Error, dropout_masks, initial_weights, optim, purpose};
@@ -83,11 +83,11 @@ pub struct Progress {
 }
 
 impl State {
-    pub fn new(checked: &Checked, routines: &Routines, seed: u64) -> State {
+    pub fn new(checked: &Checked, graphs: &Graphs, seed: u64) -> State {
         let mut values = initial_weights::<f32>(checked, seed);
         let weights = values.len();
         values.extend(
-            routines.train.vars[weights..]
+            graphs.train.vars[weights..]
                 .iter()
                 .map(|v| ArrayD::zeros(IxDyn(&v.shape))),
         );
@@ -202,7 +202,7 @@ pub fn train(
     checked: &Checked,
     splits: &Splits,
     settings: &Settings,
-    routines: &Routines,
+    graphs: &Graphs,
     engine: &mut dyn Engine,
     out: &mut dyn Write,
     stop: &dyn Fn() -> bool,
@@ -212,13 +212,13 @@ pub fn train(
     let run = Run {
         checked,
         settings,
-        routines,
+        graphs,
         files: Files::new(&settings.out_dir),
         classes: &splits.classes,
     };
     let train = &splits.train;
     let steps = train.len().div_ceil(settings.batch_size);
-    let mut state = State::new(checked, routines, settings.seed);
+    let mut state = State::new(checked, graphs, settings.seed);
     let mut stopping = settings.patience.map(EarlyStopping::new);
     let mut log = MetricsLog::create(&run.files.metrics);
     let mut ending = Ending::Completed;
@@ -282,12 +282,12 @@ pub fn train(
         // drops them, so that the rest of the epoch gets the masks it would
         // have got without the interrupt.
         for chunk in batches.by_ref().take(done.step) {
-            dropout_masks::<f32>(&routines.train, chunk.len(), &mut dropout);
+            dropout_masks::<f32>(&graphs.train, chunk.len(), &mut dropout);
         }
         let mut interrupted = false;
         for chunk in batches {
             let batch = train.batch(chunk);
-            let masks = dropout_masks::<f32>(&routines.train, chunk.len(), &mut dropout);
+            let masks = dropout_masks::<f32>(&graphs.train, chunk.len(), &mut dropout);
             let iterations = state.iterations;
             let hyper = |h| optim::hyper(&settings.optimizer, iterations, h);
             let outcome = engine.train_step(
@@ -526,7 +526,7 @@ pub fn compact(x: f64) -> String {
 struct Run<'a> {
     checked: &'a Checked,
     settings: &'a Settings,
-    routines: &'a Routines,
+    graphs: &'a Graphs,
     files: Files,
     classes: &'a [String],
 }
@@ -535,7 +535,7 @@ impl Run<'_> {
     /// `values` as the tensors of the training routine's variables from
     /// `first` on.
     fn tensors(&self, first: usize, values: &[ArrayD<f32>]) -> Vec<Tensor> {
-        self.routines.train.vars[first..]
+        self.graphs.train.vars[first..]
             .iter()
             .zip(values)
             .map(|(var, value)| Tensor {
@@ -619,9 +619,9 @@ impl Run<'_> {
             epoch,
             metadata,
             ..
-        } = load_weights(path, self.routines, state.weights)?;
+        } = load_weights(path, self.graphs, state.weights)?;
         state.values[..state.weights].clone_from_slice(&values);
-        let slots: Vec<(&str, &[usize])> = self.routines.train.vars[state.weights..]
+        let slots: Vec<(&str, &[usize])> = self.graphs.train.vars[state.weights..]
             .iter()
             .map(|v| (v.name.as_str(), v.shape.as_slice()))
             .collect();
@@ -683,7 +683,7 @@ impl Run<'_> {
             stopping.best = Some(best);
             return Ok(());
         }
-        let best = load_weights(&self.files.best, self.routines, state.weights)?;
+        let best = load_weights(&self.files.best, self.graphs, state.weights)?;
         if best.epoch != best_epoch {
             return Err(metadata_error(
                 &self.files.best,
@@ -736,8 +736,8 @@ fn metadata_error(path: &Path, key: &str, found: Option<String>, expected: Strin
 }
 
 /// Loads the model's weights from a safetensors file, in `State` order.
-pub fn load_weights(path: &Path, routines: &Routines, weights: usize) -> Result<Loaded, Error> {
-    let expected: Vec<(&str, &[usize])> = routines.train.vars[..weights]
+pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Loaded, Error> {
+    let expected: Vec<(&str, &[usize])> = graphs.train.vars[..weights]
         .iter()
         .map(|v| (v.name.as_str(), v.shape.as_slice()))
         .collect();

@@ -1,0 +1,136 @@
+//! What several commands share: reading and checking a model, building
+//! its graphs and engine, finding its dataset and loading trained weights,
+//! and the failure every command returns.
+
+use crate::parse;
+use crate::runtime::data::{self, Splits};
+use crate::runtime::engine::{Engine, Graphs, Interpreter};
+use crate::runtime::jit::Compiled;
+use crate::runtime::train;
+use crate::shape::{self, Checked};
+use clap::ValueEnum;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// A failed command's message, already rendered for the terminal.
+pub struct Failure(pub String);
+
+impl From<crate::diag::Diagnostics> for Failure {
+    fn from(d: crate::diag::Diagnostics) -> Failure {
+        Failure(d.render())
+    }
+}
+
+/// Reads a model file: its name for diagnostics and its text.
+pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("error: no such file `{name}`"),
+            std::io::ErrorKind::IsADirectory => format!("error: `{name}` is a directory, not a model file"),
+            _ => format!("error: cannot read `{name}`: {e}"),
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        Failure(format!(
+            "error: `{name}` is not UTF-8 text (invalid byte at {name}:{line}:{column})\n  = help: a model file is plain text; save it as UTF-8"
+        ))
+    })?;
+    Ok((name, text))
+}
+
+/// Reads, parses and checks a model file: the common first step of every
+/// command.
+pub fn load(path: &Path) -> Result<shape::Checked, Failure> {
+    let (name, source) = read_model(path)?;
+    let model = parse::parse(&name, &source)?;
+    Ok(shape::check(model, &name, &source)?)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// Native code compiled with Cranelift.
+    Jit,
+    /// The reference interpreter (ndarray).
+    Interp,
+}
+
+/// Where the data comes from, shared by `run` and `eval`.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Dataset: `mnist10k`, a folder of IDX files or an image folder with one
+    /// subfolder per class [default: the training block's `data`; mnist10k
+    /// for a 28x28 digit model with 10 outputs]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Engine that runs the model.
+    #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
+    pub engine: EngineKind,
+}
+
+pub fn fail(e: crate::runtime::Error) -> Failure {
+    Failure(e.to_string())
+}
+
+pub fn engine(kind: EngineKind, graphs: &Graphs) -> Box<dyn Engine> {
+    match kind {
+        EngineKind::Jit => Box::new(Compiled::new(graphs.clone())),
+        EngineKind::Interp => Box::new(Interpreter::new(graphs.clone())),
+    }
+}
+
+/// The model's graphs, with the optimizer of its training block.
+pub fn graphs(checked: &Checked) -> Result<Graphs, Failure> {
+    Graphs::of_model(checked).map_err(fail)
+}
+
+/// The model's dataset: the flag's (relative to the current folder), the
+/// training block's (relative to the model file), or mnist10k for a digit
+/// model.
+pub fn dataset(
+    checked: &Checked,
+    model_file: &Path,
+    flag: Option<&str>,
+    split: Option<f64>,
+) -> Result<Splits, Failure> {
+    let block = checked.model.train.as_ref().and_then(|t| t.data.clone());
+    let input = &checked.model.input.shape;
+    let outputs: usize = checked.output_shape().iter().product();
+    let digits = matches!(input.as_slice(), [28, 28, 1] | [28, 28] | [784]) && outputs == 10;
+    let (source, base) = match (flag, block) {
+        (Some(f), _) => (f.to_string(), PathBuf::from(".")),
+        (None, Some(b)) => (
+            b,
+            model_file
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        ),
+        (None, None) if digits => (data::BUNDLED.to_string(), PathBuf::from(".")),
+        (None, None) => {
+            return Err(Failure(format!(
+                "error: `{}` names no dataset\n  = help: add `data \"path/to/images\"` to its `train {{ ... }}` block, or pass `--data`",
+                model_file.display()
+            )));
+        }
+    };
+    data::load(&source, &base, input, outputs, split).map_err(|e| fail(e.into()))
+}
+
+/// A model's graphs and its state with trained weights from a file: what
+/// `eval` and `predict` start from.
+pub fn trained(checked: &Checked, weights: &Path) -> Result<(Graphs, train::State, Vec<String>), Failure> {
+    let graphs = graphs(checked)?;
+    let mut state = train::State::new(checked, &graphs, 0);
+    let loaded = train::load_weights(weights, &graphs, state.weights).map_err(fail)?;
+    state.values[..state.weights].clone_from_slice(&loaded.values);
+    Ok((graphs, state, loaded.classes))
+}
