@@ -6,6 +6,7 @@ mod rules;
 
 pub use rules::{CrossEntropyGradient, cross_entropy_gradient};
 
+use crate::diag::Diagnostic;
 use crate::ir::{Binary, Builder, Graph, IrError, NodeId, Op, Origin, Output, Phase, Shape};
 use crate::passes::{Pass, dce::DeadCode};
 use std::collections::HashMap;
@@ -27,12 +28,26 @@ impl From<IrError> for Error {
     }
 }
 
+impl Error {
+    /// The error at the layer it comes from, for rendering with its line.
+    pub fn diagnostic(&self) -> Diagnostic {
+        match self {
+            Error::NoRule { op, origin } => Diagnostic::error(
+                origin.span,
+                format!("cannot differentiate `{op}`: it has no gradient rule"),
+            )
+            .label(format!("`{}` computes `{op}`", origin.what)),
+            Error::Ir(e) => e.diagnostic(),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NoRule { op, origin } => write!(
                 f,
-                "error: cannot differentiate `{op}` (in `{}`, line {}): it has no gradient rule",
+                "cannot differentiate `{op}` (in `{}`, line {}): it has no gradient rule",
                 origin.what, origin.line
             ),
             Error::Ir(e) => e.fmt(f),

@@ -1,7 +1,7 @@
 //! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
 //! trained weights on the dataset's test split.
 
-use super::common::{DataArgs, Failure, Format, dataset, engine, fail, load, trained};
+use super::common::{DataArgs, Failure, Format, dataset, engine, in_model, load, trained};
 use crate::runtime::train;
 use serde_json::json;
 use std::path::PathBuf;
@@ -27,13 +27,13 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
     let (graphs, mut state, _) = trained(&checked, &args.weights)?;
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
     let Some(test) = &splits.test else {
-        return Err(Failure(
-            "error: the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder"
-                .into(),
+        return Err(Failure::new(
+            "the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder",
         ));
     };
     let mut engine = engine(args.data.engine, &graphs);
-    let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize).map_err(fail)?;
+    let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize)
+        .map_err(in_model(&checked))?;
     Ok(match args.format {
         Format::Json => format!(
             "{:#}\n",

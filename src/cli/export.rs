@@ -40,7 +40,7 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
                 .weights()
                 .map(|w| by_name.get(w.name.as_str()).map(|&a| a.clone()))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| Failure(format!("error: `{}` lacks a weight of the model", path.display())))?;
+                .ok_or_else(|| Failure::new(format!("`{}` lacks a weight of the model", path.display())))?;
             (weights, classes)
         }
         None => {
@@ -48,9 +48,9 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
             (crate::runtime::initial_weights::<f32>(&checked, 0), Vec::new())
         }
     };
-    let model = export(&checked, &weights, &classes).map_err(|e| Failure(format!("error: {e}")))?;
+    let model = export(&checked, &weights, &classes).map_err(|e| Failure::new(e.to_string()))?;
     let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
-    write_atomic(&args.output, &model.encode_to_vec()).map_err(|e| fail(e.into()))?;
+    write_atomic(&args.output, &model.encode_to_vec()).map_err(fail)?;
     let shape = |s: &[usize]| {
         let dims: Vec<String> = std::iter::once(BATCH.to_string())
             .chain(s.iter().map(usize::to_string))

@@ -78,10 +78,10 @@ pub fn main() -> ExitCode {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Err(Failure(message)) => {
-            eprint!("{message}");
-            if !message.ends_with('\n') {
-                eprintln!();
+        Err(failure) => {
+            match failure {
+                Failure::Message(message) => eprintln!("error: {}", message.trim_end()),
+                Failure::Diagnostics(rendered) => eprint!("{rendered}"),
             }
             ExitCode::from(1)
         }

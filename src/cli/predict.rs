@@ -57,7 +57,7 @@ pub fn run(args: PredictArgs) -> Result<String, Failure> {
     }
     if let Some(path) = &args.output {
         let flat: Vec<f32> = outputs.iter().copied().collect();
-        npy::write_f32(path, outputs.shape(), &flat).map_err(|e| fail(e.into()))?;
+        npy::write_f32(path, outputs.shape(), &flat).map_err(fail)?;
         let what = if classifier { "probabilities" } else { "outputs" };
         out += &format!("wrote all {what} to {}\n", path.display());
     }
@@ -72,7 +72,7 @@ fn predict(engine: &mut dyn Engine, weights: &mut [ArrayD<f32>], batch: &ArrayD<
         .collect::<Result<Vec<_>, _>>()
         .map_err(fail)?;
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| Failure(format!("error: {e}")))
+    ndarray::concatenate(Axis(0), &views).map_err(|e| Failure::new(e.to_string()))
 }
 
 /// A classifier's `k` most likely classes with their probabilities.
@@ -107,7 +107,7 @@ fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     match paths {
         [one] if is_npy(one) => {
-            let array = npy::read_f32(one).map_err(|e| fail(e.into()))?;
+            let array = npy::read_f32(one).map_err(fail)?;
             let batch = if array.shape() == input_shape {
                 array.insert_axis(Axis(0))
             } else if array
@@ -118,8 +118,8 @@ fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<
                 array
             } else {
                 let sample = npy::shape_text(input_shape);
-                return Err(Failure(format!(
-                    "error: {}: holds an array of shape {}, the model reads (N, {}), or {sample} for one sample",
+                return Err(Failure::new(format!(
+                    "{}: holds an array of shape {}, the model reads (N, {}), or {sample} for one sample",
                     one.display(),
                     npy::shape_text(array.shape()),
                     sample.trim_start_matches('(').trim_end_matches([',', ')']),
@@ -127,19 +127,19 @@ fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<
             };
             let n = batch.len_of(Axis(0));
             if n == 0 {
-                return Err(Failure(format!("error: {}: holds no samples", one.display())));
+                return Err(Failure::new(format!("{}: holds no samples", one.display())));
             }
             let names = (0..n).map(|i| format!("{}[{i}]", one.display())).collect();
             Ok((batch, names))
         }
         _ => {
             if let Some(npy) = paths.iter().find(|p| is_npy(p)) {
-                return Err(Failure(format!(
-                    "error: `{}`: give either one .npy batch or image files, not both",
+                return Err(Failure::new(format!(
+                    "`{}`: give either one .npy batch or image files, not both",
                     npy.display()
                 )));
             }
-            let batch = data::images(paths, input_shape).map_err(|e| fail(e.into()))?;
+            let batch = data::images(paths, input_shape).map_err(fail)?;
             Ok((batch, paths.iter().map(|p| p.display().to_string()).collect()))
         }
     }

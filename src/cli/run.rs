@@ -1,7 +1,7 @@
 //! `cnnc run FILE`: train a model on its dataset, with the training block's
 //! settings overridden by flags.
 
-use super::common::{DataArgs, Failure, dataset, engine, fail, load};
+use super::common::{DataArgs, Failure, dataset, engine, in_model, load};
 use crate::parse::ast::Optimizer;
 use crate::runtime::engine::Graphs;
 use crate::runtime::train::{self, Ending, Files, Settings, compact};
@@ -91,7 +91,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
     };
     let split = args.validation_split.or(block.validation_split);
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), split)?;
-    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(fail)?;
+    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
     let mut engine = engine(args.data.engine, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is
@@ -123,7 +123,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         &mut stdout,
         &|| INTERRUPTED.load(Ordering::Relaxed),
     )
-    .map_err(fail)?;
+    .map_err(in_model(&checked))?;
     let files = Files::new(&settings.out_dir);
     let mut out = String::new();
     if let Some(t) = &report.test {

@@ -14,8 +14,9 @@ pub mod print;
 pub mod profile;
 mod threads;
 
+use crate::diag::Diagnostic;
 use crate::fuse::{Kernel, Program};
-use crate::ir::{Graph, Hyper, Output};
+use crate::ir::{Graph, Hyper, Origin, Output};
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -28,11 +29,45 @@ use std::collections::HashMap;
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct CodegenError(pub String);
+pub struct CodegenError {
+    pub message: String,
+    /// The layer whose node could not be compiled, if one is to blame.
+    pub origin: Option<Origin>,
+}
+
+impl CodegenError {
+    pub fn new(message: impl Into<String>) -> CodegenError {
+        CodegenError {
+            message: message.into(),
+            origin: None,
+        }
+    }
+
+    pub fn at(mut self, origin: &Origin) -> CodegenError {
+        self.origin = Some(origin.clone());
+        self
+    }
+
+    /// The error at the layer it comes from, if any, for rendering with its
+    /// line.
+    pub fn diagnostic(&self) -> Option<Diagnostic> {
+        let origin = self.origin.as_ref()?;
+        Some(
+            Diagnostic::error(
+                origin.span,
+                format!("cannot compile `{}`: {}", origin.what, self.message),
+            )
+            .label(format!("in the code generated for `{}`", origin.what)),
+        )
+    }
+}
 
 impl fmt::Display for CodegenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}", self.0)
+        match &self.origin {
+            Some(o) => write!(f, "{} (in `{}`, line {})", self.message, o.what, o.line),
+            None => f.write_str(&self.message),
+        }
     }
 }
 
@@ -60,7 +95,7 @@ pub fn plan_for(program: Program, batch: usize) -> Result<Plan, CodegenError> {
         .collect::<Result<_, _>>()?;
     let plan = plan::plan(program, batch, lowerings);
     if cfg!(debug_assertions) {
-        plan::verify(&plan).map_err(|e| CodegenError(format!("memory plan: {e}")))?;
+        plan::verify(&plan).map_err(|e| CodegenError::new(format!("memory plan: {e}")))?;
     }
     Ok(plan)
 }
@@ -129,7 +164,7 @@ unsafe impl Send for Routine {}
 
 fn isa() -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool), CodegenError> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError(e.to_string()));
+    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::new(e.to_string()));
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
@@ -138,10 +173,10 @@ fn isa() -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool)
         "enable_verifier",
         if cfg!(debug_assertions) { "true" } else { "false" },
     )?;
-    let builder = cranelift_native::builder().map_err(|e| CodegenError(format!("unsupported host: {e}")))?;
+    let builder = cranelift_native::builder().map_err(|e| CodegenError::new(format!("unsupported host: {e}")))?;
     let isa = builder
         .finish(settings::Flags::new(flags))
-        .map_err(|e| CodegenError(e.to_string()))?;
+        .map_err(|e| CodegenError::new(e.to_string()))?;
     let fma = isa
         .isa_flags()
         .iter()
@@ -174,7 +209,7 @@ fn declare(module: &mut JITModule, name: &str, params: usize, linkage: Linkage) 
     sig.params.extend((0..params).map(|_| AbiParam::new(ptr)));
     module
         .declare_function(name, linkage, &sig)
-        .map_err(|e| CodegenError(e.to_string()))
+        .map_err(|e| CodegenError::new(e.to_string()))
 }
 
 /// The start of every generated function: the buffer bases and the
@@ -249,7 +284,7 @@ fn define(
     let clif = keep_clif.then(|| ctx.func.display().to_string());
     module
         .define_function(id, &mut ctx)
-        .map_err(|e| CodegenError(format!("{e:?}")))?;
+        .map_err(|e| CodegenError::new(format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(clif)
 }
@@ -258,7 +293,7 @@ fn define(
 /// routine, and one for each loop it splits across cores.
 pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     if plan.arena_bytes() > MAX_ARENA_BYTES {
-        return Err(CodegenError(format!(
+        return Err(CodegenError::new(format!(
             "a step at batch {} needs {} of working memory, more than cnnc's limit of {}\n  = help: lower the batch size",
             plan.batch,
             crate::shape::bytes(plan.arena_bytes() as u64),
@@ -268,7 +303,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     let mut arena = Vec::new();
     arena
         .try_reserve_exact(plan.arena_len)
-        .map_err(|_| CodegenError(format!("cannot allocate {} of working memory", plan.arena_bytes())))?;
+        .map_err(|_| CodegenError::new(format!("cannot allocate {} of working memory", plan.arena_bytes())))?;
     arena.resize(plan.arena_len, 0.0f32);
     let (isa, fma) = isa()?;
     let mut jit = JITBuilder::with_isa(isa, default_libcall_names());
@@ -337,7 +372,9 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         tick(e, plan.program.kernels.len() + 1);
     })?;
     clif = text.unwrap_or_default() + &clif;
-    module.finalize_definitions().map_err(|e| CodegenError(e.to_string()))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::new(e.to_string()))?;
     let code = module.get_finalized_function(id);
     // SAFETY: `code` is the function just defined with signature
     // (pointer, pointer) -> (), in the host's calling convention.
@@ -408,7 +445,7 @@ impl Routine {
                     .map_or((std::ptr::null_mut(), 0), |m| (m.as_mut_ptr(), m.len())),
             };
             if len < need || (need > 0 && p.is_null()) {
-                return Err(CodegenError(format!(
+                return Err(CodegenError::new(format!(
                     "buffer {s:?} holds {len} values, the routine needs {need}"
                 )));
             }

@@ -1,6 +1,6 @@
 //! The generic shape of a `.cnn` line, as the pest grammar sees it: a keyword,
 //! values and `key=value` pairs, or a `keyword { ... }` block. Meaning is
-//! given to it in `build.rs`.
+//! given to it by the tables in `layers.rs` and `train.rs`.
 
 use crate::diag::{Diagnostic, Span};
 use pest::Parser;

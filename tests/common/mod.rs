@@ -102,10 +102,9 @@ impl Drop for Scratch {
 pub fn assert_error(error: &DataError, file: &str, what: &str) {
     let shown = error.to_string();
     let first = shown.lines().next().unwrap_or_default();
-    let named = first
-        .strip_prefix("error: ")
-        .and_then(|rest| rest.split(": ").next())
-        .unwrap_or_default();
+    // The message only: the command line adds `error: `.
+    assert!(!first.starts_with("error"), "{shown}");
+    let named = first.split(": ").next().unwrap_or_default();
     assert!(named.ends_with(file), "error does not name {file}:\n{shown}");
     assert!(shown.contains(what), "error does not say {what:?}:\n{shown}");
 }
