@@ -4,7 +4,8 @@
 use super::common::{DataArgs, Failure, dataset, engine, in_model, load};
 use crate::parse::ast::Optimizer;
 use crate::runtime::engine::Graphs;
-use crate::runtime::train::{self, Ending, Files, Settings, compact};
+use crate::runtime::optim::compact;
+use crate::runtime::train::{self, Ending, Files, Settings};
 use clap::ValueEnum;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
