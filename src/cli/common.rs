@@ -25,6 +25,8 @@ pub enum Failure {
     Message(String),
     /// Diagnostics rendered with the model lines they point at.
     Diagnostics(String),
+    /// Stopped when asked to (Ctrl-C), after saying so and what was saved.
+    Interrupted,
 }
 
 impl Failure {

@@ -24,8 +24,20 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (graphs, mut state, _) = trained(&checked, &args.weights)?;
+    let (graphs, mut state, classes) = trained(&checked, &args.weights)?;
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
+    // Labels are indices: the same index in other data may be another
+    // class, and its score would be meaningless. Weights from elsewhere
+    // that record no classes are taken as they are.
+    if !classes.is_empty() && classes != splits.classes {
+        return Err(Failure::new(format!(
+            "`{}` was trained on the classes {}, the test data has {}\n  = help: evaluate on data with the classes \
+             the weights were trained on",
+            args.weights.display(),
+            classes.join(", "),
+            splits.classes.join(", ")
+        )));
+    }
     let Some(test) = &splits.test else {
         return Err(Failure::new(
             "the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder",

@@ -1,6 +1,5 @@
-//! The command line: one subcommand per thing a user does with a model.
-//! Exit codes: 0 success, 1 an error in the user's model, data or files
-//! (message on stderr), 2 a usage error (reported by clap).
+//! The command line: one subcommand per thing a user does with a model,
+//! and its exit codes ([`EXIT_CODES`]).
 
 mod bench;
 mod check;
@@ -19,11 +18,23 @@ use common::{Failure, Format};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// What each exit code means, as `--help` shows it.
+const EXIT_CODES: &str = "Exit codes:
+  0    success
+  1    an error in the model, data, files or settings (the message is on stderr)
+  2    a usage error: an unknown flag or a bad value
+  130  `cnnc run` interrupted (Ctrl-C): the run is saved; `--resume` continues it";
+
+/// The exit code of an interrupted run, as shells give a command that
+/// SIGINT ended.
+const INTERRUPTED: u8 = 130;
+
 #[derive(Parser)]
 #[command(
     name = "cnnc",
     version,
-    about = "A compiler for convolutional neural networks written as layer stacks"
+    about = "A compiler for convolutional neural networks written as layer stacks",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +57,7 @@ enum Command {
     /// Check the derived gradients against finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
     /// Train a model on its dataset.
+    #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
     /// Evaluate trained weights on the test split.
     Eval(eval::EvalArgs),
@@ -82,6 +94,7 @@ pub fn main() -> ExitCode {
             match failure {
                 Failure::Message(message) => eprintln!("error: {}", message.trim_end()),
                 Failure::Diagnostics(rendered) => eprint!("{rendered}"),
+                Failure::Interrupted => return ExitCode::from(INTERRUPTED),
             }
             ExitCode::from(1)
         }

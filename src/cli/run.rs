@@ -87,20 +87,24 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         epochs: args.epochs.map(|e| e as usize).or(block.epochs).unwrap_or(1),
         seed: args.seed.or(block.seed).unwrap_or(0),
         patience: args.patience.map(|p| p as usize).or(block.patience),
+        validation_split: args.validation_split.or(block.validation_split),
         out_dir: args.out.join(&checked.model.name),
         resume: args.resume,
     };
-    let split = args.validation_split.or(block.validation_split);
-    let splits = dataset(&checked, &args.file, args.data.data.as_deref(), split)?;
+    let splits = dataset(
+        &checked,
+        &args.file,
+        args.data.data.as_deref(),
+        settings.validation_split,
+    )?;
     let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
     let mut engine = engine(args.data.engine, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is
-    // whole, and a resume refuses weights and optimizer state left from
-    // different steps.
+    // whole, and the checkpoint is one of them.
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
+            std::process::exit(i32::from(super::INTERRUPTED));
         }
     });
 
@@ -134,14 +138,15 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         }
         out += &format!(" ({} samples)\n", t.n);
     }
-    if report.ending != Ending::Interrupted {
-        out += &format!(
-            "wrote {}, {} and {}\n",
-            files.weights.display(),
-            files.metrics.display(),
-            files.plot.display()
-        );
+    if report.ending == Ending::Interrupted {
+        return Err(Failure::Interrupted);
     }
+    out += &format!(
+        "wrote {}, {} and {}\n",
+        files.weights.display(),
+        files.metrics.display(),
+        files.plot.display()
+    );
     Ok(out)
 }
 

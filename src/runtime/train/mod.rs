@@ -6,6 +6,8 @@
 mod divergence;
 mod early_stopping;
 mod evaluate;
+mod fingerprint;
+mod folder;
 mod progress;
 mod resume;
 
@@ -22,6 +24,7 @@ use super::{Error, dropout_masks, initial_weights, optim, purpose};
 use crate::parse::ast::Optimizer;
 use crate::shape::Checked;
 use evaluate::has_accuracy;
+use fingerprint::Fingerprint;
 use ndarray::{ArrayD, IxDyn};
 use resume::Run;
 use std::io::Write;
@@ -37,28 +40,38 @@ pub struct Settings {
     pub epochs: usize,
     pub seed: u64,
     pub patience: Option<usize>,
-    /// Where weights, optimizer state, metrics and the plot go.
+    /// The fraction of the training data the splits were cut with, if any:
+    /// recorded with the data's fingerprint.
+    pub validation_split: Option<f64>,
+    /// The run folder: where the checkpoint, weights, metrics and the plot go.
     pub out_dir: PathBuf,
     pub resume: bool,
 }
 
 /// The files a run writes, inside `Settings::out_dir`.
 pub struct Files {
+    /// All a resumed run needs, committed as one file: see `resume`.
+    pub checkpoint: PathBuf,
+    /// The weights alone, for `eval`, `predict`, `export` and Keras.
     pub weights: PathBuf,
     /// The best epoch's weights, kept for early stopping while later epochs
     /// overwrite `weights`.
     pub best: PathBuf,
     pub metrics: PathBuf,
     pub plot: PathBuf,
+    /// Held locked while a run writes the folder.
+    pub lock: PathBuf,
 }
 
 impl Files {
     pub fn new(out_dir: &Path) -> Files {
         Files {
+            checkpoint: out_dir.join("checkpoint.safetensors"),
             weights: out_dir.join("weights.safetensors"),
             best: out_dir.join("weights.best.safetensors"),
             metrics: out_dir.join("metrics.jsonl"),
             plot: out_dir.join("learning_curves.png"),
+            lock: out_dir.join("run.lock"),
         }
     }
 }
@@ -141,14 +154,17 @@ pub fn train(
     out: &mut dyn Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<Report, Error> {
-    std::fs::create_dir_all(&settings.out_dir)
-        .map_err(|e| Error::Message(format!("cannot create `{}`: {e}", settings.out_dir.display())))?;
+    let files = Files::new(&settings.out_dir);
+    // Held to the end of the run, and released by the system whenever the
+    // process ends.
+    let _lock = folder::claim(&settings.out_dir, &files)?;
     let run = Run {
         checked,
         settings,
         graphs,
-        files: Files::new(&settings.out_dir),
+        files,
         classes: &splits.classes,
+        data: Fingerprint::of(splits, settings.validation_split),
     };
     let mut fit = Fit {
         steps: splits.train.len().div_ceil(settings.batch_size),
@@ -260,7 +276,7 @@ impl Fit<'_> {
             let step = done.step;
             self.state.progress = done;
             self.run.save(&self.state, self.stopping.as_ref())?;
-            let (steps, path) = (self.steps, self.run.files.weights.display().to_string());
+            let (steps, path) = (self.steps, self.run.files.checkpoint.display().to_string());
             self.say(format_args!(
                 "interrupted at step {step} of {steps} of epoch {epoch}: saved to {path} (--resume continues at the next step)"
             ));

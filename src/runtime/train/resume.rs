@@ -1,18 +1,31 @@
-//! Checkpoints of a run: saving the weights with what a resumed run needs
-//! in their metadata and the optimizer state beside them, and loading them
-//! back to continue, mid-epoch too.
+//! Checkpoints of a run, and loading them back to continue, mid-epoch too.
+//!
+//! A checkpoint is one file, `checkpoint.safetensors`: the weights and the
+//! optimizer's slots (named `<weight>/<slot>`, Keras 3's slot names), and in
+//! its metadata the step count, the seed, how far an interrupted epoch got,
+//! the best epoch and the data's fingerprint. One file because one rename
+//! replaces it: a kill at any moment leaves the previous checkpoint or the
+//! new one, never weights of one step beside optimizer state of another,
+//! with no manifest or second rename to get right. `weights.safetensors`,
+//! the weights as users and other tools read them, is written after it from
+//! the same state, and written again by a resume in case a kill came in
+//! between.
 
 use super::early_stopping::{Best, EarlyStopping};
+use super::fingerprint::Fingerprint;
 use super::{Files, Progress, Settings, State};
 use crate::runtime::Error;
-use crate::runtime::checkpoint::{self, CheckpointError, Metadata, OptimizerState, Problem, Tensor};
+use crate::runtime::checkpoint::{self, CheckpointError, Metadata, Problem, Tensor};
 use crate::runtime::engine::Graphs;
 use crate::shape::Checked;
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 use std::str::FromStr;
 
-/// A run's model, settings and files: what saving and resuming need
+/// The `format` of a checkpoint's metadata; weights files say `cnnc`.
+const CHECKPOINT: &str = "cnnc-checkpoint";
+
+/// A run's model, settings, files and data: what saving and resuming need
 /// besides the state.
 pub struct Run<'a> {
     pub checked: &'a Checked,
@@ -20,6 +33,7 @@ pub struct Run<'a> {
     pub graphs: &'a Graphs,
     pub files: Files,
     pub classes: &'a [String],
+    pub data: Fingerprint,
 }
 
 impl Run<'_> {
@@ -43,22 +57,23 @@ impl Run<'_> {
             ("format".into(), "cnnc".into()),
             ("model".into(), self.checked.model.name.clone()),
             ("epoch".into(), epoch.to_string()),
-            // `cnnc predict` names its answers with these.
+            // `cnnc predict` names its answers with these, `cnnc eval`
+            // checks its test data against them.
             ("classes".into(), serde_json::json!(self.classes).to_string()),
         ])
     }
 
-    /// Writes the weights (Keras names and layouts), with what a resumed
-    /// run needs in their metadata, and beside them the optimizer state,
-    /// each atomically.
+    /// Commits the checkpoint, then writes the weights from it.
     pub fn save(&self, state: &State, stopping: Option<&EarlyStopping>) -> Result<(), Error> {
         let mut metadata = self.metadata(state.epoch);
         let mut put = |key: &str, value: String| {
             metadata.insert(key.into(), value);
         };
-        // A run killed between this write and the optimizer state's leaves
-        // the two from different steps: resuming compares them.
+        put("format", CHECKPOINT.into());
+        put("optimizer", self.settings.optimizer.name().into());
         put("iterations", state.iterations.to_string());
+        put("seed", self.settings.seed.to_string());
+        put("data", self.data.to_json());
         let progress = &state.progress;
         if progress.step > 0 {
             put("step", progress.step.to_string());
@@ -73,22 +88,13 @@ impl Run<'_> {
             put("best_epoch", best.epoch.to_string());
             put("best_val_loss", best.val_loss.to_string());
         }
-        let weights = state.weights;
-        checkpoint::save(
-            &self.files.weights,
-            &self.tensors(0, &state.values[..weights]),
-            &metadata,
-        )?;
-        checkpoint::save_optimizer(
-            &self.files.weights,
-            &OptimizerState {
-                optimizer: self.settings.optimizer.name().into(),
-                iterations: state.iterations,
-                epoch: state.epoch,
-                seed: self.settings.seed,
-                slots: self.tensors(weights, &state.values[weights..]),
-            },
-        )?;
+        checkpoint::save(&self.files.checkpoint, &self.tensors(0, &state.values), &metadata)?;
+        self.publish(&state.values[..state.weights], state.epoch)
+    }
+
+    /// Writes `weights.safetensors`: the model's weights alone.
+    fn publish(&self, weights: &[ArrayD<f32>], epoch: u64) -> Result<(), Error> {
+        checkpoint::save(&self.files.weights, &self.tensors(0, weights), &self.metadata(epoch))?;
         Ok(())
     }
 
@@ -101,52 +107,77 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Loads the last checkpoint into `state`, and its best epoch into
-    /// `stopping`.
+    /// Loads the checkpoint into `state`, and its best epoch into
+    /// `stopping`, once it is known to be this run's: the same optimizer
+    /// and the same data.
     pub fn resume(&self, state: &mut State, stopping: Option<&mut EarlyStopping>) -> Result<(), Error> {
-        let path = &self.files.weights;
-        let Loaded {
-            values,
-            epoch,
-            metadata,
-            ..
-        } = load_weights(path, self.graphs, state.weights)?;
-        state.values[..state.weights].clone_from_slice(&values);
-        let slots: Vec<(&str, &[usize])> = self.graphs.train.vars[state.weights..]
+        let path = &self.files.checkpoint;
+        if !path.is_file() {
+            return Err(Error::Message(format!(
+                "nothing to resume in `{}`: it has no checkpoint ({} is missing)\n  = note: a run saves one after \
+                 every epoch and when Ctrl-C stops it\n  = help: start the run without --resume",
+                self.settings.out_dir.display(),
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            )));
+        }
+        let expected: Vec<(&str, &[usize])> = self
+            .graphs
+            .train
+            .vars
             .iter()
             .map(|v| (v.name.as_str(), v.shape.as_slice()))
             .collect();
-        let opt = checkpoint::load_optimizer(path, self.settings.optimizer.name(), epoch, &slots)?;
+        let (found, problems) = checkpoint::inspect(path, &expected)?;
         let fields = Fields {
             path,
-            metadata: &metadata,
+            metadata: &found.metadata,
         };
-        if let Some(iterations) = fields.get::<u64>("iterations")?
-            && iterations != opt.iterations
-        {
-            return Err(metadata_error(
-                &checkpoint::optimizer_path(path),
-                "iterations",
-                Some(opt.iterations.to_string()),
-                format!("`{iterations}`, the iterations of the weights"),
-            ));
+        fields.expect("format", CHECKPOINT, "a checkpoint written by `cnnc run`")?;
+        let optimizer = self.settings.optimizer.name();
+        let trained_with = fields.text("optimizer", "the optimizer's name")?;
+        if trained_with != optimizer {
+            return Err(Error::Message(format!(
+                "the run in `{}` was trained with {trained_with}, not {optimizer}\n  = help: resume it with \
+                 `--optimizer {trained_with}`",
+                self.settings.out_dir.display()
+            )));
         }
-        for (slot, value) in opt.slots.into_iter().zip(&mut state.values[state.weights..]) {
-            *value = ArrayD::from_shape_vec(IxDyn(&slot.shape), slot.data)
-                .map_err(|e| Error::Message(format!("optimizer state: {e}")))?;
+        let data = fields.text("data", "the data's fingerprint")?;
+        let trained_on = Fingerprint::from_json(data)
+            .map_err(|e| metadata_error(path, "data", Some(data.into()), format!("the data's fingerprint ({e})")))?;
+        let changes = trained_on.changes(&self.data);
+        if !changes.is_empty() {
+            return Err(Error::Message(format!(
+                "the run in `{}` was trained on other data:\n{}\n  = help: resume with the data and validation \
+                 split it started with, or start a new run without --resume",
+                self.settings.out_dir.display(),
+                changes
+                    .iter()
+                    .map(|c| format!("  - {c}\n"))
+                    .collect::<String>()
+                    .trim_end()
+            )));
         }
-        state.iterations = opt.iterations;
+        checkpoint::mismatch(path, problems)?;
+        for (tensor, value) in found.tensors.into_iter().zip(&mut state.values) {
+            *value = ArrayD::from_shape_vec(IxDyn(&tensor.shape), tensor.data)
+                .map_err(|e| Error::Message(format!("`{}`: {e}", path.display())))?;
+        }
+        let epoch = fields.require("epoch")?;
+        state.iterations = fields.require("iterations")?;
         state.epoch = epoch;
+        // A kill between the commit and this file's write left it behind.
+        self.publish(&state.values[..state.weights], epoch)?;
         if let Some(step) = fields.get("step")? {
             let batch_size: usize = fields.require("batch_size")?;
+            let seed: u64 = fields.require("seed")?;
             let settings = self.settings;
-            if (batch_size, opt.seed) != (settings.batch_size, settings.seed) {
+            if (batch_size, seed) != (settings.batch_size, settings.seed) {
                 return Err(Error::Message(format!(
-                    "epoch {} was interrupted after step {step} of batches of {batch_size} with seed {}: only \
-                     the same batch size and seed continue it\n  = help: pass `--batch {batch_size} --seed {}`",
+                    "epoch {} was interrupted after step {step} of batches of {batch_size} with seed {seed}: only \
+                     the same batch size and seed continue it\n  = help: pass `--batch {batch_size} --seed {seed}`",
                     epoch + 1,
-                    opt.seed,
-                    opt.seed
                 )));
             }
             state.progress = Progress {
@@ -161,14 +192,14 @@ impl Run<'_> {
             return Ok(());
         };
         let val_loss = fields.require("best_val_loss")?;
-        // The best file is written after the weights, so a run killed in
+        // The best file is written after the checkpoint, so a run killed in
         // between leaves it a best epoch behind; the weights then are the
         // best ones, and the best file is written again.
         if best_epoch == epoch && state.progress.step == 0 {
             let best = Best {
                 epoch,
                 val_loss,
-                weights: values,
+                weights: state.values[..state.weights].to_vec(),
             };
             self.save_best(&best)?;
             stopping.best = Some(best);
@@ -192,7 +223,7 @@ impl Run<'_> {
     }
 }
 
-/// The numbers a training run wrote into the metadata of a weights file.
+/// The fields a training run wrote into the metadata of its checkpoint.
 struct Fields<'a> {
     path: &'a Path,
     metadata: &'a Metadata,
@@ -212,6 +243,26 @@ impl Fields<'_> {
     fn require<T: FromStr>(&self, key: &str) -> Result<T, Error> {
         self.get(key)?
             .ok_or_else(|| metadata_error(self.path, key, None, "a number".into()))
+    }
+
+    fn text(&self, key: &str, meaning: &str) -> Result<&str, Error> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| metadata_error(self.path, key, None, meaning.into()))
+    }
+
+    fn expect(&self, key: &str, value: &str, meaning: &str) -> Result<(), Error> {
+        let found = self.metadata.get(key);
+        if found.is_some_and(|v| v == value) {
+            return Ok(());
+        }
+        Err(metadata_error(
+            self.path,
+            key,
+            found.cloned(),
+            format!("`{value}`, {meaning}"),
+        ))
     }
 }
 
@@ -245,12 +296,7 @@ pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Load
         .map(|t| ArrayD::from_shape_vec(IxDyn(&t.shape), t.data))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Message(format!("`{}`: {e}", path.display())))?;
-    Ok(Loaded {
-        values,
-        epoch,
-        classes,
-        metadata: loaded.metadata,
-    })
+    Ok(Loaded { values, epoch, classes })
 }
 
 /// Weights read from a file, with what cnnc stored beside them.
@@ -260,6 +306,4 @@ pub struct Loaded {
     pub epoch: u64,
     /// Class names by label, if the file records them.
     pub classes: Vec<String>,
-    /// All of it, for resuming a run.
-    pub metadata: Metadata,
 }
