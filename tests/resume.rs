@@ -261,11 +261,13 @@ fn a_resume_on_other_data_is_refused_saying_what_changed() {
 #[test]
 fn a_resume_without_a_checkpoint_says_what_is_missing_and_what_to_do() {
     let dir = Scratch::new("nothing");
-    let e = failure(&resumed(&settings(&dir, 1)));
+    let out = dir.join("never-run");
+    let e = failure(&resumed(&settings(&out, 1)));
     assert!(
-        e.starts_with(&format!("nothing to resume in `{}`", dir.display())),
+        e.starts_with(&format!("nothing to resume in `{}`", out.display())),
         "{e}"
     );
+    assert!(!out.exists(), "a failed resume made the run folder");
     assert!(e.contains("checkpoint.safetensors is missing"), "{e}");
     assert!(e.contains("help: start the run without --resume"), "{e}");
 }

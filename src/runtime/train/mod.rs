@@ -155,6 +155,10 @@ pub fn train(
     stop: &dyn Fn() -> bool,
 ) -> Result<Report, Error> {
     let files = Files::new(&settings.out_dir);
+    // Before claiming the folder, so that a mistaken --resume leaves none.
+    if settings.resume && !files.checkpoint.is_file() {
+        return Err(resume::nothing_to_resume(&settings.out_dir, &files));
+    }
     // Held to the end of the run, and released by the system whenever the
     // process ends.
     let _lock = folder::claim(&settings.out_dir, &files)?;

@@ -112,15 +112,6 @@ impl Run<'_> {
     /// and the same data.
     pub fn resume(&self, state: &mut State, stopping: Option<&mut EarlyStopping>) -> Result<(), Error> {
         let path = &self.files.checkpoint;
-        if !path.is_file() {
-            return Err(Error::Message(format!(
-                "nothing to resume in `{}`: it has no checkpoint ({} is missing)\n  = note: a run saves one after \
-                 every epoch and when Ctrl-C stops it\n  = help: start the run without --resume",
-                self.settings.out_dir.display(),
-                path.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-            )));
-        }
         let expected: Vec<(&str, &[usize])> = self
             .graphs
             .train
@@ -297,6 +288,20 @@ pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Load
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Message(format!("`{}`: {e}", path.display())))?;
     Ok(Loaded { values, epoch, classes })
+}
+
+/// The error of `--resume` in a folder without a checkpoint (a run that
+/// never finished an epoch or was stopped, or no run at all).
+pub fn nothing_to_resume(dir: &Path, files: &Files) -> Error {
+    Error::Message(format!(
+        "nothing to resume in `{}`: it has no checkpoint ({} is missing)\n  = note: a run saves one after every \
+         epoch and when Ctrl-C stops it\n  = help: start the run without --resume",
+        dir.display(),
+        files
+            .checkpoint
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ))
 }
 
 /// Weights read from a file, with what cnnc stored beside them.
