@@ -218,6 +218,7 @@ fn a_resume_with_another_optimizer_is_refused_with_the_fix() {
     });
     assert!(e.contains("was trained with adam, not sgd"), "{e}");
     assert!(e.contains("`--optimizer adam`"), "{e}");
+    insta::assert_snapshot!(e.replace(&dir.display().to_string(), "runs/small"));
 }
 
 /// Defect 9 of issue 9: `--resume` on other data continued silently.
@@ -239,6 +240,7 @@ fn a_resume_on_other_data_is_refused_saying_what_changed() {
     assert!(e.contains("- the training data had 8000 samples, now 6400"), "{e}");
     assert!(e.contains("- the validation data had no samples, now 1600"), "{e}");
     assert!(!e.contains("the test"), "the test data is unchanged: {e}");
+    insta::assert_snapshot!("other_split", e.replace(&dir.display().to_string(), "runs/small"));
 
     // The same counts, other samples: the first training image brightened.
     let mut other = fixture().splits.clone();
@@ -252,10 +254,16 @@ fn a_resume_on_other_data_is_refused_saying_what_changed() {
     renamed.classes[9] = "nine".into();
     let e = failure_on(&renamed, &resumed(&settings));
     assert!(
-        e.contains("- the classes were 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, now 0, 1"),
+        e.contains("- the classes differ: label 9 is `9` in the checkpoint, `nine` in the data"),
         "{e}"
     );
-    assert!(e.contains("8, nine"), "{e}");
+    renamed.classes.push("ten".into());
+    let e = failure_on(&renamed, &resumed(&settings));
+    assert!(
+        e.contains("the checkpoint has 10 (0, 1, 2, 3, 4, 5, 6, 7 and 2 more), the data 11 (0, 1"),
+        "{e}"
+    );
+    insta::assert_snapshot!("other_classes", e.replace(&dir.display().to_string(), "runs/small"));
 }
 
 #[test]
@@ -268,6 +276,7 @@ fn a_resume_without_a_checkpoint_says_what_is_missing_and_what_to_do() {
         "{e}"
     );
     assert!(!out.exists(), "a failed resume made the run folder");
+    insta::assert_snapshot!(e.replace(&out.display().to_string(), "runs/small"));
     assert!(e.contains("checkpoint.safetensors is missing"), "{e}");
     assert!(e.contains("help: start the run without --resume"), "{e}");
 }

@@ -31,11 +31,12 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
     // that record no classes are taken as they are.
     if !classes.is_empty() && classes != splits.classes {
         return Err(Failure::new(format!(
-            "`{}` was trained on the classes {}, the test data has {}\n  = help: evaluate on data with the classes \
-             the weights were trained on",
-            args.weights.display(),
-            classes.join(", "),
-            splits.classes.join(", ")
+            "the weights were trained on other classes than the test data's: {}\n  = help: evaluate on data with \
+             the classes the weights were trained on",
+            train::class_changes(
+                (&classes, &format!("`{}`", args.weights.display())),
+                (&splits.classes, "the data")
+            )
         )));
     }
     let Some(test) = &splits.test else {

@@ -71,9 +71,8 @@ impl Fingerprint {
         let mut changes = Vec::new();
         if self.classes != now.classes {
             changes.push(format!(
-                "the classes were {}, now {}",
-                self.classes.join(", "),
-                now.classes.join(", ")
+                "the classes differ: {}",
+                class_changes((&self.classes, "the checkpoint"), (&now.classes, "the data"))
             ));
         }
         if self.validation_split != now.validation_split {
@@ -104,4 +103,33 @@ impl Fingerprint {
         }
         changes
     }
+}
+
+/// How two lists of class names, each with the name of where it comes
+/// from, differ: by label where they have as many, else both lists, cut
+/// short where long.
+pub fn class_changes((a, in_a): (&[String], &str), (b, in_b): (&[String], &str)) -> String {
+    const SHOWN: usize = 8;
+    if a.len() != b.len() {
+        let list = |c: &[String]| {
+            let mut shown = c.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+            if c.len() > SHOWN {
+                shown += &format!(" and {} more", c.len() - SHOWN);
+            }
+            shown
+        };
+        return format!("{in_a} has {} ({}), {in_b} {} ({})", a.len(), list(a), b.len(), list(b));
+    }
+    let differ: Vec<String> = a
+        .iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(label, (x, y))| format!("label {label} is `{x}` in {in_a}, `{y}` in {in_b}"))
+        .collect();
+    let mut text = differ.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+    if differ.len() > 3 {
+        text += &format!("; {} more labels differ", differ.len() - 3);
+    }
+    text
 }

@@ -13,6 +13,7 @@ mod resume;
 
 pub use early_stopping::{Best, EarlyStopping};
 pub use evaluate::{Evaluation, classes_of, evaluate};
+pub use fingerprint::class_changes;
 pub use progress::epoch_line;
 pub use resume::{Loaded, load_weights};
 
