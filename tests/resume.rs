@@ -169,15 +169,15 @@ fn interrupts_in_the_middle_of_epochs_resume_exactly() {
     assert!(files(&dir) == *uninterrupted(), "the resumed run differs");
 }
 
-/// The error of a run on `splits` that should fail.
-fn failure_on(splits: &Splits, settings: &Settings) -> String {
-    let f = fixture();
-    let mut engine = Compiled::new(f.graphs.clone());
+/// The error of a run of `checked` on `splits` that should fail.
+fn failure_of(checked: &Checked, splits: &Splits, settings: &Settings) -> String {
+    let graphs = Graphs::new(checked, &settings.optimizer).unwrap();
+    let mut engine = Compiled::new(graphs.clone());
     let run = train::train(
-        &f.checked,
+        checked,
         splits,
         settings,
-        &f.graphs,
+        &graphs,
         &mut engine,
         &mut Vec::new(),
         &|| false,
@@ -185,6 +185,10 @@ fn failure_on(splits: &Splits, settings: &Settings) -> String {
     run.err()
         .map(|e| e.to_string())
         .unwrap_or_else(|| panic!("the run succeeded"))
+}
+
+fn failure_on(splits: &Splits, settings: &Settings) -> String {
+    failure_of(&fixture().checked, splits, settings)
 }
 
 fn failure(settings: &Settings) -> String {
@@ -264,6 +268,27 @@ fn a_resume_on_other_data_is_refused_saying_what_changed() {
         "{e}"
     );
     insta::assert_snapshot!("other_classes", e.replace(&dir.display().to_string(), "runs/small"));
+}
+
+/// Layers changed in a way that keeps every weight's shape would resume
+/// silently into another model.
+#[test]
+fn a_resume_with_other_layers_is_refused_naming_the_change() {
+    let dir = Scratch::new("other-layers");
+    let settings = settings(&dir, 2);
+    train(&settings, Some(3));
+    let tanh = checked(
+        "small",
+        &SMALL.replace("dense 32 activation=relu", "dense 32 activation=tanh"),
+    );
+    let e = failure_of(&tanh, &fixture().splits, &resumed(&settings));
+    assert!(
+        e.contains("was trained with other layers: `dense 32 activation=relu` is now `dense 32 activation=tanh`"),
+        "{e}"
+    );
+    let more = checked("small", &format!("{SMALL}dense 10 activation=softmax\n"));
+    let e = failure_of(&more, &fixture().splits, &resumed(&settings));
+    assert!(e.contains("`dense 10 activation=softmax` is new"), "{e}");
 }
 
 #[test]

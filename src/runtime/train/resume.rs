@@ -3,7 +3,7 @@
 //! A checkpoint is one file, `checkpoint.safetensors`: the weights and the
 //! optimizer's slots (named `<weight>/<slot>`, Keras 3's slot names), and in
 //! its metadata the step count, the seed, how far an interrupted epoch got,
-//! the best epoch and the data's fingerprint. One file because one rename
+//! the best epoch, the model's layers and the data's fingerprint. One file because one rename
 //! replaces it: a kill at any moment leaves the previous checkpoint or the
 //! new one, never weights of one step beside optimizer state of another,
 //! with no manifest or second rename to get right. `weights.safetensors`,
@@ -74,6 +74,7 @@ impl Run<'_> {
         put("iterations", state.iterations.to_string());
         put("seed", self.settings.seed.to_string());
         put("data", self.data.to_json());
+        put("layers", self.layers());
         let progress = &state.progress;
         if progress.step > 0 {
             put("step", progress.step.to_string());
@@ -90,6 +91,13 @@ impl Run<'_> {
         }
         checkpoint::save(&self.files.checkpoint, &self.tensors(0, &state.values), &metadata)?;
         self.publish(&state.values[..state.weights], state.epoch)
+    }
+
+    /// The model's input and layers as `.cnn` text, arguments spelled out
+    /// as the printer does: what a resumed run must be of. (Empty for a
+    /// model name the language cannot print, left unchecked.)
+    fn layers(&self) -> String {
+        crate::parse::print::model(&self.checked.model).unwrap_or_default()
     }
 
     /// Writes `weights.safetensors`: the model's weights alone.
@@ -131,6 +139,14 @@ impl Run<'_> {
             return Err(Error::Message(format!(
                 "the run in `{}` was trained with {trained_with}, not {optimizer}\n  = help: resume it with \
                  `--optimizer {trained_with}`",
+                self.settings.out_dir.display()
+            )));
+        }
+        let layers = fields.text("layers", "the model's layers")?;
+        if let Some(change) = first_change(layers, &self.layers()) {
+            return Err(Error::Message(format!(
+                "the run in `{}` was trained with other layers: {change}\n  = help: resume with the model the \
+                 run started with, or start a new run without --resume",
                 self.settings.out_dir.display()
             )));
         }
@@ -211,6 +227,20 @@ impl Run<'_> {
             weights: best.values,
         });
         Ok(())
+    }
+}
+
+/// The first line that differs between two texts, in words.
+fn first_change(then: &str, now: &str) -> Option<String> {
+    let (mut a, mut b) = (then.lines(), now.lines());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return None,
+            (Some(x), Some(y)) if x == y => {}
+            (Some(x), Some(y)) => return Some(format!("`{x}` is now `{y}`")),
+            (Some(x), None) => return Some(format!("`{x}` is gone")),
+            (None, Some(y)) => return Some(format!("`{y}` is new")),
+        }
     }
 }
 
