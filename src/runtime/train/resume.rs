@@ -3,13 +3,13 @@
 //! A checkpoint is one file, `checkpoint.safetensors`: the weights and the
 //! optimizer's slots (named `<weight>/<slot>`, Keras 3's slot names), and in
 //! its metadata the step count, the seed, how far an interrupted epoch got,
-//! the best epoch, the model's layers and the data's fingerprint. One file because one rename
-//! replaces it: a kill at any moment leaves the previous checkpoint or the
-//! new one, never weights of one step beside optimizer state of another,
-//! with no manifest or second rename to get right. `weights.safetensors`,
-//! the weights as users and other tools read them, is written after it from
-//! the same state, and written again by a resume in case a kill came in
-//! between.
+//! the best epoch, the model's layers and the data's fingerprint. One file
+//! because one rename replaces it: a kill at any moment leaves the previous
+//! checkpoint or the new one, never weights of one step beside optimizer
+//! state of another, with no manifest or second rename to get right.
+//! `weights.safetensors`, the weights as users and other tools read them,
+//! is written after it from the same state, and written again by a resume
+//! in case a kill came in between.
 
 use super::early_stopping::{Best, EarlyStopping};
 use super::fingerprint::Fingerprint;
