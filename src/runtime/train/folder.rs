@@ -40,15 +40,17 @@ pub fn claim(dir: &Path, files: &Files) -> Result<File, Error> {
     }
     // The lock file may exist from an earlier run: creating a file is what
     // the run's writes need, so it is tried now, not after the first epoch.
-    let probe = temp_path(dir, OsStr::new("probe"));
-    File::create(&probe).map_err(unwritable)?;
-    fs::remove_file(&probe).map_err(unwritable)?;
+    let probe = dir.join("probe");
+    let temp = temp_path(dir, OsStr::new("probe"));
+    File::create(&temp).map_err(unwritable)?;
+    fs::remove_file(&temp).map_err(unwritable)?;
     for path in [
         &files.checkpoint,
         &files.weights,
         &files.best,
         &files.metrics,
         &files.plot,
+        &probe,
     ] {
         remove_stale_temps(path)?;
     }
