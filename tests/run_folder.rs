@@ -1,6 +1,7 @@
 //! The run folder through the binary: one run at a time, a folder that
 //! cannot be written refused before training, `eval` on classes other than
-//! the weights', and the exit codes.
+//! the weights', and the exit codes. Unix: permissions and users.
+#![cfg(unix)]
 
 mod common;
 
