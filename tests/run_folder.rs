@@ -151,6 +151,18 @@ fn eval_refuses_test_classes_other_than_the_weights() {
     let eval = |data: &str| cnnc(&["eval", &model, "--weights", &arg(&weights), "--data", data]);
     let same = eval(&arg(&dir.join("trained")));
     assert!(same.status.success(), "{}", stderr(&same));
+    // The checkpoint holds the same weights, beside the optimizer's slots.
+    let checkpoint = dir.join("runs/pets/checkpoint.safetensors");
+    let from_checkpoint = cnnc(&[
+        "eval",
+        &model,
+        "--weights",
+        &arg(&checkpoint),
+        "--data",
+        &arg(&dir.join("trained")),
+    ]);
+    assert!(from_checkpoint.status.success(), "{}", stderr(&from_checkpoint));
+    assert_eq!(stdout(&from_checkpoint), stdout(&same));
     let other = eval(&arg(&dir.join("other")));
     assert_eq!(other.status.code(), Some(1), "{}", stdout(&other));
     let err = stderr(&other);

@@ -1,5 +1,5 @@
 //! The command line: one subcommand per thing a user does with a model,
-//! and its exit codes ([`EXIT_CODES`]).
+//! and its exit codes (`EXIT_CODES`).
 
 mod bench;
 mod check;

@@ -298,13 +298,18 @@ fn metadata_error(path: &Path, key: &str, found: Option<String>, expected: Strin
     })
 }
 
-/// Loads the model's weights from a safetensors file, in `State` order.
+/// Loads the model's weights from a safetensors file, in `State` order: a
+/// weights file, or a run's checkpoint, whose optimizer slots are skipped.
 pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Loaded, Error> {
     let expected: Vec<(&str, &[usize])> = graphs.train.vars[..weights]
         .iter()
         .map(|v| (v.name.as_str(), v.shape.as_slice()))
         .collect();
-    let loaded = checkpoint::load(path, &expected)?;
+    let (loaded, mut problems) = checkpoint::inspect(path, &expected)?;
+    if loaded.metadata.get("format").is_some_and(|f| f == CHECKPOINT) {
+        problems.retain(|p| !matches!(p, Problem::Unexpected { .. }));
+    }
+    checkpoint::mismatch(path, problems)?;
     let epoch = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let classes = loaded
         .metadata
