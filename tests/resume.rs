@@ -134,6 +134,7 @@ fn an_interrupt_at_the_first_step_resumes_exactly() {
 
     let (report, out) = train(&resumed(&settings), None);
     assert!(out.contains("resuming epoch 1 of 2 after step 1 of 125"), "{out}");
+    assert!(!out.contains("starting over"), "{out}");
     assert_eq!(report.ending, Ending::Completed);
     assert_eq!(report.epochs.len(), 2);
     assert!(files(&dir) == *uninterrupted(), "the resumed run differs");
@@ -147,6 +148,16 @@ fn an_interrupt_at_the_first_step_resumes_exactly() {
     assert!(
         files(&dir) == *uninterrupted(),
         "a run with nothing to train changed the files"
+    );
+
+    // Without --resume, a run says it starts over, and does.
+    let (_, out) = train(&settings, Some(1));
+    assert!(
+        out.starts_with(&format!(
+            "starting over in `{}`: its checkpoint is replaced at the first save",
+            dir.display()
+        )),
+        "{out}"
     );
 }
 

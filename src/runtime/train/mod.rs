@@ -184,6 +184,12 @@ pub fn train(
     let mut ending = if settings.resume {
         fit.resume()?
     } else {
+        if fit.run.files.checkpoint.is_file() {
+            let dir = settings.out_dir.display();
+            fit.say(format_args!(
+                "starting over in `{dir}`: its checkpoint is replaced at the first save (--resume continues it instead)"
+            ));
+        }
         Ending::Completed
     };
     let val = splits.val.as_ref().or(splits.test.as_ref());
