@@ -35,7 +35,11 @@ pub fn claim(dir: &Path, files: &Files) -> Result<File, Error> {
             )));
         }
         Err(TryLockError::Error(e)) => {
-            return Err(Error::Message(format!("cannot lock `{}`: {e}", files.lock.display())));
+            return Err(Error::Message(format!(
+                "cannot lock `{}`: {e}\n  = help: the file system may not support locks; give the run a local \
+                 folder with --out",
+                files.lock.display()
+            )));
         }
     }
     // The lock file may exist from an earlier run: creating a file is what
