@@ -218,6 +218,27 @@ pub fn load(path: &Path, expected: &[(&str, &[usize])]) -> Result<Checkpoint, Ch
     Ok(Checkpoint { tensors, metadata })
 }
 
+/// Loads as [`load`] does, except that tensors of the file the model does
+/// not have are ignored rather than refused; their names come back, sorted.
+pub fn load_ignoring_extra(
+    path: &Path,
+    expected: &[(&str, &[usize])],
+) -> Result<(Checkpoint, Vec<String>), CheckpointError> {
+    let (tensors, metadata, problems) = read(path, expected)?;
+    let (extra, problems): (Vec<Problem>, Vec<Problem>) = problems
+        .into_iter()
+        .partition(|p| matches!(p, Problem::Unexpected { .. }));
+    mismatch(path, problems)?;
+    let ignored = extra
+        .into_iter()
+        .filter_map(|p| match p {
+            Problem::Unexpected { name } => Some(name),
+            Problem::Missing { .. } | Problem::Shape { .. } | Problem::Dtype { .. } | Problem::Metadata { .. } => None,
+        })
+        .collect();
+    Ok((Checkpoint { tensors, metadata }, ignored))
+}
+
 /// Where the optimizer state of the weights at `weights` lives: the weights'
 /// name with `.safetensors` replaced by `.optimizer.safetensors` (or, for
 /// another extension, with `.optimizer.safetensors` added).

@@ -228,11 +228,21 @@ fn metadata_error(path: &Path, key: &str, found: Option<String>, expected: Strin
 
 /// Loads the model's weights from a safetensors file, in `State` order.
 pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Loaded, Error> {
+    load_some_weights(path, graphs, weights, false)
+}
+
+/// Loads the model's weights as [`load_weights`] does; with `allow_extra`,
+/// tensors of the file the model lacks are ignored and listed in `ignored`.
+pub fn load_some_weights(path: &Path, graphs: &Graphs, weights: usize, allow_extra: bool) -> Result<Loaded, Error> {
     let expected: Vec<(&str, &[usize])> = graphs.train.vars[..weights]
         .iter()
         .map(|v| (v.name.as_str(), v.shape.as_slice()))
         .collect();
-    let loaded = checkpoint::load(path, &expected)?;
+    let (loaded, ignored) = if allow_extra {
+        checkpoint::load_ignoring_extra(path, &expected)?
+    } else {
+        (checkpoint::load(path, &expected)?, Vec::new())
+    };
     let epoch = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let classes = loaded
         .metadata
@@ -250,6 +260,7 @@ pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Load
         epoch,
         classes,
         metadata: loaded.metadata,
+        ignored,
     })
 }
 
@@ -262,4 +273,6 @@ pub struct Loaded {
     pub classes: Vec<String>,
     /// All of it, for resuming a run.
     pub metadata: Metadata,
+    /// Tensors of the file that the model does not have, when allowed.
+    pub ignored: Vec<String>,
 }
