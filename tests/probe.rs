@@ -99,11 +99,7 @@ fn fixture(name: &str, extra: &[Tensor]) -> Fixture {
     let image = dir.join("step.npy");
     let pixels: Vec<f32> = (0..16).map(|i| f32::from(u8::from(i % 4 >= 2))).collect();
     npy::write_f32(&image, &[4, 4, 1], &pixels).unwrap();
-    Fixture {
-        dir,
-        weights,
-        image,
-    }
+    Fixture { dir, weights, image }
 }
 
 /// `cnnc predict` run in the fixture's folder, where `--layer` writes.

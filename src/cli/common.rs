@@ -184,6 +184,24 @@ pub fn trained(checked: &Checked, weights: &Path, allow_extra: bool) -> Result<T
     })
 }
 
+/// Trained weights from `weights` if given, else the model's initial
+/// weights (seed 0: its initializers, or the literal values it gives).
+pub fn trained_or_initial(checked: &Checked, weights: Option<&Path>, allow_extra: bool) -> Result<Trained, Failure> {
+    match weights {
+        Some(path) => trained(checked, path, allow_extra),
+        None => {
+            let graphs = graphs(checked)?;
+            let state = train::State::new(checked, &graphs, 0);
+            Ok(Trained {
+                graphs,
+                state,
+                classes: Vec::new(),
+                ignored: Vec::new(),
+            })
+        }
+    }
+}
+
 /// The note that says which tensors of a weights file were ignored.
 pub fn ignored_note(weights: &Path, ignored: &[String]) -> String {
     if ignored.is_empty() {

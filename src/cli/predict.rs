@@ -153,7 +153,7 @@ fn values(row: ArrayViewD<f32>) -> String {
 }
 
 /// The inputs as one batch, with a display name per sample.
-fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<String>), Failure> {
+pub(super) fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<String>), Failure> {
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     match paths {
         [one] if is_npy(one) => {
