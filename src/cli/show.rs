@@ -161,7 +161,7 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
             content: Content::Tiles {
                 tiles,
                 columns,
-                target: 48,
+                target: target(columns, 48, 128),
                 scale,
             },
         }],
@@ -173,6 +173,12 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
         shape[3],
         output.display()
     ))
+}
+
+/// Tiles' size in pixels: grids of few columns get larger tiles, so that
+/// every grid is about as wide, between `least` and `most`.
+fn target(columns: usize, least: u32, most: u32) -> u32 {
+    (400 / columns.max(1) as u32).clamp(least, most)
 }
 
 /// A weight of the model by its Keras name.
@@ -326,7 +332,7 @@ fn maps(args: &ModelArgs, image: &Path, names: &[String], output: &Path) -> Resu
             content: Content::Tiles {
                 tiles,
                 columns: grid(channels).0,
-                target: 84,
+                target: target(grid(channels).0, 84, 168),
                 scale,
             },
         });
