@@ -7,12 +7,10 @@
 use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial};
 use super::predict::inputs;
 use crate::parse::ast::{Activation, LayerKind};
-use crate::runtime::show::colour::{Scale, mix};
-use crate::runtime::show::layout::grid;
-use crate::runtime::show::{Content, Panel, Sheet, Tile};
+use crate::runtime::show::{Panel, Sheet, panels};
 use crate::shape::Checked;
 use clap::Subcommand;
-use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use ndarray::{ArrayD, Axis};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -147,8 +145,7 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
     }
     let name = &checked.model.layers[index].name;
     let kernel = weight(&loaded.trained, &format!("{name}/kernel"))?;
-    let (tiles, columns, scale, what) = filter_tiles(kernel.view(), index == convs[0] && index == 0);
-    let shape = kernel.shape();
+    let reads_rgb = index == 0 && checked.model.input.shape.get(2) == Some(&3);
     let sheet = Sheet {
         title: format!(
             "{}: filters of {} ({})",
@@ -156,29 +153,15 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
             titled(checked, index),
             loaded.source
         ),
-        panels: vec![Panel {
-            heading: format!("{} filters of {}x{}x{}{what}", shape[3], shape[0], shape[1], shape[2]),
-            content: Content::Tiles {
-                tiles,
-                columns,
-                target: target(columns, 48, 128),
-                scale,
-            },
-        }],
+        panels: vec![panels::filters(kernel.view(), reads_rgb)],
     };
+    let count = kernel.shape().get(3).copied().unwrap_or(0);
     sheet.write(output).map_err(fail)?;
     Ok(format!(
-        "{}wrote the {} filters of `{name}` to {}\n",
+        "{}wrote the {count} filters of `{name}` to {}\n",
         loaded.note,
-        shape[3],
         output.display()
     ))
-}
-
-/// Tiles' size in pixels: grids of few columns get larger tiles, so that
-/// every grid is about as wide, between `least` and `most`.
-fn target(columns: usize, least: u32, most: u32) -> u32 {
-    (400 / columns.max(1) as u32).clamp(least, most)
 }
 
 /// A weight of the model by its Keras name.
@@ -188,47 +171,6 @@ fn weight<'a>(trained: &'a Trained, name: &str) -> Result<&'a ArrayD<f32>, Failu
         .position(|v| v.name == name)
         .map(|i| &trained.state.values[i])
         .ok_or_else(|| Failure::new(format!("the model has no weight `{name}`")))
-}
-
-/// The tiles of an HWIO kernel, their columns, their scale and what the
-/// heading adds: one colour tile per filter where the layer reads an RGB
-/// image, one tile per filter for one input channel, else one per
-/// (filter, input channel), a row per filter.
-pub fn filter_tiles(kernel: ArrayViewD<f32>, reads_input: bool) -> (Vec<Tile>, usize, Scale, &'static str) {
-    let [kh, kw, cin, cout] = [0, 1, 2, 3].map(|a| kernel.shape().get(a).copied().unwrap_or(1));
-    let at = |h: usize, w: usize, c: usize, f: usize| kernel.get(IxDyn(&[h, w, c, f])).copied().unwrap_or(0.0);
-    if cin == 3 && reads_input {
-        let scale = Scale::rgb(kernel.iter().copied());
-        let tiles = (0..cout)
-            .map(|f| Tile::from_fn(kh, kw, |h, w| scale.colour_rgb([0, 1, 2].map(|c| at(h, w, c, f)))))
-            .collect();
-        return (tiles, grid(cout).0, scale, ", each as a colour image");
-    }
-    let scale = Scale::diverging(kernel.iter().copied());
-    if cin == 1 {
-        let tiles = (0..cout)
-            .map(|f| Tile::from_fn(kh, kw, |h, w| scale.colour(at(h, w, 0, f))))
-            .collect();
-        return (tiles, grid(cout).0, scale, "");
-    }
-    let tiles = (0..cout * cin)
-        .map(|i| Tile::from_fn(kh, kw, |h, w| scale.colour(at(h, w, i % cin, i / cin))))
-        .collect();
-    (tiles, cin, scale, ": a row per filter, a column per input channel")
-}
-
-/// One image of `shape` [H, W, C] as a tile: colour for three channels,
-/// grey otherwise (the channels' mean).
-fn image_tile(image: ArrayViewD<f32>, scale: Scale) -> Tile {
-    let [h, w, c] = [0, 1, 2].map(|a| image.shape().get(a).copied().unwrap_or(1));
-    let at = |y: usize, x: usize, k: usize| image.get(IxDyn(&[y, x, k])).copied().unwrap_or(0.0);
-    Tile::from_fn(h, w, |y, x| {
-        if c == 3 {
-            [0, 1, 2].map(|k| scale.colour(at(y, x, k))[0])
-        } else {
-            scale.colour((0..c).map(|k| at(y, x, k)).sum::<f32>() / c.max(1) as f32)
-        }
-    })
 }
 
 /// The one sample of an image or a `.npy` file, as a batch of one.
@@ -243,25 +185,18 @@ fn one_image(checked: &Checked, path: &Path) -> Result<ArrayD<f32>, Failure> {
     }
 }
 
-fn input_panel(checked: &Checked, image: ArrayViewD<f32>) -> Result<Panel, Failure> {
-    let sample = image.index_axis(Axis(0), 0);
+/// The one image of `path` for a model that reads images, and its panel.
+fn input(checked: &Checked, path: &Path) -> Result<(ArrayD<f32>, Panel), Failure> {
     let shape = &checked.model.input.shape;
     if shape.len() != 3 {
         return Err(Failure::new(format!(
-            "the model reads vectors of {}, not images: there are no maps to draw",
+            "the model reads vectors of {}, not images: there is no picture to draw",
             dims(shape)
         )));
     }
-    let scale = Scale::pixels(sample.iter().copied());
-    Ok(Panel {
-        heading: format!("input: {}", dims(shape)),
-        content: Content::Tiles {
-            tiles: vec![image_tile(sample.view(), scale)],
-            columns: 1,
-            target: 168,
-            scale,
-        },
-    })
+    let batch = one_image(checked, path)?;
+    let panel = panels::image(format!("input: {}", dims(shape)), batch.index_axis(Axis(0), 0));
+    Ok((batch, panel))
 }
 
 /// Layers that `maps` draws by default: conv, pooling and activation layers
@@ -299,8 +234,7 @@ fn maps(args: &ModelArgs, image: &Path, names: &[String], output: &Path) -> Resu
     }
     layers.sort_unstable();
     layers.dedup();
-    let batch = one_image(checked, image)?;
-    let input = input_panel(checked, batch.view())?;
+    let (batch, input) = input(checked, image)?;
     let Trained {
         graphs,
         mut state,
@@ -315,27 +249,10 @@ fn maps(args: &ModelArgs, image: &Path, names: &[String], output: &Path) -> Resu
     let mut panels = vec![input];
     for (i, value) in &probed.layers {
         let map = value.index_axis(Axis(0), 0);
-        let channels = map.shape()[2];
-        let scale = Scale::grey(map.iter().copied());
-        let tiles = (0..channels)
-            .map(|c| {
-                let channel = map.index_axis(Axis(2), c);
-                Tile::from_fn(map.shape()[0], map.shape()[1], |y, x| scale.colour(channel[[y, x]]))
-            })
-            .collect();
-        panels.push(Panel {
-            heading: format!(
-                "{}: {}, {channels} channels",
-                titled(checked, *i),
-                dims(&map.shape()[..2])
-            ),
-            content: Content::Tiles {
-                tiles,
-                columns: grid(channels).0,
-                target: target(grid(channels).0, 84, 168),
-                scale,
-            },
-        });
+        let channels = map.shape().get(2).copied().unwrap_or(0);
+        let size = dims(map.shape().get(..2).unwrap_or_default());
+        let heading = format!("{}: {size}, {channels} channels", titled(checked, *i));
+        panels.push(panels::channels(heading, map));
     }
     let last = checked.model.layers.len() - 1;
     if checked.layers[last].output.len() == 1 {
@@ -373,33 +290,27 @@ fn class_names(classes: &[String], count: usize) -> Vec<String> {
 
 fn output_panel(checked: &Checked, prediction: &ArrayD<f32>, classes: &[String], chosen: Option<usize>) -> Panel {
     let values: Vec<f32> = prediction.iter().copied().collect();
-    let top = (0..values.len()).max_by(|&a, &b| values[a].total_cmp(&values[b]));
     let probabilities = matches!(checked.output_activation(), Activation::Softmax | Activation::Sigmoid);
     let last = checked.model.layers.len() - 1;
-    Panel {
-        heading: format!(
-            "{}: {}",
-            titled(checked, last),
-            if probabilities {
-                "class probabilities"
-            } else {
-                "outputs"
-            }
-        ),
-        content: Content::Bars {
-            labels: class_names(classes, values.len()),
-            values,
-            highlight: chosen.or(top),
-            axis: if probabilities { "probability" } else { "value" }.into(),
-        },
-    }
+    let what = if probabilities {
+        "class probabilities"
+    } else {
+        "outputs"
+    };
+    let labels = class_names(classes, values.len());
+    panels::bars(
+        format!("{}: {what}", titled(checked, last)),
+        values,
+        labels,
+        chosen,
+        probabilities,
+    )
 }
 
 fn saliency(args: &ModelArgs, image: &Path, class: Option<&str>, output: &Path) -> Result<String, Failure> {
     let loaded = open(args)?;
     let checked = &loaded.checked;
-    let batch = one_image(checked, image)?;
-    let input = input_panel(checked, batch.view())?;
+    let (batch, input) = input(checked, image)?;
     let Trained {
         graphs,
         mut state,
@@ -428,32 +339,7 @@ fn saliency(args: &ModelArgs, image: &Path, class: Option<&str>, output: &Path) 
     let selected: Vec<f32> = (0..count).map(|k| f32::from(u8::from(k == chosen))).collect();
     let selector = ArrayD::from_shape_vec(prediction.raw_dim(), selected).map_err(|e| Failure::new(e.to_string()))?;
     let gradient = engine.saliency(weights, batch.view(), selector.view()).map_err(fail)?;
-    let gradient = gradient.index_axis(Axis(0), 0);
-    let (h, w) = (gradient.shape()[0], gradient.shape()[1]);
-    // Simonyan et al.'s map: the largest magnitude over the channels.
-    let strength = ArrayD::from_shape_fn(IxDyn(&[h, w]), |d| {
-        gradient
-            .index_axis(Axis(0), d[0])
-            .index_axis(Axis(0), d[1])
-            .iter()
-            .fold(0.0f32, |m, v| m.max(v.abs()))
-    });
-    let heat = Scale::heat(strength.iter().copied());
-    let map = Tile::from_fn(h, w, |y, x| heat.colour(strength[[y, x]]));
-    let sample = batch.index_axis(Axis(0), 0);
-    let grey = image_tile(sample.view(), Scale::pixels(sample.iter().copied()));
-    let overlay = Tile::from_fn(h, w, |y, x| {
-        let base = mix(grey.pixels[y * w + x], [0, 0, 0], 0.5);
-        let base = [base.iter().map(|&c| u32::from(c)).sum::<u32>().div_ceil(3) as u8; 3];
-        let (_, high) = heat.range();
-        mix(base, heat.colour(strength[[y, x]]), strength[[y, x]] / high)
-    });
-    let tiles = |tile: Tile| Content::Tiles {
-        tiles: vec![tile],
-        columns: 1,
-        target: 168,
-        scale: heat,
-    };
+    let [map, overlay] = panels::saliency(batch.index_axis(Axis(0), 0), gradient.index_axis(Axis(0), 0));
     let p = scores.get(chosen).copied().unwrap_or(f32::NAN);
     let sheet = Sheet {
         title: format!(
@@ -465,14 +351,8 @@ fn saliency(args: &ModelArgs, image: &Path, class: Option<&str>, output: &Path) 
         ),
         panels: vec![
             input,
-            Panel {
-                heading: "|d score / d pixel|, largest over channels".into(),
-                content: tiles(map),
-            },
-            Panel {
-                heading: "over the image".into(),
-                content: tiles(overlay),
-            },
+            map,
+            overlay,
             output_panel(checked, &prediction, &classes, Some(chosen)),
         ],
     };

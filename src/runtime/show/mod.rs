@@ -7,6 +7,7 @@
 
 pub mod colour;
 pub mod layout;
+pub mod panels;
 
 use super::checkpoint::write_atomic;
 use super::plot::{PlotError, bundled_font, png};
