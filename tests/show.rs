@@ -319,3 +319,32 @@ fn maps_and_saliency_write_pictures_and_say_where() {
     assert_eq!(stdout(&o), format!("wrote the saliency of class 7 to {saliency}\n"));
     assert!(image::open(&saliency).is_ok());
 }
+
+/// The README's pictures of the course's exercise are what the commands it
+/// shows make today.
+#[test]
+fn the_readme_pictures_of_edges_are_current() {
+    let dir = Scratch::new("show-readme");
+    let cases = [
+        (vec!["show", "filters", "models/edges.cnn"], "edges_filters.png"),
+        (
+            vec!["show", "maps", "models/edges.cnn", "data/examples/shapes.png"],
+            "edges_maps.png",
+        ),
+    ];
+    for (mut args, picture) in cases {
+        let out = dir.join(picture).display().to_string();
+        args.extend(["-o", &out]);
+        let o = cnnc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let made = image::open(&out).unwrap().to_rgb8();
+        let committed = image::open(format!("data/examples/pictures/{picture}"))
+            .unwrap()
+            .to_rgb8();
+        assert!(
+            made == committed,
+            "{picture} differs from what `cnnc {}` makes",
+            args.join(" ")
+        );
+    }
+}
