@@ -22,6 +22,7 @@ pub enum ShowArgs {
         /// The conv layer [default: the first]
         #[arg(long)]
         layer: Option<String>,
+        /// Where to write the PNG.
         #[arg(short, long, default_value = "filters.png")]
         output: PathBuf,
     },
@@ -35,6 +36,7 @@ pub enum ShowArgs {
         /// conv, pooling and activation layer of images]
         #[arg(long = "layer", value_name = "NAME")]
         layers: Vec<String>,
+        /// Where to write the PNG.
         #[arg(short, long, default_value = "maps.png")]
         output: PathBuf,
     },
@@ -47,6 +49,7 @@ pub enum ShowArgs {
         /// The class, by number or by name [default: the most likely]
         #[arg(long)]
         class: Option<String>,
+        /// Where to write the PNG.
         #[arg(short, long, default_value = "saliency.png")]
         output: PathBuf,
     },
