@@ -62,6 +62,57 @@ fn the_saliency_of_a_linear_model_is_its_weights() {
     }
 }
 
+/// A network's saliency is its score's gradient: against central
+/// differences of the score, in f64, through convolution (strided, `same`),
+/// ReLU, max pooling, batch normalization and dense layers, for each class.
+#[test]
+fn saliency_is_the_gradient_of_the_score_by_finite_differences() {
+    use cnnc::interp::{Feeds, run};
+    use cnnc::ir::Output;
+    let source = "input 6x5x2\nconv2d 3 3x3 strides=2 padding=same activation=tanh\nconv2d 4 2x2 padding=same activation=relu\nbatchnorm\nmaxpool2d 2x2 padding=same\nflatten\ndense 3\n";
+    let model = checked("deep.cnn", source);
+    let graphs = Graphs::new(&model, &Optimizer::ADAM).unwrap();
+    let weights = initial_weights::<f64>(&model, 3);
+    let x = ArrayD::from_shape_fn(IxDyn(&[1, 6, 5, 2]), |d| {
+        ((d[1] * 5 + d[2]) as f64 * 0.7 + d[3] as f64).sin()
+    });
+    let outputs = |graph, x: &ArrayD<f64>, label: Option<&ArrayD<f64>>| {
+        let feeds = Feeds {
+            input: x.view(),
+            label: label.map(|l| l.view()),
+            vars: &weights,
+            masks: &[],
+            hyper: &|_| 0.0,
+        };
+        run(graph, &feeds).unwrap()
+    };
+    for class in 0..3 {
+        let selector = ArrayD::from_shape_fn(IxDyn(&[1, 3]), |d| f64::from(u8::from(d[1] == class)));
+        let grad = outputs(&graphs.saliency, &x, Some(&selector))
+            .into_iter()
+            .find(|(o, _)| *o == Output::InputGrad)
+            .unwrap()
+            .1;
+        assert!(
+            grad.iter().any(|g| g.abs() > 1e-3),
+            "class {class}: no gradient reaches the input"
+        );
+        let score = |x: &ArrayD<f64>| outputs(&graphs.predict, x, None)[0].1[[0, class]];
+        let h = 1e-6;
+        for i in 0..x.len() {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up.as_slice_mut().unwrap()[i] += h;
+            down.as_slice_mut().unwrap()[i] -= h;
+            let numeric = (score(&up) - score(&down)) / (2.0 * h);
+            let analytic = grad.as_slice().unwrap()[i];
+            assert!(
+                (numeric - analytic).abs() <= 1e-6 * numeric.abs().max(1e-2),
+                "class {class}, input {i}: {analytic} against {numeric}"
+            );
+        }
+    }
+}
+
 /// Saves the model's initial weights (its literal values) as a weights
 /// file, with `extra` tensors besides.
 fn save_weights(model: &Checked, path: &Path, extra: &[Tensor]) {
