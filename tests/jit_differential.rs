@@ -38,11 +38,13 @@ fn agree(what: &str, jit: &ArrayD<f32>, interp: &ArrayD<f32>) -> Result<(), Stri
     }
 }
 
-/// The input's gradient (saliency) against the interpreter in f64: it
-/// flows through one ReLU and one pooling window per pixel rather than a
-/// sum over the batch, and the f32 interpreter's own rounding moves it by
-/// up to 1e-3 of its scale on celeb8, where the compiled engine stays
-/// within 1e-6 of f64. Compared in the L2 norm, `|a - b| <= 1e-4 |b|`.
+/// The input's gradient (saliency) against the interpreter in f64. One
+/// ReLU or pooling tie that rounds the other way deep in the network moves
+/// the gradient of a whole receptive field of pixels, where a weight's
+/// gradient, a sum over the batch and the image, barely moves: on celeb8
+/// the f32 interpreter's gradient is 2.6e-3 (L2) from f64's for that
+/// reason, while every layer's output agrees to 4e-7. The compiled engine
+/// is compared with f64 instead, in the L2 norm, `|a - b| <= 1e-4 |b|`.
 fn saliency_agrees(checked: &Checked, graphs: &Graphs, batch: usize, seed: u64) -> Result<(), String> {
     let name = &checked.model.name;
     let (x, y) = random_batch(checked, batch, &mut Rng::new(seed));
