@@ -159,14 +159,82 @@ pub fn dataset(
     data::load(&source, &base, input, outputs, split).map_err(fail)
 }
 
-/// A model's graphs and its state with trained weights from a file: what
-/// `eval` and `predict` start from.
-pub fn trained(checked: &Checked, weights: &Path) -> Result<(Graphs, train::State, Vec<String>), Failure> {
+/// A model's graphs and its state with weights: what `eval`, `predict`,
+/// `export` and `show` start from.
+pub struct Trained {
+    pub graphs: Graphs,
+    pub state: train::State,
+    /// Class names by label, if the weights file records them.
+    pub classes: Vec<String>,
+    /// Tensors of the weights file the model lacks, ignored as asked.
+    pub ignored: Vec<String>,
+}
+
+/// The model's graphs and state with trained weights from a file; with
+/// `allow_extra`, tensors of the file the model lacks are ignored (and
+/// listed) rather than refused.
+pub fn trained(checked: &Checked, weights: &Path, allow_extra: bool) -> Result<Trained, Failure> {
     let graphs = graphs(checked)?;
     let mut state = train::State::new(checked, &graphs, 0);
-    let loaded = train::load_weights(weights, &graphs, state.weights).map_err(in_model(checked))?;
+    let loaded = train::load_some_weights(weights, &graphs, state.weights, allow_extra).map_err(in_model(checked))?;
     state.values[..state.weights].clone_from_slice(&loaded.values);
-    Ok((graphs, state, loaded.classes))
+    Ok(Trained {
+        graphs,
+        state,
+        classes: loaded.classes,
+        ignored: loaded.ignored,
+    })
+}
+
+/// Trained weights from `weights` if given, else the model's initial
+/// weights (seed 0: its initializers, or the literal values it gives).
+pub fn trained_or_initial(checked: &Checked, weights: Option<&Path>, allow_extra: bool) -> Result<Trained, Failure> {
+    match weights {
+        Some(path) => trained(checked, path, allow_extra),
+        None => {
+            let graphs = graphs(checked)?;
+            let state = train::State::new(checked, &graphs, 0);
+            Ok(Trained {
+                graphs,
+                state,
+                classes: Vec::new(),
+                ignored: Vec::new(),
+            })
+        }
+    }
+}
+
+/// The note that says which tensors of a weights file were ignored.
+pub fn ignored_note(weights: &Path, ignored: &[String]) -> String {
+    if ignored.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = ignored.iter().map(|n| format!("`{n}`")).collect();
+    format!(
+        "note: ignored {} tensor{} of {} that the model lacks: {}\n",
+        ignored.len(),
+        if ignored.len() == 1 { "" } else { "s" },
+        weights.display(),
+        names.join(", ")
+    )
+}
+
+/// The index of the model's layer called `name`, or an error naming the
+/// closest name and every layer.
+pub fn layer_index(checked: &Checked, name: &str) -> Result<usize, Failure> {
+    let names = || checked.model.layers.iter().map(|l| l.name.as_str());
+    if let Some(i) = names().position(|n| n == name) {
+        return Ok(i);
+    }
+    let help = match crate::diag::closest(name, names()) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => "name one of its layers".into(),
+    };
+    let all: Vec<&str> = names().collect();
+    Err(Failure::new(format!(
+        "the model has no layer `{name}`\n  = help: {help} (its layers: {})",
+        all.join(", ")
+    )))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
 //! trained weights on the dataset's test split.
 
-use super::common::{DataArgs, Failure, Format, dataset, engine, in_model, load, trained};
+use super::common::{DataArgs, Failure, Format, Trained, dataset, engine, in_model, load, trained};
 use crate::runtime::train;
 use serde_json::json;
 use std::path::PathBuf;
@@ -24,7 +24,12 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (graphs, mut state, classes) = trained(&checked, &args.weights)?;
+    let Trained {
+        graphs,
+        mut state,
+        classes,
+        ..
+    } = trained(&checked, &args.weights, false)?;
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
     // Labels are indices: the same index in other data may be another
     // class, and its score would be meaningless. Weights from elsewhere

@@ -1,7 +1,7 @@
 //! `cnnc export FILE --weights W -o model.onnx`: the model and its weights
 //! as an ONNX inference graph, for onnxruntime, onnxruntime-web or TensorRT.
 
-use super::common::{Failure, fail, load, trained};
+use super::common::{Failure, Trained, fail, load, trained};
 use crate::onnx::export::{BATCH, INPUT, OUTPUT, export};
 use crate::runtime::checkpoint::write_atomic;
 use crate::shape::group;
@@ -28,7 +28,9 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
     let mut out = String::new();
     let (weights, classes) = match &args.weights {
         Some(path) => {
-            let (graphs, state, classes) = trained(&checked, path)?;
+            let Trained {
+                graphs, state, classes, ..
+            } = trained(&checked, path, false)?;
             // The state holds the weights in the graphs' order; the
             // exporter takes them in the model's.
             let by_name: HashMap<&str, &ArrayD<f32>> = graphs.train.vars[..state.weights]

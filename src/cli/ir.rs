@@ -39,6 +39,8 @@ pub enum RoutineName {
     Train,
     /// Inference.
     Predict,
+    /// Inference and the gradient of a class's score with respect to the input.
+    Saliency,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +70,7 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
     let kind = match args.routine {
         RoutineName::Train => Kind::Train,
         RoutineName::Predict => Kind::Predict,
+        RoutineName::Saliency => Kind::Saliency,
     };
     if args.format == IrFormat::Dot && matches!(args.stage, Stage::Fused | Stage::Clif) {
         return Err(Failure::new(

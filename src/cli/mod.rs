@@ -12,6 +12,7 @@ mod import;
 mod ir;
 mod predict;
 mod run;
+mod show;
 
 use clap::{Parser, Subcommand};
 use common::{Failure, Format};
@@ -63,6 +64,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify images or a .npy batch with trained weights.
     Predict(predict::PredictArgs),
+    /// Draw a model's filters, an image's activation maps or its saliency as a PNG.
+    #[command(subcommand)]
+    Show(show::ShowArgs),
     /// Time the compiled engine against the interpreter.
     Bench(bench::BenchArgs),
     /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Show(args) => show::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),

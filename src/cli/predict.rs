@@ -1,8 +1,8 @@
 //! `cnnc predict FILE --weights W INPUT...`: the most likely classes of
 //! images or of a `.npy` batch (a regression model's output values), and
-//! optionally every output as `.npy`.
+//! optionally every output, and the outputs of chosen layers, as `.npy`.
 
-use super::common::{EngineKind, Failure, engine, fail, load, trained};
+use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained};
 use crate::parse::ast::Loss;
 use crate::runtime::engine::Engine;
 use crate::runtime::{data, npy};
@@ -34,19 +34,47 @@ pub struct PredictArgs {
     /// probabilities), to this `.npy` file.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Also write this layer's outputs, [N, ...its output shape] float32, to
+    /// `NAME.npy` in the current folder (repeat for several layers).
+    #[arg(long = "layer", value_name = "NAME")]
+    layers: Vec<String>,
+    /// Accept a weights file holding tensors the model lacks (a larger
+    /// model's, say): they are ignored, and listed.
+    #[arg(long)]
+    allow_extra: bool,
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
 }
 
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (graphs, mut state, classes) = trained(&checked, &args.weights)?;
+    let layers = args
+        .layers
+        .iter()
+        .map(|name| layer_index(&checked, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The probe returns layers in the model's order, each once.
+    let mut layers = layers;
+    layers.sort_unstable();
+    layers.dedup();
+    let Trained {
+        graphs,
+        mut state,
+        classes,
+        ignored,
+    } = trained(&checked, &args.weights, args.allow_extra)?;
+    let graphs = graphs.probing(&checked, &layers).map_err(fail)?;
     let (batch, names) = inputs(&args.inputs, &checked.model.input.shape)?;
     let mut engine = engine(args.engine, &graphs);
-    let outputs = predict(engine.as_mut(), &mut state.values[..state.weights], &batch)?;
+    let (outputs, layer_values) = probe(
+        engine.as_mut(),
+        &mut state.values[..state.weights],
+        &batch,
+        layers.len(),
+    )?;
 
     let classifier = checked.loss() != Loss::MeanSquaredError;
-    let mut out = String::new();
+    let mut out = ignored_note(&args.weights, &ignored);
     for (name, row) in names.iter().zip(outputs.axis_iter(Axis(0))) {
         let shown = if classifier {
             top(row, args.top as usize, &classes)
@@ -61,18 +89,40 @@ pub fn run(args: PredictArgs) -> Result<String, Failure> {
         let what = if classifier { "probabilities" } else { "outputs" };
         out += &format!("wrote all {what} to {}\n", path.display());
     }
+    for (&layer, value) in layers.iter().zip(&layer_values) {
+        let name = &checked.model.layers[layer].name;
+        let path = PathBuf::from(format!("{name}.npy"));
+        let flat: Vec<f32> = value.iter().copied().collect();
+        npy::write_f32(&path, value.shape(), &flat).map_err(fail)?;
+        let shape = npy::shape_text(value.shape());
+        out += &format!("wrote the outputs of `{name}`, {shape}, to {}\n", path.display());
+    }
     Ok(out)
 }
 
-/// The model's outputs for every sample, `BATCH` samples at a time.
-fn predict(engine: &mut dyn Engine, weights: &mut [ArrayD<f32>], batch: &ArrayD<f32>) -> Result<ArrayD<f32>, Failure> {
-    let parts = batch
-        .axis_chunks_iter(Axis(0), BATCH)
-        .map(|chunk| engine.predict(weights, chunk))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(fail)?;
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| Failure::new(e.to_string()))
+/// The model's outputs for every sample and those of the `layers` layers
+/// the probe routine taps, `BATCH` samples at a time.
+fn probe(
+    engine: &mut dyn Engine,
+    weights: &mut [ArrayD<f32>],
+    batch: &ArrayD<f32>,
+    layers: usize,
+) -> Result<(ArrayD<f32>, Vec<ArrayD<f32>>), Failure> {
+    let mut predictions = Vec::new();
+    let mut values = vec![Vec::new(); layers];
+    for chunk in batch.axis_chunks_iter(Axis(0), BATCH) {
+        let probed = engine.probe(weights, chunk).map_err(fail)?;
+        predictions.push(probed.prediction);
+        for (all, (_, v)) in values.iter_mut().zip(probed.layers) {
+            all.push(v);
+        }
+    }
+    let joined = |parts: &[ArrayD<f32>]| {
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        ndarray::concatenate(Axis(0), &views).map_err(|e| Failure::new(e.to_string()))
+    };
+    let values = values.iter().map(|v| joined(v)).collect::<Result<_, _>>()?;
+    Ok((joined(&predictions)?, values))
 }
 
 /// A classifier's `k` most likely classes with their probabilities.
@@ -103,7 +153,7 @@ fn values(row: ArrayViewD<f32>) -> String {
 }
 
 /// The inputs as one batch, with a display name per sample.
-fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<String>), Failure> {
+pub(super) fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<String>), Failure> {
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     match paths {
         [one] if is_npy(one) => {

@@ -76,6 +76,10 @@ pub enum Output {
     Grad(VarId),
     /// The variable's value for the next step.
     Assign(VarId),
+    /// The output of the model's layer at this index, for looking inside.
+    Layer(usize),
+    /// d score / d input: how much each input value moves a class's score.
+    InputGrad,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -12,6 +12,7 @@ pub mod npy;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod show;
 pub mod train;
 
 use crate::interp::Float;

@@ -15,7 +15,7 @@ pub use early_stopping::{Best, EarlyStopping};
 pub use evaluate::{Evaluation, classes_of, evaluate};
 pub use fingerprint::class_changes;
 pub use progress::epoch_line;
-pub use resume::{Loaded, load_weights};
+pub use resume::{Loaded, load_some_weights, load_weights};
 
 use super::data::{Dataset, Splits};
 use super::engine::{Engine, Graphs, Step};

@@ -301,14 +301,31 @@ fn metadata_error(path: &Path, key: &str, found: Option<String>, expected: Strin
 /// Loads the model's weights from a safetensors file, in `State` order: a
 /// weights file, or a run's checkpoint, whose optimizer slots are skipped.
 pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Loaded, Error> {
+    load_some_weights(path, graphs, weights, false)
+}
+
+/// Loads the model's weights as [`load_weights`] does; with `allow_extra`,
+/// tensors of the file the model lacks are ignored and listed in `ignored`.
+pub fn load_some_weights(path: &Path, graphs: &Graphs, weights: usize, allow_extra: bool) -> Result<Loaded, Error> {
     let expected: Vec<(&str, &[usize])> = graphs.train.vars[..weights]
         .iter()
         .map(|v| (v.name.as_str(), v.shape.as_slice()))
         .collect();
     let (loaded, mut problems) = checkpoint::inspect(path, &expected)?;
-    if loaded.metadata.get("format").is_some_and(|f| f == CHECKPOINT) {
-        problems.retain(|p| !matches!(p, Problem::Unexpected { .. }));
+    // A run's checkpoint holds optimizer slots beside the weights: they are
+    // skipped, not reported as extra.
+    let is_checkpoint = loaded.metadata.get("format").is_some_and(|f| f == CHECKPOINT);
+    let mut ignored = Vec::new();
+    if is_checkpoint || allow_extra {
+        problems.retain(|p| {
+            let Problem::Unexpected { name } = p else { return true };
+            if !is_checkpoint {
+                ignored.push(name.clone());
+            }
+            false
+        });
     }
+    ignored.sort();
     checkpoint::mismatch(path, problems)?;
     let epoch = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let classes = loaded
@@ -322,7 +339,12 @@ pub fn load_weights(path: &Path, graphs: &Graphs, weights: usize) -> Result<Load
         .map(|t| ArrayD::from_shape_vec(IxDyn(&t.shape), t.data))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Message(format!("`{}`: {e}", path.display())))?;
-    Ok(Loaded { values, epoch, classes })
+    Ok(Loaded {
+        values,
+        epoch,
+        classes,
+        ignored,
+    })
 }
 
 /// The error of `--resume` in a folder without a checkpoint (a run that
@@ -346,4 +368,6 @@ pub struct Loaded {
     pub epoch: u64,
     /// Class names by label, if the file records them.
     pub classes: Vec<String>,
+    /// Tensors of the file that the model does not have, when allowed.
+    pub ignored: Vec<String>,
 }
