@@ -12,6 +12,7 @@ mod import;
 mod ir;
 mod predict;
 mod run;
+mod serve;
 mod show;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +68,8 @@ enum Command {
     /// Draw a model's filters, an image's activation maps or its saliency as a PNG.
     #[command(subcommand)]
     Show(show::ShowArgs),
+    /// Serve a model over HTTP: a prediction API and a live demo page.
+    Serve(serve::ServeArgs),
     /// Time the compiled engine against the interpreter.
     Bench(bench::BenchArgs),
     /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Show(args) => show::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),

@@ -5,6 +5,7 @@
 use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained};
 use crate::parse::ast::Loss;
 use crate::runtime::engine::Engine;
+use crate::runtime::serve::ranked;
 use crate::runtime::{data, npy};
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::path::{Path, PathBuf};
@@ -127,16 +128,10 @@ fn probe(
 
 /// A classifier's `k` most likely classes with their probabilities.
 fn top(row: ArrayViewD<f32>, k: usize, classes: &[String]) -> String {
-    let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
-    // A single sigmoid unit: class 1 with p, class 0 with 1 - p.
-    if let [(_, p)] = ranked[..] {
-        ranked = vec![(1, p), (0, 1.0 - p)];
-    }
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let row: Vec<f32> = row.iter().copied().collect();
     let label = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let shown: Vec<String> = ranked
+    let shown: Vec<String> = ranked(&row, k)
         .iter()
-        .take(k)
         .map(|(i, p)| format!("{} {p:.4}", label(*i)))
         .collect();
     shown.join(", ")

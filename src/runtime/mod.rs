@@ -1,5 +1,6 @@
 //! Running models: weights and their initial values, the random streams,
-//! data, engines, optimizers, the training loop, checkpoints and metrics.
+//! data, engines, optimizers, the training loop, checkpoints and metrics,
+//! and serving a model over HTTP.
 
 pub mod checkpoint;
 pub mod data;
@@ -12,6 +13,7 @@ pub mod npy;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod serve;
 pub mod show;
 pub mod train;
 
