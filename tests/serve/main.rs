@@ -7,3 +7,4 @@ mod common;
 mod server;
 
 mod api;
+mod browser;
