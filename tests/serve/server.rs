@@ -21,8 +21,12 @@ impl Server {
     /// Starts `cnnc serve MODEL --weights WEIGHTS --port 0 EXTRA...` and
     /// waits for the address it prints once it listens.
     pub fn start(extra: &[&str]) -> Server {
+        Server::with_weights(WEIGHTS, extra)
+    }
+
+    pub fn with_weights(weights: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
-            .args(["serve", MODEL, "--weights", WEIGHTS, "--port", "0"])
+            .args(["serve", MODEL, "--weights", weights, "--port", "0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

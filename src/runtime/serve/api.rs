@@ -110,10 +110,13 @@ impl Service {
     pub fn predict(&self, body: &[u8], query: &str, engines: &mut Engines) -> Reply {
         match self.answer(body, query, engines) {
             // Serialized from f32, so each value is float32's shortest text.
-            Ok(answer) => Reply {
-                status: 200,
-                content_type: "application/json",
-                body: serde_json::to_vec(&answer).unwrap_or_default(),
+            Ok(answer) => match serde_json::to_vec(&answer) {
+                Ok(body) => Reply {
+                    status: 200,
+                    content_type: "application/json",
+                    body,
+                },
+                Err(e) => Reply::error(500, format!("cannot write the answer: {e}")),
             },
             Err((status, message)) => Reply::error(status, message),
         }
