@@ -3,10 +3,9 @@
 //! with the same pixels as JSON. `cargo bench --bench serve_load`
 //! (`CLIENTS` and `SECONDS` in the environment change the load).
 //!
-//! The weights are the model's initial ones: the time of a prediction does
-//! not depend on their values.
+//! It serves the model's initial weights: the time of a prediction does not
+//! depend on their values.
 
-use cnnc::runtime::checkpoint::{self, Metadata, Tensor};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,24 +72,8 @@ fn load(url: &str, body: &[u8], clients: usize, seconds: usize) -> (f64, f64, f6
 fn main() {
     let clients = setting("CLIENTS", 4);
     let seconds = setting("SECONDS", 5);
-    let source = std::fs::read_to_string(MODEL).expect("the seed model");
-    let model = cnnc::parse::parse(MODEL, &source).expect("parses");
-    let checked = cnnc::shape::check(model, MODEL, &source).expect("checks");
-    let tensors: Vec<Tensor> = checked
-        .weights()
-        .zip(cnnc::runtime::initial_weights::<f32>(&checked, 0))
-        .map(|(w, v)| Tensor {
-            name: w.name.clone(),
-            shape: w.shape.clone(),
-            data: v.iter().copied().collect(),
-        })
-        .collect();
-    let weights = std::env::temp_dir().join(format!("cnnc-serve-load-{}.safetensors", std::process::id()));
-    checkpoint::save(&weights, &tensors, &Metadata::new()).expect("weights written");
-
     let mut server = Command::new(env!("CARGO_BIN_EXE_cnnc"))
-        .args(["serve", MODEL, "--port", "0", "--weights"])
-        .arg(&weights)
+        .args(["serve", MODEL, "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -118,5 +101,4 @@ fn main() {
     }
     let _ = server.kill();
     let _ = server.wait();
-    let _ = std::fs::remove_file(&weights);
 }

@@ -1,8 +1,8 @@
-//! `cnnc serve FILE --weights W`: the model compiled once and served over
+//! `cnnc serve FILE [--weights W]`: the model compiled once and served over
 //! HTTP, with the live demo page at `/` (`runtime::serve`).
 
 use super::check::summarize;
-use super::common::{Failure, Format, fail, ignored_note, load, trained};
+use super::common::{Failure, Format, fail, ignored_note, load, trained_or_initial};
 use crate::runtime::serve::{self, Options, Service};
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 pub struct ServeArgs {
     /// The model file (.cnn).
     file: PathBuf,
-    /// Trained weights (safetensors with Keras names).
+    /// Trained weights (safetensors with Keras names) [default: the model's
+    /// initial weights, seed 0: its literal filters, say, or for timing]
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     /// The port; 0 picks a free one.
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -37,8 +38,10 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
     let summary = summarize(&checked, Format::Json)?;
-    let loaded = trained(&checked, &args.weights, args.allow_extra)?;
-    eprint!("{}", ignored_note(&args.weights, &loaded.ignored));
+    let loaded = trained_or_initial(&checked, args.weights.as_deref(), args.allow_extra)?;
+    if let Some(w) = &args.weights {
+        eprint!("{}", ignored_note(w, &loaded.ignored));
+    }
     let workers = args.workers.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n as usize,

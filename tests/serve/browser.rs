@@ -251,3 +251,54 @@ fn a_seven_drawn_on_the_page_is_a_seven_with_every_map_shown() {
     std::fs::write(&path, &png).expect("the screenshot is kept");
     eprintln!("the page: {}", path.display());
 }
+
+#[test]
+fn an_image_given_to_an_rgb_models_page_shows_its_classes_and_maps() {
+    // celeb8 reads 64x64x3 photos; its initial weights will do for the page.
+    let server = Server::serving(&["models/celeb8.cnn"]);
+    let (_, model) = server.get("model");
+    let model: Value = serde_json::from_str(&model).expect("the summary");
+    let maps: Vec<Value> = model["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .filter(|l| ["Conv2D", "MaxPooling2D"].contains(&l["type"].as_str().unwrap_or_default()))
+        .map(|l| json!([l["name"], l["output_shape"][3]]))
+        .collect();
+    assert!(maps.len() >= 2, "{model}");
+
+    let mut browser = Browser::launch();
+    browser.call("Page.enable", json!({}));
+    browser.call("Page.navigate", json!({ "url": server.url }));
+    browser.until(
+        "document.body && document.body.dataset.ready === 'yes'",
+        "the image drop",
+    );
+    assert_eq!(
+        browser.eval("!!document.getElementById('drop') && !document.getElementById('pad')"),
+        json!(true)
+    );
+    let document = browser.call("DOM.getDocument", json!({}));
+    let root = document["root"]["nodeId"].clone();
+    let input = browser.call(
+        "DOM.querySelector",
+        json!({ "nodeId": root, "selector": "input[type=file]" }),
+    );
+    let picture = std::env::current_dir()
+        .expect("a folder")
+        .join("data/examples/shapes.png");
+    browser.call(
+        "DOM.setFileInputFiles",
+        json!({ "nodeId": input["nodeId"], "files": [picture.display().to_string()] }),
+    );
+    browser.until(
+        "Number(document.body.dataset.answered || 0) >= 1 && document.querySelectorAll('#top .row').length === 5",
+        "the top classes",
+    );
+    let shown = browser.eval(
+        "[...document.querySelectorAll('.layer')].map((l) => [l.dataset.name, l.querySelectorAll('canvas').length])",
+    );
+    assert_eq!(shown, json!(maps));
+    assert_eq!(browser.eval("document.querySelectorAll('#drop img').length"), json!(1));
+    assert_eq!(browser.eval("document.getElementById('error').textContent"), json!(""));
+}

@@ -25,9 +25,17 @@ impl Server {
     }
 
     pub fn with_weights(weights: &str, extra: &[&str]) -> Server {
+        let mut args = vec![MODEL, "--weights", weights];
+        args.extend(extra);
+        Server::serving(&args)
+    }
+
+    /// Starts `cnnc serve ARGS... --port 0`.
+    pub fn serving(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
-            .args(["serve", MODEL, "--weights", weights, "--port", "0"])
-            .args(extra)
+            .arg("serve")
+            .args(args)
+            .args(["--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
