@@ -290,3 +290,10 @@ fn ctrl_c_stops_it_cleanly_and_a_busy_port_is_an_error() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout(&out), "stopped after 1 request\n");
 }
+
+#[test]
+fn an_ipv6_host_is_bracketed() {
+    let server = Server::start(&["--host", "::1"]);
+    assert!(server.url.starts_with("http://[::1]:"), "{}", server.banner);
+    assert_eq!(server.get("health").0, 200);
+}

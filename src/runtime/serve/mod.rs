@@ -68,14 +68,15 @@ impl Running {
 /// Binds, compiles the model once per worker (before the first request,
 /// so no request waits for Cranelift) and starts serving.
 pub fn start(service: Service, options: &Options) -> Result<Running, Error> {
-    let address = format!("{}:{}", options.host, options.port);
-    let server = Server::http(&address).map_err(|e| Error::Message(format!("cannot listen on {address}: {e}")))?;
-    let port = server.server_addr().to_ip().map_or(options.port, |a| a.port());
+    // An IPv6 address is bracketed, to bind and in the URL.
     let host = if options.host.contains(':') {
         format!("[{}]", options.host)
     } else {
         options.host.clone()
     };
+    let address = format!("{host}:{}", options.port);
+    let server = Server::http(&address).map_err(|e| Error::Message(format!("cannot listen on {address}: {e}")))?;
+    let port = server.server_addr().to_ip().map_or(options.port, |a| a.port());
     let service = Arc::new(service);
     let server = Arc::new(server);
     let stop = Arc::new(AtomicBool::new(false));
