@@ -48,7 +48,7 @@ impl From<Error> for Failure {
 /// Reads a model file: its name for diagnostics and its text.
 pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::runtime::file::read_bounded(path, "a model file", parse::MAX_FILE).map_err(|e| {
         Failure::new(match e.kind() {
             std::io::ErrorKind::NotFound => format!("no such file `{name}`"),
             std::io::ErrorKind::IsADirectory => format!("`{name}` is a directory, not a model file"),
