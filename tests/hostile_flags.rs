@@ -1,7 +1,8 @@
 //! Careless and hostile flags and data headers are refused with a clear
 //! message before any work: a NaN learning rate for `grad` as for `run`, an
 //! empty `--data`, a seed past 2^64 - 1, an IDX header that promises more
-//! data than the memory limit allows.
+//! data than the memory limit allows, an image whose header claims more
+//! pixels than allowed.
 
 use std::process::Output;
 
@@ -110,5 +111,34 @@ fn an_idx_header_past_the_memory_limit_is_refused_before_reading() {
     refused(&out, 1, "more than the limit of 1000000");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CNNC_MAX_DATA_BYTES"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_image_past_the_pixel_limit_is_refused_from_its_header() {
+    let dir = temp_dir("pixels");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        image::GrayImage::new(20, 10)
+            .save(dir.join(class).join("x.png"))
+            .unwrap();
+    }
+    let model = dir.join("m.cnn");
+    std::fs::write(&model, "input 8x8x1\nflatten\ndense 2 activation=softmax\n").unwrap();
+    let data = dir.display().to_string();
+    let out = cnnc(
+        &[
+            "run",
+            &model.display().to_string(),
+            "--data",
+            &data,
+            "--out",
+            "target/hostile-runs",
+        ],
+        &[("CNNC_MAX_IMAGE_PIXELS", "100")],
+    );
+    refused(&out, 1, "a 20x10 image, more than the limit of 100 pixels per image");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CNNC_MAX_IMAGE_PIXELS"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
