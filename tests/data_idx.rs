@@ -261,10 +261,12 @@ fn an_absurd_header_is_caught_without_allocating() {
         &idx(2049, &[u32::MAX], &[0; 3]),
     );
     let error = load_tiny(&scratch, 3, None).unwrap_err();
+    // Refused on the header's counts against the memory limit, before
+    // reading any data.
     assert_error(
         &error,
         "train-images-idx3-ubyte",
-        "truncated: the header promises 4294967295 images",
+        "4294967295 samples of 4 values would take 68719476720 bytes in memory",
     );
 }
 

@@ -47,10 +47,38 @@ impl From<Error> for Failure {
     }
 }
 
+// Parsers of the float flags: every one must be a finite number that fits
+// the 32-bit floats the model computes in, and in its own range.
+
+fn float_flag(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|x| x.abs() <= f64::from(f32::MAX))
+}
+
+/// A learning rate and the like: finite and greater than 0.
+pub fn positive(s: &str) -> Result<f64, String> {
+    match float_flag(s) {
+        Some(x) if x > 0.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a number greater than 0")),
+    }
+}
+
+/// A validation split: in [0, 1).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match float_flag(s) {
+        Some(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a fraction in [0, 1)")),
+    }
+}
+
+/// An input or target value: any finite 32-bit float.
+pub fn finite(s: &str) -> Result<f64, String> {
+    float_flag(s).ok_or_else(|| format!("`{s}` is not a finite number within the 32-bit float range"))
+}
+
 /// Reads a model file: its name for diagnostics and its text.
 pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::runtime::file::read_bounded(path, "a model file", parse::MAX_FILE).map_err(|e| {
         Failure::new(match e.kind() {
             std::io::ErrorKind::NotFound => format!("no such file `{name}`"),
             std::io::ErrorKind::IsADirectory => format!("`{name}` is a directory, not a model file"),
@@ -156,6 +184,12 @@ pub fn dataset(
             )));
         }
     };
+    if source.trim().is_empty() {
+        // An empty path would read the current folder as a dataset.
+        return Err(Failure::new(
+            "the dataset path is empty\n  = help: pass a folder or `mnist10k`, e.g. `--data mnist10k`".to_string(),
+        ));
+    }
     data::load(&source, &base, input, outputs, split).map_err(fail)
 }
 

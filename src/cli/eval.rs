@@ -3,6 +3,7 @@
 
 use super::common::{DataArgs, Failure, Format, Trained, dataset, engine, in_model, load, trained};
 use crate::runtime::train;
+use crate::summary::pad;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -74,23 +75,23 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
 
 fn confusion_table(confusion: &[Vec<u64>], classes: &[String]) -> String {
     let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let label_width = (0..confusion.len()).map(|i| name(i).len()).max().unwrap_or(1);
+    let label_width = (0..confusion.len()).map(|i| name(i).chars().count()).max().unwrap_or(1);
     let cell = confusion
         .iter()
         .flatten()
         .map(|c| c.to_string().len())
-        .chain((0..confusion.len()).map(|i| name(i).len()))
+        .chain((0..confusion.len()).map(|i| name(i).chars().count()))
         .max()
         .unwrap_or(1);
-    let mut out = format!("{:label_width$}", "");
+    let mut out = pad("", label_width, false);
     for i in 0..confusion.len() {
-        out += &format!(" {:>cell$}", name(i));
+        out += &format!(" {}", pad(&name(i), cell, true));
     }
     out.push('\n');
     for (i, row) in confusion.iter().enumerate() {
-        out += &format!("{:>label_width$}", name(i));
+        out += &pad(&name(i), label_width, true);
         for c in row {
-            out += &format!(" {c:>cell$}");
+            out += &format!(" {}", pad(&c.to_string(), cell, true));
         }
         out.push('\n');
     }

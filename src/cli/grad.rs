@@ -2,7 +2,7 @@
 //! gradient and its value after one SGD step. The course's backpropagation
 //! exercises, checked by the compiler.
 
-use super::common::{EngineKind, Failure, Format, engine, graphs, in_model, load};
+use super::common::{EngineKind, Failure, Format, engine, finite, graphs, in_model, load, positive};
 use crate::ir::{Hyper, Output};
 use crate::parse::ast::{Loss, Optimizer};
 use crate::runtime::engine::{Kind, Step};
@@ -17,18 +17,18 @@ pub struct GradArgs {
     /// The model file (.cnn).
     file: PathBuf,
     /// The example's input values, comma-separated (row-major HxWxC).
-    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example")]
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example", value_parser = finite)]
     input: Option<Vec<f64>>,
     /// The label: a class index for a softmax model, the target value(s)
     /// otherwise, comma-separated.
-    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example")]
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example", value_parser = finite)]
     label: Option<Vec<f64>>,
     /// A JSON file `{"input": [...], "label": ..., "weights": {"dense/kernel": [...]}}`;
     /// the weights it lists replace the initial ones.
     #[arg(long)]
     example: Option<PathBuf>,
     /// Learning rate of the SGD step (default: the training block's, else 0.01).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     lr: Option<f64>,
     /// Seed for initial weights and dropout masks.
     #[arg(long, default_value_t = 0)]

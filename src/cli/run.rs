@@ -1,7 +1,7 @@
 //! `cnnc run FILE`: train a model on its dataset, with the training block's
 //! settings overridden by flags.
 
-use super::common::{DataArgs, Failure, dataset, engine, in_model, load};
+use super::common::{DataArgs, Failure, dataset, engine, fraction, in_model, load, positive};
 use crate::parse::ast::Optimizer;
 use crate::runtime::engine::Graphs;
 use crate::runtime::optim::compact;
@@ -14,20 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum OptimizerName {
     Sgd,
     Adam,
-}
-
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("`{s}` is not a number greater than 0")),
-    }
-}
-
-fn fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
-        _ => Err(format!("`{s}` is not a fraction in [0, 1)")),
-    }
 }
 
 #[derive(clap::Args)]

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod engine;
+pub mod file;
 pub mod gradcheck;
 pub mod init;
 pub mod jit;

@@ -9,6 +9,7 @@ mod folder;
 mod idx;
 
 pub use dataset::{Batch, Dataset};
+pub use decode::{DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV};
 pub use error::DataError;
 
 use crate::shape::dims;
@@ -151,4 +152,31 @@ pub fn images(paths: &[PathBuf], input_shape: &[usize]) -> Result<ndarray::Array
     shape.extend(input_shape);
     ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data.inputs)
         .map_err(|e| DataError::new(root, format!("cannot form a batch: {e}")))
+}
+
+/// The environment variable that sets the most memory a dataset may take,
+/// in bytes; the default is `DEFAULT_MAX_DATA_BYTES`.
+pub const MAX_DATA_ENV: &str = "CNNC_MAX_DATA_BYTES";
+/// 4 GiB: MNIST's 70,000 images take 220 MB, so only a damaged or hostile
+/// header (a small gzip claiming millions of images) comes near it.
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 4 << 30;
+
+/// Refuses, before any data is read, a dataset of `samples` inputs of
+/// `values` 32-bit floats each that would take more memory than allowed.
+fn check_memory(path: &Path, samples: usize, values: usize) -> Result<(), DataError> {
+    let limit = std::env::var(MAX_DATA_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_DATA_BYTES);
+    let bytes = (samples as u64).saturating_mul(values as u64).saturating_mul(4);
+    if bytes <= limit {
+        return Ok(());
+    }
+    Err(DataError::new(
+        path,
+        format!(
+            "{samples} samples of {values} values would take {bytes} bytes in memory, more than the limit of {limit}"
+        ),
+    )
+    .help(format!("to allow more, set {MAX_DATA_ENV} to a number of bytes")))
 }
