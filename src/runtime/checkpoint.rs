@@ -10,6 +10,7 @@
 //! checkpoint (see `train::resume`), so that one rename commits it.
 
 use crate::diag::closest;
+use crate::runtime::file;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -79,6 +80,9 @@ pub enum Problem {
     Dtype { name: String, dtype: String },
     /// In the file but not in the model.
     Unexpected { name: String },
+    /// Values that are NaN or infinite: training from them, or predicting
+    /// with them, gives NaN everywhere, with no hint of why.
+    NonFinite { name: String, count: usize },
     /// `found` is `None` when the key is absent.
     Metadata {
         key: String,
@@ -283,7 +287,7 @@ type Contents = (Vec<Tensor>, Metadata, Vec<Problem>);
 /// The expected tensors the file holds, its metadata, and what is wrong
 /// with its tensors; only a file that cannot be read at all is an error.
 fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, CheckpointError> {
-    let bytes = fs::read(path).map_err(|source| {
+    let bytes = file::read_bounded(path, "a safetensors file", size_limit(expected)).map_err(|source| {
         CheckpointError::File(FileError {
             path: path.to_path_buf(),
             writing: false,
@@ -341,6 +345,10 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
             });
         }
         match to_f32(view.dtype(), view.data()) {
+            Some(data) if data.iter().any(|v| !v.is_finite()) => problems.push(Problem::NonFinite {
+                name: name.into(),
+                count: data.iter().filter(|v| !v.is_finite()).count(),
+            }),
             Some(data) if fits => tensors.push(Tensor {
                 name: name.into(),
                 shape: shape.to_vec(),
@@ -358,6 +366,18 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
     problems.extend(unexpected.map(|n| Problem::Unexpected { name: n.into() }));
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok((tensors, metadata, problems))
+}
+
+/// The most bytes a file holding `expected` may have: every value as f64
+/// (read and converted), three times over (a checkpoint keeps up to two
+/// optimizer slots beside each weight), and 64 MiB of header. A file past
+/// it, or a device such as /dev/zero, is refused before it is read.
+fn size_limit(expected: &[(&str, &[usize])]) -> u64 {
+    let values: u64 = expected
+        .iter()
+        .map(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    values.saturating_mul(8 * 3).saturating_add(64 << 20)
 }
 
 /// The model name Keras 3 puts before every variable's path
@@ -498,6 +518,12 @@ impl fmt::Display for Problem {
                 write!(f, "`{name}` holds {dtype} values; cnnc reads F32, F64, F16 and BF16")
             }
             Problem::Unexpected { name } => write!(f, "`{name}` is in the file but not in the model"),
+            Problem::NonFinite { name, count } => {
+                write!(
+                    f,
+                    "`{name}` holds {count} NaN or infinite values: the run that wrote it diverged"
+                )
+            }
             Problem::Metadata {
                 key,
                 found: None,
