@@ -241,34 +241,6 @@ fn tensors_that_cannot_form_a_file_are_refused_before_writing() {
 }
 
 #[test]
-fn weights_holding_nan_or_infinity_are_refused_naming_the_tensor() {
-    let dir = Scratch::new("nonfinite");
-    let mut tensors: Vec<Tensor> = MODEL.iter().map(|(n, s)| zeros(n, s)).collect();
-    tensors[1].data[3] = f32::NAN;
-    tensors[1].data[5] = f32::INFINITY;
-    tensors[3].data[0] = f32::NEG_INFINITY;
-    let path = saved(&dir, &tensors);
-    let (found, message) = problems(load(&path, &MODEL));
-    assert_eq!(
-        found,
-        [
-            Problem::NonFinite {
-                name: "conv2d/bias".into(),
-                count: 2
-            },
-            Problem::NonFinite {
-                name: "dense/bias".into(),
-                count: 1
-            }
-        ]
-    );
-    assert!(
-        message.contains("`conv2d/bias` holds 2 NaN or infinite values"),
-        "{message}"
-    );
-}
-
-#[test]
 fn a_device_or_a_file_far_larger_than_the_model_is_refused_before_reading() {
     let e = load(Path::new("/dev/zero"), &MODEL).unwrap_err().to_string();
     assert!(e.contains("not a regular file"), "{e}");

@@ -80,8 +80,9 @@ pub enum Problem {
     Dtype { name: String, dtype: String },
     /// In the file but not in the model.
     Unexpected { name: String },
-    /// Values that are NaN or infinite: training from them, or predicting
-    /// with them, gives NaN everywhere, with no hint of why.
+    /// Values that are NaN or infinite, in a model's weights: training from
+    /// them, or predicting with them, gives NaN everywhere with no hint of
+    /// why. (The file format itself carries any value, bit for bit.)
     NonFinite { name: String, count: usize },
     /// `found` is `None` when the key is absent.
     Metadata {
@@ -345,10 +346,6 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
             });
         }
         match to_f32(view.dtype(), view.data()) {
-            Some(data) if data.iter().any(|v| !v.is_finite()) => problems.push(Problem::NonFinite {
-                name: name.into(),
-                count: data.iter().filter(|v| !v.is_finite()).count(),
-            }),
             Some(data) if fits => tensors.push(Tensor {
                 name: name.into(),
                 shape: shape.to_vec(),

@@ -326,6 +326,13 @@ pub fn load_some_weights(path: &Path, graphs: &Graphs, weights: usize, allow_ext
         });
     }
     ignored.sort();
+    problems.extend(loaded.tensors.iter().filter_map(|t| {
+        let count = t.data.iter().filter(|v| !v.is_finite()).count();
+        (count > 0).then(|| Problem::NonFinite {
+            name: t.name.clone(),
+            count,
+        })
+    }));
     checkpoint::mismatch(path, problems)?;
     let epoch = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let classes = loaded
