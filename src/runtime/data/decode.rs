@@ -6,6 +6,7 @@ use super::{DataError, Dataset, ModelIo};
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, ImageReader, Luma, Pixel, Rgb32FImage};
 use std::fs;
+use std::io::{BufRead, Cursor, Seek};
 use std::path::Path;
 use std::thread;
 
@@ -105,18 +106,39 @@ fn max_pixels() -> u64 {
         .unwrap_or(DEFAULT_MAX_PIXELS)
 }
 
-/// One image in H, W, C order, scaled to [0, 1]. The format is read from
-/// the content, so a PNG named `.jpg` still loads.
+/// One image file in H, W, C order, scaled to [0, 1]. The format is read
+/// from the content, so a PNG named `.jpg` still loads.
 fn pixels(path: &Path, size: Size) -> Result<Vec<f32>, DataError> {
     let fail = |what: String| DataError::new(path, what);
     if fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?.len() == 0 {
         return Err(fail("an empty file, not an image".into()));
     }
-    let open = || {
-        ImageReader::open(path)
-            .and_then(|r| r.with_guessed_format())
-            .map_err(|e| fail(format!("cannot read: {e}")))
-    };
+    let open = || ImageReader::open(path).and_then(|r| r.with_guessed_format());
+    decode(open, path, size)
+}
+
+/// One encoded image held in memory (e.g. a request's body), as [`pixels`]
+/// reads a file; `name` names it in errors.
+pub(super) fn pixels_of(bytes: &[u8], name: &Path, size: Size) -> Result<Vec<f32>, DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::new(name, "an empty file, not an image"));
+    }
+    decode(
+        || ImageReader::new(Cursor::new(bytes)).with_guessed_format(),
+        name,
+        size,
+    )
+}
+
+/// Decodes what `open` reads (opened twice: the header, then the pixels),
+/// converted to the model's channels and resized to its input.
+fn decode<R: BufRead + Seek>(
+    open: impl Fn() -> std::io::Result<ImageReader<R>>,
+    name: &Path,
+    size: Size,
+) -> Result<Vec<f32>, DataError> {
+    let fail = |what: String| DataError::new(name, what);
+    let open = || open().map_err(|e| fail(format!("cannot read: {e}")));
     // The header first: a small file can claim a huge image.
     let (width, height) = open()?
         .into_dimensions()

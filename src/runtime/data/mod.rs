@@ -154,6 +154,21 @@ pub fn images(paths: &[PathBuf], input_shape: &[usize]) -> Result<ndarray::Array
         .map_err(|e| DataError::new(root, format!("cannot form a batch: {e}")))
 }
 
+/// One encoded image (PNG or JPEG bytes, e.g. a request's body) as a batch
+/// of one, decoded, converted and resized as image files are; `name` names
+/// it in errors.
+pub fn image(bytes: &[u8], name: &Path, input_shape: &[usize]) -> Result<ndarray::ArrayD<f32>, DataError> {
+    let model = ModelIo {
+        input: input_shape,
+        outputs: 1,
+    };
+    let data = decode::pixels_of(bytes, name, decode::size(name, model)?)?;
+    let mut shape = vec![1];
+    shape.extend(input_shape);
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data)
+        .map_err(|e| DataError::new(name, format!("cannot form a batch: {e}")))
+}
+
 /// The environment variable that sets the most memory a dataset may take,
 /// in bytes; the default is `DEFAULT_MAX_DATA_BYTES`.
 pub const MAX_DATA_ENV: &str = "CNNC_MAX_DATA_BYTES";

@@ -15,8 +15,7 @@ use image::ImageFormat;
 use ndarray::{ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 /// Classes listed in `top`.
 const TOP: usize = 5;
@@ -246,7 +245,7 @@ impl Service {
     }
 
     /// An image body, decoded, converted and resized as `cnnc predict`
-    /// reads image files (through the same reader: so from a file).
+    /// reads image files, by the same decoder.
     fn image(&self, body: &[u8]) -> Result<ArrayD<f32>, (u16, String)> {
         if !matches!(image::guess_format(body), Ok(ImageFormat::Png | ImageFormat::Jpeg)) {
             return Err((
@@ -254,15 +253,7 @@ impl Service {
                 "not an image: the body is neither PNG nor JPEG, nor JSON {\"input\": [...]}".into(),
             ));
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "cnnc-serve-{}-{}.img",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = Temporary(path);
-        std::fs::write(&file.0, body).map_err(|e| (500, format!("cannot keep the image to decode it: {e}")))?;
-        data::images(std::slice::from_ref(&file.0), &self.checked.model.input.shape).map_err(|e| {
+        data::image(body, Path::new("the request body"), &self.checked.model.input.shape).map_err(|e| {
             let help = e.help.map(|h| format!("\n  = help: {h}")).unwrap_or_default();
             (400, format!("the image: {}{help}", e.message))
         })
@@ -288,13 +279,4 @@ fn json_problem(body: &[u8], e: &serde_json::Error) -> String {
         return format!("NaN in input: JSON has no NaN or Infinity, send finite numbers ({e})");
     }
     format!("the body is not the JSON {{\"input\": [...], \"layers\": [...]}}: {e}")
-}
-
-/// A file removed when dropped.
-struct Temporary(PathBuf);
-
-impl Drop for Temporary {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
