@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "models/mnist_cnn.cnn";
-const DIGIT: &str = "data/examples/digit_7.png";
+const DIGIT: &str = "models/data/examples/digit_7.png";
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -103,7 +103,7 @@ fn validation_split_takes_the_last_fraction_in_file_order() {
 #[test]
 fn raw_and_gzipped_files_are_told_apart_by_content_not_name() {
     let scratch = Scratch::new("idx-raw");
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist10k");
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/data/mnist10k");
     for (i, name) in MNIST_FILES.iter().enumerate() {
         let gz = std::fs::read(bundled.join(format!("{name}.gz"))).unwrap();
         let mut raw = Vec::new();

@@ -206,7 +206,7 @@ fn bad_requests_are_named_errors() {
     let dir = Scratch::new("show-errors");
     let out = dir.join("x.png").display().to_string();
     let text = dir.write("notes.txt", b"not an image").display().to_string();
-    let image = "data/examples/digit_3.png";
+    let image = "models/data/examples/digit_3.png";
     let wrong = dir.join("wrong.npy");
     npy::write_f32(&wrong, &[3, 3], &[0.0; 9]).unwrap();
     let wrong = wrong.display().to_string();
@@ -290,7 +290,7 @@ fn maps_and_saliency_write_pictures_and_say_where() {
         "show",
         "maps",
         "models/edges.cnn",
-        "data/examples/shapes.png",
+        "models/data/examples/shapes.png",
         "-o",
         &maps,
     ]);
@@ -309,7 +309,7 @@ fn maps_and_saliency_write_pictures_and_say_where() {
         "models/do_the_math.cnn",
         "--weights",
         "tests/fixtures/keras/do_the_math_keras.safetensors",
-        "data/examples/digit_3.png",
+        "models/data/examples/digit_3.png",
         "--class",
         "7",
         "-o",
@@ -328,7 +328,7 @@ fn the_readme_pictures_of_edges_are_current() {
     let cases = [
         (vec!["show", "filters", "models/edges.cnn"], "edges_filters.png"),
         (
-            vec!["show", "maps", "models/edges.cnn", "data/examples/shapes.png"],
+            vec!["show", "maps", "models/edges.cnn", "models/data/examples/shapes.png"],
             "edges_maps.png",
         ),
     ];
@@ -338,7 +338,7 @@ fn the_readme_pictures_of_edges_are_current() {
         let o = cnnc(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let made = image::open(&out).unwrap().to_rgb8();
-        let committed = image::open(format!("data/examples/pictures/{picture}"))
+        let committed = image::open(format!("models/data/examples/pictures/{picture}"))
             .unwrap()
             .to_rgb8();
         assert!(

@@ -27,8 +27,8 @@ fn px(length: u32) -> u32 {
     length * SUPERSAMPLE
 }
 
-// Bundled so that drawing needs no system fonts (see data/fonts/LICENSE-DejaVu.txt).
-static FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
+// Bundled so that drawing needs no system fonts (see font/LICENSE-DejaVu.txt).
+static FONT: &[u8] = include_bytes!("font/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 // Matplotlib's first two colours, which readers of learning curves know.

@@ -6,7 +6,7 @@ use cnnc::runtime::npy;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const DIGITS: [&str; 2] = ["data/examples/digit_7.png", "data/examples/digit_3.png"];
+const DIGITS: [&str; 2] = ["models/data/examples/digit_7.png", "models/data/examples/digit_3.png"];
 
 /// `cnnc predict`'s probabilities for each of `inputs`, and with `layer`,
 /// that layer's outputs, one input at a time (as the server runs them: a

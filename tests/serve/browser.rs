@@ -286,7 +286,7 @@ fn an_image_given_to_an_rgb_models_page_shows_its_classes_and_maps() {
     );
     let picture = std::env::current_dir()
         .expect("a folder")
-        .join("data/examples/shapes.png");
+        .join("models/data/examples/shapes.png");
     browser.call(
         "DOM.setFileInputFiles",
         json!({ "nodeId": input["nodeId"], "files": [picture.display().to_string()] }),

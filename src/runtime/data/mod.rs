@@ -15,8 +15,10 @@ pub use error::DataError;
 use crate::shape::dims;
 use std::path::{Path, PathBuf};
 
-/// The dataset that ships with cnnc, in `data/mnist10k`.
+/// The dataset that ships with cnnc, in `models/data/mnist10k`.
 pub const BUNDLED: &str = "mnist10k";
+/// Where the source tree keeps it, beside the models that train on it.
+const SHIPPED_IN: &str = "models/data";
 
 const SOURCES: &str = "`data` is `mnist10k`, a folder of IDX files (train-images-idx3-ubyte.gz and its kin) \
                        or a folder of images with one subfolder per class";
@@ -67,11 +69,11 @@ pub fn load(
 /// (`cargo run` from elsewhere).
 fn locate(source: &str, base: &Path) -> Result<PathBuf, DataError> {
     if source == BUNDLED {
-        let here = Path::new("data").join(BUNDLED);
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(BUNDLED);
+        let here = Path::new(SHIPPED_IN).join(BUNDLED);
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_IN).join(BUNDLED);
         return [here.clone(), shipped].into_iter().find(|p| p.is_dir()).ok_or_else(|| {
             DataError::new(here, "the bundled dataset `mnist10k` is missing")
-                .help("it ships in cnnc's source tree as data/mnist10k; run cnnc from there or give the folder's path")
+                .help("it ships in cnnc's source tree as models/data/mnist10k; run cnnc from there or give the folder's path")
         });
     }
     let path = base.join(source);
