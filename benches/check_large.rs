@@ -1,10 +1,10 @@
-//! The front end on a 100,000-layer model: parse, shape check and summary,
-//! which must stay linear in the file (the bound: under 2 s).
+//! `cnnc check` on a 100,000-layer model: parse, shape check and summary,
+//! which must stay linear in the file (the bound: under 2 s).
 //! `cargo bench --bench check_large`; CI runs a 20,000-layer version
 //! (tests/linear_check.rs).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use std::hint::black_box;
+use std::process::Command;
 use std::time::Duration;
 
 const LAYERS: usize = 100_000;
@@ -18,18 +18,22 @@ fn deep_model(layers: usize) -> String {
 }
 
 fn check_large(c: &mut Criterion) {
-    let source = deep_model(LAYERS);
+    let path = std::env::temp_dir().join(format!("cnnc-check-large-{}.cnn", std::process::id()));
+    std::fs::write(&path, deep_model(LAYERS)).unwrap_or_else(|e| panic!("writing the model: {e}"));
     let mut group = c.benchmark_group("check");
     group.sample_size(10).measurement_time(Duration::from_secs(10));
     group.bench_function("100k_layers", |b| {
         b.iter(|| {
-            let model = cnnc::parse::parse("deep.cnn", black_box(&source)).map_err(|d| d.render());
-            let checked = model.and_then(|m| cnnc::shape::check(m, "deep.cnn", &source).map_err(|d| d.render()));
-            let checked = checked.unwrap_or_else(|e| panic!("the deep model checks: {e}"));
-            black_box(cnnc::summary::text(&checked, None))
+            let out = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+                .arg("check")
+                .arg(&path)
+                .output();
+            let out = out.unwrap_or_else(|e| panic!("running cnnc: {e}"));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         })
     });
     group.finish();
+    std::fs::remove_file(&path).ok();
 }
 
 criterion_group!(benches, check_large);

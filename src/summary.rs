@@ -49,7 +49,6 @@ fn totals(c: &Checked) -> Totals {
     }
 }
 
-/// The summary table. Columns grow to fit: nothing is ever truncated.
 /// What the compiled engine's memory plans need: one arena per routine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arena {
@@ -68,6 +67,7 @@ pub fn pad(cell: &str, width: usize, right: bool) -> String {
     if right { fill + cell } else { format!("{cell}{fill}") }
 }
 
+/// The summary table. Columns grow to fit: nothing is ever truncated.
 pub fn text(c: &Checked, arena: Option<&Arena>) -> String {
     let header = ["Layer (type)", "Output Shape", "Param #", "FLOPs", "Activations"];
     let rows: Vec<[String; 5]> = c

@@ -168,6 +168,40 @@ fn a_model_file_above_the_size_limit_is_refused() {
     assert!(stderr.contains(&limit), "{stderr}");
 }
 
+/// Checks `source` from a temporary file; its stderr, and the file's name.
+fn check_text(source: &str, name: &str) -> (String, String) {
+    let path = std::env::temp_dir().join(format!("cnnc-{name}-{}.cnn", std::process::id()));
+    std::fs::write(&path, source).expect("a temporary file");
+    let shown = path.display().to_string();
+    let out = cnnc(&["check", &shown]);
+    std::fs::remove_file(&path).expect("the file is removed");
+    assert_eq!(out.status.code(), Some(1));
+    (String::from_utf8_lossy(&out.stderr).into_owned(), shown)
+}
+
+#[test]
+fn an_error_in_a_million_value_list_shows_an_excerpt_at_the_true_column() {
+    let values = format!("{}x{}", "1,".repeat(500_000), ",1".repeat(500_000));
+    let source = format!("input 2\ndense 1 activation=sigmoid kernel_initializer=[{values}]\n");
+    let (stderr, path) = check_text(&source, "long-list");
+    assert!(stderr.len() < 1000, "{} bytes of diagnostic", stderr.len());
+    // The `x` is column 48 + 1,000,000 of line 2.
+    assert!(stderr.contains(&format!("{path}:2:1000048")), "{stderr}");
+    assert!(
+        stderr.contains(" ... 1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,x,1,1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("^ expected a number"), "{stderr}");
+}
+
+#[test]
+fn a_message_echoing_a_huge_word_is_cut_short() {
+    let source = format!("input 2\ndense 1 activation={}\n", "q".repeat(200_000));
+    let (stderr, _) = check_text(&source, "long-word");
+    assert!(stderr.len() < 2000, "{} bytes of diagnostic", stderr.len());
+    assert!(stderr.contains("more characters)"), "{stderr}");
+}
+
 #[test]
 fn an_unknown_flag_is_a_usage_error_with_exit_code_2() {
     let out = cnnc(&["check", "--no-such-flag", "models/mnist_cnn.cnn"]);

@@ -236,7 +236,13 @@ fn weights_holding_nan_or_infinity_are_refused_naming_each_tensor() {
     let poisoned = dir.path().join("poisoned.safetensors");
     checkpoint::save(&poisoned, &tensors, &Metadata::new()).unwrap();
     let poisoned = poisoned.display().to_string();
-    let o = cnnc(&["predict", MODEL, "--weights", &poisoned, "models/data/examples/digit_7.png"]);
+    let o = cnnc(&[
+        "predict",
+        MODEL,
+        "--weights",
+        &poisoned,
+        "models/data/examples/digit_7.png",
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let expected = format!("`{}` holds 2 NaN or infinite values", tensors[0].name);

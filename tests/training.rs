@@ -155,10 +155,32 @@ fn a_diverging_loss_stops_with_advice_and_keeps_the_last_good_checkpoint() {
     let err = stderr(&out);
     assert!(err.contains("epoch 2, step"), "{err}");
     assert!(err.contains("lower learning rate, e.g. `--lr 1e29`"), "{err}");
+    assert!(err.contains("the weights were finite when training started; "), "{err}");
     assert!(
         std::fs::read(&weights).unwrap() == before,
         "the last good checkpoint was overwritten"
     );
+}
+
+#[test]
+fn a_loss_not_finite_before_any_update_does_not_blame_the_learning_rate() {
+    let dir = Scratch::new("overflow");
+    // Finite weights whose forward pass overflows float32 at the first batch.
+    let model = write_model(
+        &dir,
+        "model overflow\ninput 28x28x1\nflatten\ndense 1 kernel_initializer=ones\n\
+         dense 10 activation=softmax kernel_initializer=[3e38,3e38,3e38,3e38,3e38,3e38,3e38,3e38,3e38,3e38]\n",
+    );
+    let out = cnnc(&["run", &model, "--epochs", "1", "--out", &at(&dir, "runs")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("epoch 1, step 1: training diverged"), "{err}");
+    assert!(
+        err.contains("the weights were finite when training started, and this was the first step"),
+        "{err}"
+    );
+    assert!(err.contains("the learning rate is not the cause"), "{err}");
+    assert!(!err.contains("lower learning rate"), "{err}");
 }
 
 #[test]

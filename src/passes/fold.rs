@@ -3,7 +3,7 @@
 //! the graph runs), so products and quotients fold when at most one side
 //! does.
 
-use super::{Pass, rewrite::replace};
+use super::{Pass, rewrite::Rewriter};
 use crate::ir::{Binary, Graph, IrError, Op, Unary};
 
 pub struct ConstantFolding;
@@ -29,6 +29,7 @@ fn fold(op: &Op, args: &[(f64, bool)]) -> Option<(f64, bool)> {
 impl Pass for ConstantFolding {
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut changed = false;
+        let mut rewriter = Rewriter::new(graph);
         for n in graph.schedule() {
             let node = &graph[n];
             if !matches!(node.op, Op::Unary(_) | Op::Binary(_)) || node.shape.rank() != 0 {
@@ -41,7 +42,7 @@ impl Pass for ConstantFolding {
             let mut folded = graph[n].clone();
             folded.op = Op::Const { value, per_batch };
             let c = graph.nodes.add_node(folded);
-            replace(graph, n, c);
+            rewriter.replace(graph, n, c);
             changed = true;
         }
         Ok(changed)

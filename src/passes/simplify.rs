@@ -2,7 +2,7 @@
 //! its operands (x * 1, x + 0, x - 0, -(-x), reshape to the same shape) and
 //! reshapes of reshapes.
 
-use super::{Pass, rewrite::replace};
+use super::{Pass, rewrite::Rewriter};
 use crate::ir::{Binary, Graph, IrError, NodeId, Op, Unary};
 
 pub struct Simplify;
@@ -60,12 +60,13 @@ fn identity(graph: &Graph, n: NodeId) -> Option<NodeId> {
 impl Pass for Simplify {
     fn run(&self, graph: &mut Graph) -> Result<bool, IrError> {
         let mut changed = false;
+        let mut rewriter = Rewriter::new(graph);
         for n in graph.schedule() {
             if !graph.nodes.contains_node(n) {
                 continue;
             }
             if let Some(x) = identity(graph, n) {
-                replace(graph, n, x);
+                rewriter.replace(graph, n, x);
                 changed = true;
                 continue;
             }

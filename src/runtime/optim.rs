@@ -62,14 +62,12 @@ pub fn append_update(graph: &mut Graph, optimizer: &Optimizer) -> Result<(), IrE
         })
         .collect();
     graph.outputs.retain(|(o, _)| !matches!(o, Output::Grad(_)));
-    let var_nodes: Vec<(usize, NodeId)> = graph
-        .nodes
-        .node_indices()
-        .filter_map(|n| match graph[n].op {
-            Op::Var(v) => Some((v, n)),
-            _ => None,
-        })
-        .collect();
+    let mut var_nodes: Vec<Option<NodeId>> = vec![None; graph.vars.len()];
+    for n in graph.nodes.node_indices() {
+        if let Op::Var(v) = graph[n].op {
+            var_nodes[v] = Some(n);
+        }
+    }
     let origin = Origin {
         what: optimizer.name().into(),
         phase: Phase::Update,
@@ -82,7 +80,7 @@ pub fn append_update(graph: &mut Graph, optimizer: &Optimizer) -> Result<(), IrE
         Optimizer::Sgd { .. } => None,
     };
     for (v, g) in grads {
-        let Some(&(_, w)) = var_nodes.iter().find(|(id, _)| *id == v) else {
+        let Some(w) = var_nodes.get(v).copied().flatten() else {
             continue;
         };
         let decl = b.graph.vars[v].clone();

@@ -72,8 +72,9 @@ fn locate(source: &str, base: &Path) -> Result<PathBuf, DataError> {
         let here = Path::new(SHIPPED_IN).join(BUNDLED);
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_IN).join(BUNDLED);
         return [here.clone(), shipped].into_iter().find(|p| p.is_dir()).ok_or_else(|| {
-            DataError::new(here, "the bundled dataset `mnist10k` is missing")
-                .help("it ships in cnnc's source tree as models/data/mnist10k; run cnnc from there or give the folder's path")
+            DataError::new(here, "the bundled dataset `mnist10k` is missing").help(
+                "it ships in cnnc's source tree as models/data/mnist10k; run cnnc from there or give the folder's path",
+            )
         });
     }
     let path = base.join(source);

@@ -171,9 +171,11 @@ pub fn train(
         classes: &splits.classes,
         data: Fingerprint::of(splits, settings.validation_split),
     };
+    let state = State::new(checked, graphs, settings.seed);
     let mut fit = Fit {
         steps: splits.train.len().div_ceil(settings.batch_size),
-        state: State::new(checked, graphs, settings.seed),
+        start: divergence::Start::of(&state, &graphs.train.vars),
+        state,
         stopping: settings.patience.map(EarlyStopping::new),
         log: MetricsLog::create(&run.files.metrics),
         saved: None,
@@ -226,6 +228,8 @@ struct Fit<'a> {
     log: MetricsLog,
     /// The epoch and step of the weights on disk, named if the loss diverges.
     saved: Option<(u64, usize)>,
+    /// The weights as the run began, described if the loss diverges.
+    start: divergence::Start,
 }
 
 impl Fit<'_> {
@@ -246,6 +250,7 @@ impl Fit<'_> {
         let (epoch, step) = (self.state.epoch, self.state.progress.step);
         self.log = MetricsLog::resume(&self.run.files.metrics, epoch)?;
         self.saved = Some((epoch, step));
+        self.start = divergence::Start::of(&self.state, &self.run.graphs.train.vars);
         let epochs = self.run.settings.epochs;
         let stopped_early = self
             .stopping
@@ -375,15 +380,15 @@ impl Fit<'_> {
             )?;
             if !outcome.loss.is_finite() {
                 bar.abandon();
-                let files = &self.run.files;
-                return Err(divergence::diverged(
-                    outcome.loss,
+                let divergence = divergence::Divergence {
+                    loss: outcome.loss,
                     epoch,
-                    done.step + 1,
-                    settings,
-                    files,
-                    self.saved,
-                ));
+                    step: done.step + 1,
+                    iterations,
+                    saved: self.saved,
+                    start: &self.start,
+                };
+                return Err(divergence::diverged(divergence, settings, &self.run.files));
             }
             self.state.iterations += 1;
             done.step += 1;

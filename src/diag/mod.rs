@@ -3,9 +3,11 @@
 //! the way rustc renders them (file:line:col, the source line, a caret
 //! underline) by codespan-reporting.
 
+mod excerpt;
+
 use codespan_reporting::diagnostic::{Diagnostic as Report, Label};
-use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term::{self, Chars, Config};
+use excerpt::Excerpt;
 use std::fmt;
 use std::ops::Range;
 
@@ -143,28 +145,39 @@ pub struct Diagnostics {
 impl Diagnostics {
     /// Renders all errors rustc-style, followed by a count line.
     pub fn render(&self) -> String {
-        let file = SimpleFile::new(self.file.as_str(), self.source.as_str());
+        let spans = self
+            .errors
+            .iter()
+            .flat_map(|e| std::iter::once(e.span).chain(e.related.iter().map(|r| r.0)));
+        let marks: Vec<usize> = spans
+            .flat_map(|s| {
+                let r = clamp(s, &self.source);
+                [r.start, r.end]
+            })
+            .collect();
+        let file = Excerpt::new(&self.file, &self.source, &marks);
         let config = Config {
             chars: Chars::ascii(),
             ..Config::default()
         };
         let mut out = String::new();
         for error in &self.errors {
-            let mut labels = vec![Label::primary((), clamp(error.span, &self.source)).with_message(&error.label)];
+            let shown = |span| file.range(clamp(span, &self.source));
+            let mut labels = vec![Label::primary((), shown(error.span)).with_message(bounded(&error.label))];
             for (span, text) in &error.related {
-                labels.push(Label::secondary((), clamp(*span, &self.source)).with_message(text));
+                labels.push(Label::secondary((), shown(*span)).with_message(bounded(text)));
             }
-            let mut notes: Vec<String> = error.notes.iter().map(|n| format!("note: {n}")).collect();
+            let mut notes: Vec<String> = error.notes.iter().map(|n| format!("note: {}", bounded(n))).collect();
             if let Some(help) = &error.help {
-                notes.push(format!("help: {help}"));
+                notes.push(format!("help: {}", bounded(help)));
             }
             let report = Report::error()
-                .with_message(&error.message)
+                .with_message(bounded(&error.message))
                 .with_labels(labels)
                 .with_notes(notes);
             match term::emit_into_string(&config, &file, &report) {
                 Ok(text) => out.push_str(&text),
-                Err(_) => out.push_str(&format!("error: {}\n", error.message)),
+                Err(_) => out.push_str(&format!("error: {}\n", bounded(&error.message))),
             }
         }
         let n = self.errors.len();
@@ -178,6 +191,19 @@ impl Diagnostics {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render())
+    }
+}
+
+/// A message, label or note cut short if it echoes a long piece of the
+/// user's text (a megabyte-long name, say).
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        None => text.into(),
+        Some((end, _)) => {
+            let more = text[end..].chars().count();
+            format!("{} ... ({more} more characters)", &text[..end]).into()
+        }
     }
 }
 
