@@ -1,10 +1,15 @@
-//! No input makes the front end panic. A few thousand deterministic inputs
+//! No input makes cnnc panic. A few thousand deterministic inputs
 //! (byte-level and token-level mutations of the bundled and broken models,
 //! token soup, and hand-picked extremes) go through `parse`, `shape::check`
-//! and the rendering of their diagnostics or summary. Each run generates the
-//! same inputs, so a failure names an input that reproduces it.
+//! and the rendering of their diagnostics or summary; mutated weights
+//! (safetensors), `.npy`, IDX and PNG files go through their readers. Each
+//! run generates the same inputs, so a failure names an input that
+//! reproduces it. This is the stable-toolchain counterpart of the
+//! cargo-fuzz target in tests/fuzz, small enough for every CI run.
 
 use cnnc::diag::Diagnostics;
+use cnnc::runtime::checkpoint::{self, Tensor};
+use cnnc::runtime::{data, npy};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -400,4 +405,163 @@ fn the_front_end_never_panics() {
         inputs.len(),
         failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n\n")
     );
+}
+
+/// Overwrites a header-sized field with a value a reader must not trust:
+/// a length, count or dimension of zero, one, or far past the file.
+fn mutate_field(rng: &mut Rng, src: &[u8]) -> Vec<u8> {
+    const VALUES: [u64; 6] = [0, 1, 0x7fff_ffff, 0xffff_ffff, 1 << 40, u64::MAX];
+    let mut b = src.to_vec();
+    let value = rng.pick(&VALUES);
+    let (bytes, width) = if rng.below(2) == 0 {
+        (value.to_le_bytes(), 8)
+    } else {
+        (value.to_be_bytes(), 8)
+    };
+    let width = if rng.below(2) == 0 { 4 } else { width };
+    let at = rng.below(src.len().min(40).saturating_sub(width).max(1));
+    let end = (at + width).min(b.len());
+    b[at..end].copy_from_slice(&bytes[8 - (end - at)..]);
+    b
+}
+
+/// One file format: seed files, and how its reader takes a file.
+struct Reader {
+    name: &'static str,
+    file: &'static str,
+    seeds: Vec<Vec<u8>>,
+    read: fn(&Path) -> Result<(), String>,
+}
+
+fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut b = magic.to_be_bytes().to_vec();
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend(data);
+    b
+}
+
+const IMAGES: usize = 6;
+
+fn readers(scratch: &Path) -> Vec<Reader> {
+    let weights = scratch.join("seed.safetensors");
+    let tensors = [
+        Tensor {
+            name: "dense/kernel".into(),
+            shape: vec![4, 2],
+            data: (0..8).map(|i| i as f32 / 8.0).collect(),
+        },
+        Tensor {
+            name: "dense/bias".into(),
+            shape: vec![2],
+            data: vec![0.5, -0.5],
+        },
+    ];
+    let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
+    checkpoint::save(&weights, &tensors, &metadata).expect("the seed weights are written");
+    let array = scratch.join("seed.npy");
+    npy::write_f32(&array, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("the seed array is written");
+    let mut png = Vec::new();
+    image::GrayImage::from_fn(4, 4, |x, y| image::Luma([(16 * (x + 4 * y)) as u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("the seed image is encoded");
+    let pixels: Vec<u8> = (0..IMAGES * 16).map(|i| (i * 7) as u8).collect();
+    vec![
+        Reader {
+            name: "safetensors",
+            file: "w.safetensors",
+            seeds: vec![std::fs::read(&weights).expect("the seed weights are read")],
+            read: |path| {
+                let expected: [(&str, &[usize]); 2] = [("dense/kernel", &[4, 2]), ("dense/bias", &[2])];
+                checkpoint::inspect(path, &expected)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        },
+        Reader {
+            name: "npy",
+            file: "x.npy",
+            seeds: vec![std::fs::read(&array).expect("the seed array is read")],
+            read: |path| npy::read_f32(path).map(drop).map_err(|e| e.to_string()),
+        },
+        Reader {
+            name: "idx",
+            file: "train-images-idx3-ubyte",
+            seeds: vec![idx(0x0803, &[IMAGES as u32, 4, 4], &pixels)],
+            read: |path| {
+                let dir = path.parent().expect("in the scratch folder");
+                let labels: Vec<u8> = (0..IMAGES as u8).collect();
+                std::fs::write(
+                    dir.join("train-labels-idx1-ubyte"),
+                    idx(0x0801, &[IMAGES as u32], &labels),
+                )
+                .map_err(|e| e.to_string())?;
+                data::load(
+                    dir.to_str().expect("a UTF-8 path"),
+                    Path::new("."),
+                    &[4, 4, 1],
+                    10,
+                    None,
+                )
+                .map(drop)
+                .map_err(|e| e.to_string())
+            },
+        },
+        Reader {
+            name: "png",
+            file: "digit.png",
+            seeds: vec![png],
+            read: |path| {
+                let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                data::image(&bytes, path, &[4, 4, 1])
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        },
+    ]
+}
+
+const MUTANTS_PER_READER: usize = 300;
+
+#[test]
+fn the_file_readers_never_panic() {
+    let scratch = std::env::temp_dir().join(format!("cnnc-readers-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("a scratch folder");
+    let mut rng = Rng(SEED);
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    let mut total = 0;
+    for reader in readers(&scratch) {
+        let dir = scratch.join(reader.name);
+        std::fs::create_dir_all(&dir).expect("a folder per reader");
+        let path = dir.join(reader.file);
+        for seed in &reader.seeds {
+            std::fs::write(&path, seed).expect("the seed is written");
+            assert_eq!((reader.read)(&path), Ok(()), "the {} seed itself is read", reader.name);
+            for i in 0..MUTANTS_PER_READER {
+                let mutant = match i % 3 {
+                    0 => mutate_field(&mut rng, seed),
+                    1 => mutate_bytes(&mut rng, seed),
+                    _ => seed[..rng.below(seed.len())].to_vec(),
+                };
+                std::fs::write(&path, &mutant).expect("the mutant is written");
+                total += 1;
+                match catch_unwind(AssertUnwindSafe(|| (reader.read)(&path))) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => refused += 1,
+                    Err(_) => failures.push(format!("{} mutant {i} panicked\ninput: {mutant:?}", reader.name)),
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    assert!(
+        failures.is_empty(),
+        "{} of {total} files made a reader panic; the first ones:\n\n{}",
+        failures.len(),
+        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
+    );
+    // Most mutants are damaged beyond reading: the readers did look.
+    assert!(refused > total / 2, "only {refused} of {total} mutants were refused");
 }
