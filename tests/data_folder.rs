@@ -31,7 +31,14 @@ fn grey(value: u8) -> Vec<u8> {
 }
 
 fn load(scratch: &Scratch, input: &[usize], outputs: usize, split: Option<f64>) -> Result<Splits, DataError> {
-    data::load(scratch.path().to_str().unwrap(), Path::new("."), input, outputs, split)
+    data::load(
+        scratch.path().to_str().unwrap(),
+        Path::new("."),
+        input,
+        outputs,
+        split,
+        &Default::default(),
+    )
 }
 
 /// Every value of every sample of class `label` is within `tolerance` of

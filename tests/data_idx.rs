@@ -22,7 +22,7 @@ const MNIST_FILES: [&str; 4] = [
 ];
 
 fn mnist(input: &[usize], split: Option<f64>) -> Result<Splits, DataError> {
-    data::load("mnist10k", Path::new("."), input, 10, split)
+    data::load("mnist10k", Path::new("."), input, 10, split, &Default::default())
 }
 
 fn histogram(labels: &[usize]) -> Vec<usize> {
@@ -115,7 +115,15 @@ fn raw_and_gzipped_files_are_told_apart_by_content_not_name() {
         };
     }
     let name = scratch.path().file_name().unwrap().to_str().unwrap();
-    let copy = data::load(name, scratch.path().parent().unwrap(), &[28, 28, 1], 10, None).unwrap();
+    let copy = data::load(
+        name,
+        scratch.path().parent().unwrap(),
+        &[28, 28, 1],
+        10,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(copy, mnist(&[28, 28, 1], None).unwrap());
 }
 
@@ -160,6 +168,7 @@ fn load_tiny(scratch: &Scratch, outputs: usize, split: Option<f64>) -> Result<Sp
         &[2, 2, 1],
         outputs,
         split,
+        &Default::default(),
     )
 }
 
@@ -397,12 +406,20 @@ fn sources_are_relative_to_the_base() {
     let (images, labels) = tiny();
     scratch.write("digits/train-images-idx3-ubyte", &images);
     scratch.write("digits/train-labels-idx1-ubyte", &labels);
-    let splits = data::load("digits", scratch.path(), &[4], 3, None).unwrap();
+    let splits = data::load("digits", scratch.path(), &[4], 3, None, &Default::default()).unwrap();
     assert_eq!(splits.train.shape, [4]);
-    let error = data::load("digitz", scratch.path(), &[4], 3, None).unwrap_err();
+    let error = data::load("digitz", scratch.path(), &[4], 3, None, &Default::default()).unwrap_err();
     assert_error(&error, "digitz", "no such folder");
     assert!(error.help.unwrap().contains("mnist10k"));
-    let error = data::load("digits/train-images-idx3-ubyte", scratch.path(), &[4], 3, None).unwrap_err();
+    let error = data::load(
+        "digits/train-images-idx3-ubyte",
+        scratch.path(),
+        &[4],
+        3,
+        None,
+        &Default::default(),
+    )
+    .unwrap_err();
     assert_error(&error, "train-images-idx3-ubyte", "a file, not a dataset folder");
 }
 

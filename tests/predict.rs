@@ -101,7 +101,8 @@ fn a_float64_npy_is_refused_with_the_fix() {
 #[test]
 fn a_large_batch_is_predicted_in_chunks_as_one_by_one() {
     let dir = Scratch::new("predict-chunks");
-    let splits = cnnc::runtime::data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None).unwrap();
+    let splits =
+        cnnc::runtime::data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None, &Default::default()).unwrap();
     let indices: Vec<usize> = (0..300).collect();
     let inputs = splits.test.unwrap().batch(&indices).inputs;
     let all = dir.join("all.npy");
@@ -236,7 +237,13 @@ fn weights_holding_nan_or_infinity_are_refused_naming_each_tensor() {
     let poisoned = dir.path().join("poisoned.safetensors");
     checkpoint::save(&poisoned, &tensors, &Metadata::new()).unwrap();
     let poisoned = poisoned.display().to_string();
-    let o = cnnc(&["predict", MODEL, "--weights", &poisoned, "models/data/examples/digit_7.png"]);
+    let o = cnnc(&[
+        "predict",
+        MODEL,
+        "--weights",
+        &poisoned,
+        "models/data/examples/digit_7.png",
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let expected = format!("`{}` holds 2 NaN or infinite values", tensors[0].name);
