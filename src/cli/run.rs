@@ -103,6 +103,18 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         resume: args.resume,
         initial: None,
     };
+    // The weights before the data: a file that does not fit fails fast.
+    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
+    if let Some(path) = &args.init {
+        let fresh = crate::runtime::initial_weights(&checked, settings.seed);
+        let initial = train::initial_from(path, &graphs, fresh, args.skip_mismatch).map_err(in_model(&checked))?;
+        print!(
+            "{}{}",
+            loaded_note(&checked, path, &initial.starts),
+            ignored_note(path, &initial.ignored)
+        );
+        settings.initial = Some(initial.values);
+    }
     let selection = Selection {
         classes: args.data.classes.clone(),
         per_class: args.per_class.map(|n| n as usize),
@@ -115,17 +127,6 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         settings.validation_split,
         &selection,
     )?;
-    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
-    if let Some(path) = &args.init {
-        let fresh = crate::runtime::initial_weights(&checked, settings.seed);
-        let initial = train::initial_from(path, &graphs, fresh, args.skip_mismatch).map_err(in_model(&checked))?;
-        print!(
-            "{}{}",
-            loaded_note(&checked, path, &initial.starts),
-            ignored_note(path, &initial.ignored)
-        );
-        settings.initial = Some(initial.values);
-    }
     let mut engine = engine(args.data.engine, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is
