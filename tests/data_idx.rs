@@ -450,3 +450,36 @@ fn epoch_orders_are_permutations_fixed_by_the_seed() {
     assert_eq!(batch.inputs.shape(), [3, 2, 2, 1]);
     assert_eq!(batch.inputs.as_slice().unwrap(), expected);
 }
+
+/// `--classes 5,6,7,8,9 --per-class 50` on mnist10k: 250 training images,
+/// 50 of each digit relabelled 0 to 4, the same ones for the same seed;
+/// the test split keeps every image of those digits.
+#[test]
+fn digits_are_chosen_and_relabelled_and_training_images_limited() {
+    let select = |per_class, seed| {
+        let selection = data::Selection {
+            classes: ["5", "6", "7", "8", "9"].map(String::from).to_vec(),
+            per_class,
+            seed,
+        };
+        data::load("mnist10k", Path::new("."), &[28, 28, 1], 5, None, &selection).unwrap()
+    };
+    let all = mnist(&[28, 28, 1], None).unwrap();
+    let splits = select(Some(50), 3);
+    assert_eq!(splits.classes, ["5", "6", "7", "8", "9"]);
+    assert_eq!(histogram(&splits.train.labels)[..6], [50, 50, 50, 50, 50, 0]);
+    let test = splits.test.as_ref().unwrap();
+    assert_eq!(histogram(&test.labels)[..6], [173, 202, 215, 189, 195, 0]);
+    // Each chosen image is one of its digit's, in file order.
+    let mut from = 0;
+    for i in 0..splits.train.len() {
+        let at = (from..all.train.len())
+            .find(|&j| all.train.sample(j) == splits.train.sample(i))
+            .expect("a training image of the file, after the one before it");
+        assert_eq!(all.train.labels[at], splits.train.labels[i] + 5);
+        from = at + 1;
+    }
+    assert_eq!(select(Some(50), 3), splits);
+    assert_ne!(select(Some(50), 4).train, splits.train);
+    assert_eq!(select(None, 3).train.len(), 690 + 812 + 855 + 755 + 783);
+}
