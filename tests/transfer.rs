@@ -332,11 +332,27 @@ fn a_file_of_another_model_s_layers_loads_what_fits() {
 }
 
 #[test]
-fn init_with_resume_and_unknown_layers_are_refused() {
+fn init_with_resume_a_file_that_does_not_fit_and_unknown_layers_are_refused() {
     let o = cnnc(&["run", "models/mnist_cnn.cnn", "--init", "w.safetensors", "--resume"]);
     let e = stderr(&o);
     assert!(!o.status.success());
     assert!(e.contains("--init and --resume cannot be used together"), "{e}");
+    // A file of another model altogether, its shapes skipped: nothing fits,
+    // which is no start.
+    let other = fixture("transfer_step.initial.safetensors");
+    let o = cnnc(&[
+        "run",
+        "models/mnist_cnn.cnn",
+        "--init",
+        other.to_str().unwrap(),
+        "--skip-mismatch",
+    ]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("no tensor of `tests/fixtures/keras/transfer_step.initial.safetensors` fits the model"),
+        "{e}"
+    );
     let o = cnnc(&["check", "models/mnist_cnn.cnn", "--freeze", "conv2d,dens"]);
     let e = stderr(&o);
     assert!(

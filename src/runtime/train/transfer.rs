@@ -54,7 +54,7 @@ pub fn initial_from(
             Problem::Missing { name, similar } => {
                 set(&mut starts, vars, &name, Start::Fresh);
                 // A near name is not loaded either: it is listed as ignored.
-                ignored.extend(similar);
+                ignored.extend(similar.filter(|_| !is_checkpoint));
             }
             Problem::Shape {
                 ref name, ref found, ..
