@@ -31,7 +31,14 @@ fn grey(value: u8) -> Vec<u8> {
 }
 
 fn load(scratch: &Scratch, input: &[usize], outputs: usize, split: Option<f64>) -> Result<Splits, DataError> {
-    data::load(scratch.path().to_str().unwrap(), Path::new("."), input, outputs, split)
+    data::load(
+        scratch.path().to_str().unwrap(),
+        Path::new("."),
+        input,
+        outputs,
+        split,
+        &Default::default(),
+    )
 }
 
 /// Every value of every sample of class `label` is within `tolerance` of
@@ -273,4 +280,70 @@ fn the_model_input_must_be_an_image() {
         scratch.path().to_str().unwrap(),
         "grayscale (1 channel) or RGB (3)",
     );
+}
+
+/// `--classes` keeps the named folders, labelled in the order given, in
+/// every split; `--per-class` keeps a seeded draw of each class's
+/// training images, in their order.
+#[test]
+fn classes_are_chosen_and_relabelled_and_training_images_limited() {
+    let scratch = Scratch::new("folder-select");
+    for (class, value) in [("ant", 10), ("bee", 120), ("cat", 240)] {
+        for i in 0..6 {
+            // Each image its own shade, so that the draw can be read back.
+            scratch.write(&format!("train/{class}/{i}.png"), &grey(value + i));
+        }
+        scratch.write(&format!("test/{class}/0.png"), &grey(value));
+    }
+    let select = |classes: &[&str], per_class, seed| {
+        let selection = data::Selection {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            per_class,
+            seed,
+        };
+        data::load(
+            scratch.path().to_str().unwrap(),
+            Path::new("."),
+            &[4, 5, 1],
+            2,
+            None,
+            &selection,
+        )
+    };
+    let splits = select(&["cat", "ant"], Some(4), 1).unwrap();
+    assert_eq!(splits.classes, ["cat", "ant"]);
+    let train = &splits.train;
+    assert_eq!(train.labels, [0, 0, 0, 0, 1, 1, 1, 1]);
+    let shades: Vec<u8> = (0..train.len())
+        .map(|i| (train.sample(i)[0] * 255.0).round() as u8)
+        .collect();
+    assert!(shades[..4].iter().all(|s| (240..246).contains(s)), "{shades:?}");
+    assert!(shades[4..].iter().all(|s| (10..16).contains(s)), "{shades:?}");
+    assert!(shades[..4].is_sorted() && shades[4..].is_sorted(), "{shades:?}");
+    let test = splits.test.as_ref().unwrap();
+    assert_eq!(test.labels, [0, 1]);
+    assert_eq!((test.sample(0)[0] * 255.0).round(), 240.0);
+    assert_eq!(
+        select(&["cat", "ant"], Some(4), 1).unwrap(),
+        splits,
+        "not deterministic"
+    );
+    let other = (2..20).map(|seed| select(&["cat", "ant"], Some(4), seed).unwrap());
+    assert!(
+        other.into_iter().any(|s| s.train != splits.train),
+        "the seed draws nothing else"
+    );
+
+    let error = select(&["cat", "dgo"], None, 0).unwrap_err();
+    assert_error(&error, "train", "--classes names `dgo`, a class the data does not have");
+    assert!(
+        error
+            .help
+            .as_deref()
+            .unwrap_or_default()
+            .contains("its classes: ant, bee, cat"),
+        "{error}"
+    );
+    // Three classes for two outputs: the model's head must fit the choice.
+    assert!(select(&["ant", "bee", "cat"], None, 0).is_err());
 }

@@ -22,7 +22,7 @@ const MNIST_FILES: [&str; 4] = [
 ];
 
 fn mnist(input: &[usize], split: Option<f64>) -> Result<Splits, DataError> {
-    data::load("mnist10k", Path::new("."), input, 10, split)
+    data::load("mnist10k", Path::new("."), input, 10, split, &Default::default())
 }
 
 fn histogram(labels: &[usize]) -> Vec<usize> {
@@ -115,7 +115,15 @@ fn raw_and_gzipped_files_are_told_apart_by_content_not_name() {
         };
     }
     let name = scratch.path().file_name().unwrap().to_str().unwrap();
-    let copy = data::load(name, scratch.path().parent().unwrap(), &[28, 28, 1], 10, None).unwrap();
+    let copy = data::load(
+        name,
+        scratch.path().parent().unwrap(),
+        &[28, 28, 1],
+        10,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(copy, mnist(&[28, 28, 1], None).unwrap());
 }
 
@@ -160,6 +168,7 @@ fn load_tiny(scratch: &Scratch, outputs: usize, split: Option<f64>) -> Result<Sp
         &[2, 2, 1],
         outputs,
         split,
+        &Default::default(),
     )
 }
 
@@ -397,12 +406,20 @@ fn sources_are_relative_to_the_base() {
     let (images, labels) = tiny();
     scratch.write("digits/train-images-idx3-ubyte", &images);
     scratch.write("digits/train-labels-idx1-ubyte", &labels);
-    let splits = data::load("digits", scratch.path(), &[4], 3, None).unwrap();
+    let splits = data::load("digits", scratch.path(), &[4], 3, None, &Default::default()).unwrap();
     assert_eq!(splits.train.shape, [4]);
-    let error = data::load("digitz", scratch.path(), &[4], 3, None).unwrap_err();
+    let error = data::load("digitz", scratch.path(), &[4], 3, None, &Default::default()).unwrap_err();
     assert_error(&error, "digitz", "no such folder");
     assert!(error.help.unwrap().contains("mnist10k"));
-    let error = data::load("digits/train-images-idx3-ubyte", scratch.path(), &[4], 3, None).unwrap_err();
+    let error = data::load(
+        "digits/train-images-idx3-ubyte",
+        scratch.path(),
+        &[4],
+        3,
+        None,
+        &Default::default(),
+    )
+    .unwrap_err();
     assert_error(&error, "train-images-idx3-ubyte", "a file, not a dataset folder");
 }
 
@@ -432,4 +449,37 @@ fn epoch_orders_are_permutations_fixed_by_the_seed() {
     let expected: Vec<f32> = first[..3].iter().flat_map(|&i| [i as f32 / 255.0; 4]).collect();
     assert_eq!(batch.inputs.shape(), [3, 2, 2, 1]);
     assert_eq!(batch.inputs.as_slice().unwrap(), expected);
+}
+
+/// `--classes 5,6,7,8,9 --per-class 50` on mnist10k: 250 training images,
+/// 50 of each digit relabelled 0 to 4, the same ones for the same seed;
+/// the test split keeps every image of those digits.
+#[test]
+fn digits_are_chosen_and_relabelled_and_training_images_limited() {
+    let select = |per_class, seed| {
+        let selection = data::Selection {
+            classes: ["5", "6", "7", "8", "9"].map(String::from).to_vec(),
+            per_class,
+            seed,
+        };
+        data::load("mnist10k", Path::new("."), &[28, 28, 1], 5, None, &selection).unwrap()
+    };
+    let all = mnist(&[28, 28, 1], None).unwrap();
+    let splits = select(Some(50), 3);
+    assert_eq!(splits.classes, ["5", "6", "7", "8", "9"]);
+    assert_eq!(histogram(&splits.train.labels)[..6], [50, 50, 50, 50, 50, 0]);
+    let test = splits.test.as_ref().unwrap();
+    assert_eq!(histogram(&test.labels)[..6], [173, 202, 215, 189, 195, 0]);
+    // Each chosen image is one of its digit's, in file order.
+    let mut from = 0;
+    for i in 0..splits.train.len() {
+        let at = (from..all.train.len())
+            .find(|&j| all.train.sample(j) == splits.train.sample(i))
+            .expect("a training image of the file, after the one before it");
+        assert_eq!(all.train.labels[at], splits.train.labels[i] + 5);
+        from = at + 1;
+    }
+    assert_eq!(select(Some(50), 3), splits);
+    assert_ne!(select(Some(50), 4).train, splits.train);
+    assert_eq!(select(None, 3).train.len(), 690 + 812 + 855 + 755 + 783);
 }

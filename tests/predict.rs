@@ -101,7 +101,8 @@ fn a_float64_npy_is_refused_with_the_fix() {
 #[test]
 fn a_large_batch_is_predicted_in_chunks_as_one_by_one() {
     let dir = Scratch::new("predict-chunks");
-    let splits = cnnc::runtime::data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None).unwrap();
+    let splits =
+        cnnc::runtime::data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None, &Default::default()).unwrap();
     let indices: Vec<usize> = (0..300).collect();
     let inputs = splits.test.unwrap().batch(&indices).inputs;
     let all = dir.join("all.npy");

@@ -41,7 +41,7 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let checked = checked("small", SMALL);
-        let splits = data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None).unwrap();
+        let splits = data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None, &Default::default()).unwrap();
         // Learning rates are fed at run time: one set of graphs serves all.
         let graphs = Graphs::new(&checked, &Optimizer::ADAM).unwrap();
         Fixture {
@@ -62,6 +62,7 @@ fn settings(out: &Path, epochs: usize) -> Settings {
         validation_split: None,
         out_dir: out.to_path_buf(),
         resume: false,
+        initial: None,
     }
 }
 
@@ -242,7 +243,15 @@ fn a_resume_on_other_data_is_refused_saying_what_changed() {
     let dir = Scratch::new("other-data");
     let settings = settings(&dir, 2);
     train(&settings, Some(STEPS + 3));
-    let split = data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, Some(0.2)).unwrap();
+    let split = data::load(
+        "mnist10k",
+        Path::new("."),
+        &[28, 28, 1],
+        10,
+        Some(0.2),
+        &Default::default(),
+    )
+    .unwrap();
     let e = failure_on(
         &split,
         &Settings {

@@ -236,7 +236,8 @@ fn keras_weights_predict_as_in_keras() {
         ],
     ];
     let dir = Scratch::new("keras");
-    let splits = cnnc::runtime::data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None).unwrap();
+    let splits =
+        cnnc::runtime::data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, None, &Default::default()).unwrap();
     let test = splits.test.unwrap();
     let batch = test.batch(&[0, 1, 2, 3]);
     let npy = at(&dir, "digits.npy");

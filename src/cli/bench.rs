@@ -4,6 +4,7 @@
 //! GFLOP/s and, with `--profile`, the time of every kernel.
 
 use super::common::{Failure, fail, graphs, load};
+use super::transfer::{FreezeArgs, frozen};
 use crate::codegen::print::kernel_line;
 use crate::codegen::{self, Options, profile};
 use crate::ir::Hyper;
@@ -33,6 +34,8 @@ pub struct BenchArgs {
     /// Time each kernel of the compiled training step.
     #[arg(long)]
     profile: bool,
+    #[command(flatten)]
+    freeze: FreezeArgs,
 }
 
 struct Batch {
@@ -84,7 +87,7 @@ fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize) -> Result<u64, Failure>
 }
 
 pub fn run(args: BenchArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = frozen(load(&args.file)?, &args.freeze)?;
     let graphs = graphs(&checked)?;
     let b = args.batch as usize;
     let mut rng = Rng::new(7);

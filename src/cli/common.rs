@@ -121,6 +121,11 @@ pub struct DataArgs {
     /// for a 28x28 digit model with 10 outputs]
     #[arg(long)]
     pub data: Option<String>,
+    /// Keep only these classes (comma-separated: digits for IDX data, folder
+    /// names for images), relabelled 0, 1, ... in the order given, so the
+    /// model needs one output per class [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "CLASS,...")]
+    pub classes: Vec<String>,
     /// Engine that runs the model.
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     pub engine: EngineKind,
@@ -163,6 +168,7 @@ pub fn dataset(
     model_file: &Path,
     flag: Option<&str>,
     split: Option<f64>,
+    selection: &data::Selection,
 ) -> Result<Splits, Failure> {
     let block = checked.model.train.as_ref().and_then(|t| t.data.clone());
     let input = &checked.model.input.shape;
@@ -190,7 +196,7 @@ pub fn dataset(
             "the dataset path is empty\n  = help: pass a folder or `mnist10k`, e.g. `--data mnist10k`".to_string(),
         ));
     }
-    data::load(&source, &base, input, outputs, split).map_err(fail)
+    data::load(&source, &base, input, outputs, split, selection).map_err(fail)
 }
 
 /// A model's graphs and its state with weights: what `eval`, `predict`,

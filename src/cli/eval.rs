@@ -2,7 +2,7 @@
 //! trained weights on the dataset's test split.
 
 use super::common::{DataArgs, Failure, Format, Trained, dataset, engine, in_model, load, trained};
-use crate::runtime::train;
+use crate::runtime::{data, train};
 use crate::summary::pad;
 use serde_json::json;
 use std::path::PathBuf;
@@ -31,7 +31,11 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
         classes,
         ..
     } = trained(&checked, &args.weights, false)?;
-    let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
+    let selection = data::Selection {
+        classes: args.data.classes.clone(),
+        ..Default::default()
+    };
+    let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None, &selection)?;
     // Labels are indices: the same index in other data may be another
     // class, and its score would be meaningless. Weights from elsewhere
     // that record no classes are taken as they are.

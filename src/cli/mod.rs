@@ -14,6 +14,7 @@ mod predict;
 mod run;
 mod serve;
 mod show;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use common::{Failure, Format};
@@ -51,6 +52,8 @@ enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        #[command(flatten)]
+        freeze: transfer::FreezeArgs,
     },
     /// Print the intermediate representation at a stage of the pipeline.
     Ir(ir::IrArgs),
@@ -81,7 +84,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { file, format } => check::run(&file, format),
+        Command::Check { file, format, freeze } => check::run(&file, format, &freeze),
         Command::Ir(args) => ir::run(args),
         Command::Grad(args) => grad::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

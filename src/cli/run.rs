@@ -1,8 +1,10 @@
 //! `cnnc run FILE`: train a model on its dataset, with the training block's
 //! settings overridden by flags.
 
-use super::common::{DataArgs, Failure, dataset, engine, fraction, in_model, load, positive};
+use super::common::{DataArgs, Failure, dataset, engine, fraction, ignored_note, in_model, load, positive};
+use super::transfer::{FreezeArgs, frozen, loaded_note};
 use crate::parse::ast::Optimizer;
+use crate::runtime::data::Selection;
 use crate::runtime::engine::Graphs;
 use crate::runtime::optim::compact;
 use crate::runtime::train::{self, Ending, Files, Settings};
@@ -48,6 +50,21 @@ pub struct RunArgs {
     /// Continue the run in OUT/<model name>/ from its last checkpoint
     #[arg(long)]
     resume: bool,
+    /// Start from the weights of this safetensors file whose Keras names and
+    /// shapes match the model's (another model's, a Keras export); the other
+    /// weights start from their initializers
+    #[arg(long, value_name = "WEIGHTS")]
+    init: Option<PathBuf>,
+    /// With --init: start weights whose shape differs from the file's from
+    /// their initializers, rather than refuse the file (Keras's skip_mismatch)
+    #[arg(long, requires = "init")]
+    skip_mismatch: bool,
+    /// At most N training samples of each class, drawn with the seed
+    /// (validation and test data are kept whole)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    per_class: Option<u32>,
+    #[command(flatten)]
+    freeze: FreezeArgs,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -55,7 +72,15 @@ pub struct RunArgs {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: RunArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    if let (true, Some(init)) = (args.resume, &args.init) {
+        return Err(Failure::new(format!(
+            "--init and --resume cannot be used together: --resume continues a run from its own checkpoint, \
+             optimizer state included, while --init starts a new run from `{}`\n  = help: drop --resume to start \
+             over from those weights, or drop --init to continue the run",
+            init.display()
+        )));
+    }
+    let checked = frozen(load(&args.file)?, &args.freeze)?;
     let block = checked.model.train.clone().unwrap_or_default();
     let mut optimizer = match (args.optimizer, block.optimizer) {
         (Some(OptimizerName::Sgd), Some(o @ Optimizer::Sgd { .. })) => o,
@@ -67,7 +92,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
     if let Some(lr) = args.lr {
         optimizer = optimizer.with_learning_rate(lr);
     }
-    let settings = Settings {
+    let mut settings = Settings {
         optimizer,
         batch_size: args.batch.map(|b| b as usize).or(block.batch_size).unwrap_or(32),
         epochs: args.epochs.map(|e| e as usize).or(block.epochs).unwrap_or(1),
@@ -76,14 +101,32 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         validation_split: args.validation_split.or(block.validation_split),
         out_dir: args.out.join(&checked.model.name),
         resume: args.resume,
+        initial: None,
+    };
+    // The weights before the data: a file that does not fit fails fast.
+    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
+    if let Some(path) = &args.init {
+        let fresh = crate::runtime::initial_weights(&checked, settings.seed);
+        let initial = train::initial_from(path, &graphs, fresh, args.skip_mismatch).map_err(in_model(&checked))?;
+        print!(
+            "{}{}",
+            loaded_note(&checked, path, &initial.starts),
+            ignored_note(path, &initial.ignored)
+        );
+        settings.initial = Some(initial.values);
+    }
+    let selection = Selection {
+        classes: args.data.classes.clone(),
+        per_class: args.per_class.map(|n| n as usize),
+        seed: settings.seed,
     };
     let splits = dataset(
         &checked,
         &args.file,
         args.data.data.as_deref(),
         settings.validation_split,
+        &selection,
     )?;
-    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
     let mut engine = engine(args.data.engine, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is

@@ -2,7 +2,8 @@
 //! mode (dropout off, batch normalization from moving statistics), in
 //! evaluation mode (inference plus the loss, as Keras's `evaluate`) or in
 //! training mode (dropout masks, batch statistics, the loss, and the moving
-//! statistics' updates as outputs).
+//! statistics' updates as outputs; a frozen batchnorm keeps to its moving
+//! statistics).
 
 use crate::ir::{
     Binary, Builder, Conv, Graph, IrError, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, VarId, verify,
@@ -197,14 +198,15 @@ impl Lowering<'_> {
                 let beta = if bn.center { Some(self.var(Role::Beta)?) } else { None };
                 let (moving_mean, moving_var) = (self.var(Role::MovingMean)?, self.var(Role::MovingVariance)?);
                 let eps = self.b.constant(bn.epsilon)?;
-                let (centered, var) = match self.mode {
-                    Mode::Inference | Mode::Evaluation => (self.b.binary(Binary::Sub, x, moving_mean)?, moving_var),
-                    Mode::Training => {
-                        let (centered, mean, var) = self.batch_moments(x)?;
-                        self.moving_average(moving_mean, mean, bn.momentum)?;
-                        self.moving_average(moving_var, var, bn.momentum)?;
-                        (centered, var)
-                    }
+                // A frozen batchnorm normalizes with its moving statistics and
+                // leaves them be, in training too, as Keras 3's does.
+                let (centered, var) = if self.mode == Mode::Training && layer.trainable {
+                    let (centered, mean, var) = self.batch_moments(x)?;
+                    self.moving_average(moving_mean, mean, bn.momentum)?;
+                    self.moving_average(moving_var, var, bn.momentum)?;
+                    (centered, var)
+                } else {
+                    (self.b.binary(Binary::Sub, x, moving_mean)?, moving_var)
                 };
                 let std = self.b.binary(Binary::Add, var, eps)?;
                 let std = self.b.unary(Unary::Sqrt, std)?;

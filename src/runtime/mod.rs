@@ -30,6 +30,7 @@ pub mod purpose {
     pub const DROPOUT: u64 = 2;
     pub const SHUFFLE: u64 = 3;
     pub const GRADCHECK: u64 = 4;
+    pub const SELECT: u64 = 5;
 }
 
 fn cast<T: Float>(x: f64) -> T {

@@ -75,6 +75,16 @@ impl Dataset {
         order
     }
 
+    /// The samples at `indices`, in that order.
+    pub(super) fn subset(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            shape: self.shape.clone(),
+            inputs: indices.iter().flat_map(|&i| self.sample(i)).copied().collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            outputs: self.outputs,
+        }
+    }
+
     /// Moves the samples from `at` on into a new dataset.
     pub(super) fn split_off(&mut self, at: usize) -> Dataset {
         Dataset {

@@ -11,6 +11,7 @@
 //! (a README) are ignored, loose images are an error.
 
 use super::decode::{self, Size};
+use super::select::Selection;
 use super::{DataError, Dataset, ModelIo, Splits, check_split, training_count};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,12 @@ struct Class {
     images: Vec<PathBuf>,
 }
 
-pub(super) fn load(root: &Path, model: ModelIo, split: Option<f64>) -> Result<Splits, DataError> {
+pub(super) fn load(
+    root: &Path,
+    model: ModelIo,
+    split: Option<f64>,
+    selection: &Selection,
+) -> Result<Splits, DataError> {
     let size = decode::size(root, model)?;
     let entries = listing(root)?;
     let parts = if entries.iter().any(|e| e.is_dir && SPLITS.contains(&e.name.as_str())) {
@@ -41,6 +47,7 @@ pub(super) fn load(root: &Path, model: ModelIo, split: Option<f64>) -> Result<Sp
             test: None,
         }
     };
+    let parts = select(parts, selection)?;
     check_outputs(&parts.train_dir, &parts.train, model)?;
     Ok(Splits {
         train: decode(&parts.train, size, model)?,
@@ -95,6 +102,40 @@ fn split_layout(root: &Path, entries: &[Entry], split: Option<f64>) -> Result<Pa
         train,
         val,
         test,
+    })
+}
+
+/// The selected classes of every split, in the selection's order, and at
+/// most `per_class` training images of each.
+fn select(parts: Parts, selection: &Selection) -> Result<Parts, DataError> {
+    let names: Vec<String> = parts.train.iter().map(|c| c.name.clone()).collect();
+    let labels = selection.labels(&names, &parts.train_dir)?;
+    let chosen = |classes: Vec<Class>| {
+        let mut kept: Vec<(usize, Class)> = classes
+            .into_iter()
+            .zip(&labels)
+            .filter_map(|(c, label)| label.map(|l| (l, c)))
+            .collect();
+        kept.sort_by_key(|&(l, _)| l);
+        kept.into_iter().map(|(_, c)| c).collect::<Vec<_>>()
+    };
+    let mut draw = selection.draw();
+    let train = chosen(parts.train)
+        .into_iter()
+        .map(|c| Class {
+            images: draw
+                .keep(c.images.len())
+                .into_iter()
+                .map(|i| c.images[i].clone())
+                .collect(),
+            name: c.name,
+        })
+        .collect();
+    Ok(Parts {
+        train_dir: parts.train_dir,
+        train,
+        val: parts.val.map(chosen),
+        test: parts.test.map(chosen),
     })
 }
 

@@ -3,6 +3,7 @@
 //! told apart by gzip's magic bytes, not by their names, so the full MNIST
 //! download reads as it comes, compressed or not.
 
+use super::select::{Selection, per_class};
 use super::{DataError, Dataset, ModelIo, Splits, check_split, training_count};
 use crate::parse::args::MAX_SIZE;
 use flate2::read::MultiGzDecoder;
@@ -43,10 +44,14 @@ pub(super) fn holds_idx(dir: &Path) -> bool {
 }
 
 /// The test files are optional, as a pair.
-pub(super) fn load(dir: &Path, model: ModelIo, split: Option<f64>) -> Result<Splits, DataError> {
-    let mut train = pair(dir, &TRAIN, model)?;
+pub(super) fn load(dir: &Path, model: ModelIo, split: Option<f64>, selection: &Selection) -> Result<Splits, DataError> {
+    let mut train = pair(dir, &TRAIN, model, selection)?;
     let has_test = find(dir, TEST.images).is_some() || find(dir, TEST.labels).is_some();
-    let test = if has_test { Some(pair(dir, &TEST, model)?) } else { None };
+    let test = if has_test {
+        Some(pair(dir, &TEST, model, selection)?)
+    } else {
+        None
+    };
     let val = match split {
         Some(split) => {
             let keep = training_count(train.len(), split);
@@ -56,10 +61,10 @@ pub(super) fn load(dir: &Path, model: ModelIo, split: Option<f64>) -> Result<Spl
         None => None,
     };
     Ok(Splits {
-        train,
+        train: per_class(selection, train),
         val,
         test,
-        classes: (0..model.classes()).map(|c| c.to_string()).collect(),
+        classes: selection.names((0..model.classes()).map(|c| c.to_string()).collect()),
     })
 }
 
@@ -76,7 +81,7 @@ fn require(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
 }
 
 /// Reads both headers before any data, so that mismatches cost nothing.
-fn pair(dir: &Path, files: &Files, model: ModelIo) -> Result<Dataset, DataError> {
+fn pair(dir: &Path, files: &Files, model: ModelIo, selection: &Selection) -> Result<Dataset, DataError> {
     let images = Idx::open(&require(dir, files.images)?, IMAGES)?;
     let &[count, rows, cols] = images.dims.as_slice() else {
         return Err(images.error("an images file has 3 dimensions"));
@@ -117,8 +122,7 @@ fn pair(dir: &Path, files: &Files, model: ModelIo) -> Result<Dataset, DataError>
     }
     super::check_memory(&images.path, count, rows * cols)?;
     let labels_path = labels.path.clone();
-    let pixels = images.data()?;
-    let labels = labels.data()?;
+    let (pixels, labels) = selected(images.data()?, labels.data()?, rows * cols, selection, &labels_path)?;
     check_labels(&labels, &labels_path, model)?;
     Ok(Dataset {
         shape: model.input.to_vec(),
@@ -126,6 +130,34 @@ fn pair(dir: &Path, files: &Files, model: ModelIo) -> Result<Dataset, DataError>
         labels: labels.iter().map(|&l| usize::from(l)).collect(),
         outputs: model.outputs,
     })
+}
+
+/// The images and labels of the selected classes, relabelled; the classes
+/// of an IDX file are its labels, 0 to the largest.
+fn selected(
+    pixels: Vec<u8>,
+    labels: Vec<u8>,
+    size: usize,
+    selection: &Selection,
+    path: &Path,
+) -> Result<(Vec<u8>, Vec<u8>), DataError> {
+    if selection.classes.is_empty() {
+        return Ok((pixels, labels));
+    }
+    let names: Vec<String> = (0..=labels.iter().copied().max().unwrap_or(0))
+        .map(|l| l.to_string())
+        .collect();
+    let relabel = selection.labels(&names, path)?;
+    let mut kept_pixels = Vec::new();
+    let mut kept_labels = Vec::new();
+    for (image, &label) in pixels.chunks(size.max(1)).zip(&labels) {
+        // At most 256 classes are chosen, one per label a byte holds.
+        if let Some(new) = relabel[usize::from(label)].and_then(|l| u8::try_from(l).ok()) {
+            kept_pixels.extend_from_slice(image);
+            kept_labels.push(new);
+        }
+    }
+    Ok((kept_pixels, kept_labels))
 }
 
 fn check_labels(labels: &[u8], path: &Path, model: ModelIo) -> Result<(), DataError> {

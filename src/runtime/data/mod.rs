@@ -7,10 +7,12 @@ mod decode;
 mod error;
 mod folder;
 mod idx;
+mod select;
 
 pub use dataset::{Batch, Dataset};
 pub use decode::{DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV};
 pub use error::DataError;
+pub use select::Selection;
 
 use crate::shape::dims;
 use std::path::{Path, PathBuf};
@@ -39,13 +41,16 @@ pub struct Splits {
 /// `mnist10k` or a folder, relative to `base` (the `.cnn` file's folder for
 /// a training block, the current directory for a command-line flag).
 /// `validation_split` moves the last fraction of the training samples, in
-/// file order, to `val` (Keras's semantics; 0 means none).
+/// file order, to `val` (Keras's semantics; 0 means none). `selection`
+/// keeps some classes and limits the training samples of each, after the
+/// validation split.
 pub fn load(
     source: &str,
     base: &Path,
     input_shape: &[usize],
     outputs: usize,
     validation_split: Option<f64>,
+    selection: &Selection,
 ) -> Result<Splits, DataError> {
     let dir = locate(source, base)?;
     let split = validation_split.filter(|&f| f != 0.0);
@@ -58,9 +63,9 @@ pub fn load(
         outputs,
     };
     if idx::holds_idx(&dir) {
-        idx::load(&dir, model, split)
+        idx::load(&dir, model, split, selection)
     } else {
-        folder::load(&dir, model, split)
+        folder::load(&dir, model, split, selection)
     }
 }
 

@@ -10,12 +10,14 @@ mod fingerprint;
 mod folder;
 mod progress;
 mod resume;
+mod transfer;
 
 pub use early_stopping::{Best, EarlyStopping};
 pub use evaluate::{Evaluation, classes_of, evaluate};
 pub use fingerprint::class_changes;
 pub use progress::epoch_line;
 pub use resume::{Loaded, load_some_weights, load_weights};
+pub use transfer::{Initial, Start, initial_from};
 
 use super::data::{Dataset, Splits};
 use super::engine::{Engine, Graphs, Step};
@@ -47,6 +49,9 @@ pub struct Settings {
     /// The run folder: where the checkpoint, weights, metrics and the plot go.
     pub out_dir: PathBuf,
     pub resume: bool,
+    /// The weights to start from instead of the initializers, in `State`
+    /// order (`--init`); a resumed run starts from its checkpoint instead.
+    pub initial: Option<Vec<ArrayD<f32>>>,
 }
 
 /// The files a run writes, inside `Settings::out_dir`.
@@ -183,6 +188,11 @@ pub fn train(
         engine,
         out,
     };
+    if let Some(initial) = &settings.initial {
+        for (value, start) in fit.state.values.iter_mut().zip(initial) {
+            value.clone_from(start);
+        }
+    }
     let mut ending = if settings.resume {
         fit.resume()?
     } else {

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 /// The `format` of a checkpoint's metadata; weights files say `cnnc`.
-const CHECKPOINT: &str = "cnnc-checkpoint";
+pub(super) const CHECKPOINT: &str = "cnnc-checkpoint";
 
 /// A run's model, settings, files and data: what saving and resuming need
 /// besides the state.
@@ -326,13 +326,7 @@ pub fn load_some_weights(path: &Path, graphs: &Graphs, weights: usize, allow_ext
         });
     }
     ignored.sort();
-    problems.extend(loaded.tensors.iter().filter_map(|t| {
-        let count = t.data.iter().filter(|v| !v.is_finite()).count();
-        (count > 0).then(|| Problem::NonFinite {
-            name: t.name.clone(),
-            count,
-        })
-    }));
+    problems.extend(non_finite(&loaded.tensors));
     checkpoint::mismatch(path, problems)?;
     let epoch = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let classes = loaded
@@ -351,6 +345,17 @@ pub fn load_some_weights(path: &Path, graphs: &Graphs, weights: usize, allow_ext
         epoch,
         classes,
         ignored,
+    })
+}
+
+/// Weights with NaN or infinite values, which would make every output NaN.
+pub(super) fn non_finite(tensors: &[Tensor]) -> impl Iterator<Item = Problem> + '_ {
+    tensors.iter().filter_map(|t| {
+        let count = t.data.iter().filter(|v| !v.is_finite()).count();
+        (count > 0).then(|| Problem::NonFinite {
+            name: t.name.clone(),
+            count,
+        })
     })
 }
 
