@@ -60,6 +60,14 @@ pub struct Arena {
     pub batch: usize,
 }
 
+/// `cell` padded with spaces to `width` characters, on the left when
+/// `right` aligns it. By hand, because `format!`'s widths stop at 65,535 and
+/// a user's names (layers, classes) can be longer.
+pub fn pad(cell: &str, width: usize, right: bool) -> String {
+    let fill = " ".repeat(width.saturating_sub(cell.chars().count()));
+    if right { fill + cell } else { format!("{cell}{fill}") }
+}
+
 pub fn text(c: &Checked, arena: Option<&Arena>) -> String {
     let header = ["Layer (type)", "Output Shape", "Param #", "FLOPs", "Activations"];
     let rows: Vec<[String; 5]> = c
@@ -87,11 +95,7 @@ pub fn text(c: &Checked, arena: Option<&Arena>) -> String {
         let mut s = String::new();
         for (i, cell) in cells.iter().enumerate() {
             // Text columns left, numbers right, as Keras aligns them.
-            if i < 2 {
-                s.push_str(&format!(" {:<w$} ", cell, w = width[i]));
-            } else {
-                s.push_str(&format!(" {:>w$} ", cell, w = width[i]));
-            }
+            s.push_str(&format!(" {} ", pad(cell, width[i], i >= 2)));
         }
         s.trim_end().to_string() + "\n"
     };

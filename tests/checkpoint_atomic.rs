@@ -1,9 +1,10 @@
 //! `write_atomic` replaces a file whole or not at all, leaves no temporary
-//! file behind, and names the path it could not write.
+//! file behind, never shares one with another writer, and names the path it
+//! could not write.
 
 mod common;
 
-use cnnc::runtime::checkpoint::write_atomic;
+use cnnc::runtime::checkpoint::{remove_stale_temps, temp_path, write_atomic};
 use common::Scratch;
 use std::path::Path;
 
@@ -36,13 +37,44 @@ fn an_existing_file_is_replaced_whole() {
 }
 
 #[test]
-fn a_stale_temporary_file_from_a_killed_run_is_reused() {
+fn stale_temporary_files_of_a_path_are_removed_and_nothing_else() {
     let dir = Scratch::new("atomic-stale");
     let path = dir.join("curves.png");
-    std::fs::write(dir.join(".curves.png.tmp"), vec![1u8; 4096]).unwrap();
+    // As writers killed mid-write leave them.
+    std::fs::write(dir.join(".curves.png.4242-0.tmp"), vec![1u8; 4096]).unwrap();
+    std::fs::write(dir.join(".curves.png.77-3.tmp"), b"").unwrap();
+    std::fs::write(dir.join(".other.png.77-3.tmp"), b"").unwrap();
     write_atomic(&path, b"png").unwrap();
+    remove_stale_temps(&path).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"png");
-    assert_eq!(listing(&dir), ["curves.png"]);
+    assert_eq!(listing(&dir), [".other.png.77-3.tmp", "curves.png"]);
+}
+
+/// Defect 8 of issue 9: two writers of one file shared a fixed temporary
+/// name, and one could rename the other's half-written file.
+#[test]
+fn concurrent_writers_never_share_a_temporary_file() {
+    let dir = Scratch::new("atomic-concurrent");
+    let path = dir.join("w.safetensors");
+    let contents: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 256 * 1024]).collect();
+    std::thread::scope(|s| {
+        for bytes in &contents {
+            let (path, contents) = (&path, &contents);
+            s.spawn(move || {
+                for _ in 0..20 {
+                    write_atomic(path, bytes).unwrap();
+                    let now = std::fs::read(path).unwrap();
+                    assert!(contents.contains(&now), "a reader saw a mixed or partial file");
+                }
+            });
+        }
+    });
+    assert_eq!(listing(&dir), ["w.safetensors"]);
+    assert_ne!(
+        temp_path(&dir, "w".as_ref()),
+        temp_path(&dir, "w".as_ref()),
+        "two writes got one temporary name"
+    );
 }
 
 #[test]
@@ -61,11 +93,11 @@ fn a_missing_directory_is_an_error_naming_the_path() {
 #[test]
 fn when_the_temporary_file_cannot_be_made_the_old_file_is_untouched() {
     let dir = Scratch::new("atomic-blocked");
-    let path = dir.join("w.safetensors");
+    // A file name so long that its temporary file's name is too long for
+    // the file system (255 bytes) makes creating it fail, even for root,
+    // whom a read-only directory would not stop.
+    let path = dir.join(format!("{}.safetensors", "w".repeat(240)));
     std::fs::write(&path, b"previous epoch").unwrap();
-    // A directory where the temporary file must go makes creating it fail,
-    // even for root, whom a read-only directory would not stop.
-    std::fs::create_dir(dir.join(".w.safetensors.tmp")).unwrap();
     let e = write_atomic(&path, b"next epoch").unwrap_err();
     assert!(e.to_string().contains(&format!("`{}`", path.display())), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"previous epoch");

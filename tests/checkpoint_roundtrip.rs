@@ -1,11 +1,9 @@
-//! Weights and optimizer state survive a save and a load unchanged, and files
+//! Weights survive a save and a load unchanged, and files
 //! written the way Keras users export them load too.
 
 mod common;
 
-use cnnc::runtime::checkpoint::{
-    Metadata, OptimizerState, Tensor, load, load_optimizer, optimizer_path, save, save_optimizer,
-};
+use cnnc::runtime::checkpoint::{Metadata, Tensor, load, save};
 use common::Scratch;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -195,64 +193,4 @@ fn f16_nan_stays_nan() {
     let loaded = load(&path, &[("dense/bias", &[2])]).unwrap();
     assert!(loaded.tensors[0].data[0].is_nan());
     assert_eq!(loaded.tensors[0].data[1], f32::NEG_INFINITY);
-}
-
-#[test]
-fn optimizer_state_lives_beside_the_weights() {
-    assert_eq!(
-        optimizer_path(Path::new("runs/mnist_cnn.safetensors")),
-        Path::new("runs/mnist_cnn.optimizer.safetensors")
-    );
-    assert_eq!(
-        optimizer_path(Path::new("weights.bin")),
-        Path::new("weights.bin.optimizer.safetensors")
-    );
-    assert_eq!(
-        optimizer_path(Path::new("weights")),
-        Path::new("weights.optimizer.safetensors")
-    );
-}
-
-#[test]
-fn optimizer_state_round_trips() {
-    let dir = Scratch::new("optimizer");
-    let weights = dir.join("mnist_cnn.safetensors");
-    let state = OptimizerState {
-        optimizer: "adam".into(),
-        iterations: 9375,
-        epoch: 3,
-        seed: u64::MAX,
-        slots: vec![
-            tensor("dense/kernel/momentum", &[2, 3], vec![0.5, -0.25, 1e-8, 0.0, -0.0, 3.0]),
-            tensor("dense/kernel/velocity", &[2, 3], vec![1e-12; 6]),
-        ],
-    };
-    save_optimizer(&weights, &state).unwrap();
-    assert!(dir.join("mnist_cnn.optimizer.safetensors").is_file());
-    assert!(!weights.exists(), "the optimizer state must not take the weights' name");
-    let slots = expected(&state.slots);
-    let loaded = load_optimizer(&weights, "adam", 3, &slots).unwrap();
-    assert_eq!(loaded.optimizer, state.optimizer);
-    assert_eq!((loaded.iterations, loaded.epoch, loaded.seed), (9375, 3, u64::MAX));
-    for (got, want) in loaded.slots.iter().zip(&state.slots) {
-        assert_eq!(
-            (&got.name, &got.shape, bits(got)),
-            (&want.name, &want.shape, bits(want))
-        );
-    }
-}
-
-#[test]
-fn plain_sgd_state_has_no_slots_but_still_resumes() {
-    let dir = Scratch::new("sgd");
-    let weights = dir.join("m.safetensors");
-    let state = OptimizerState {
-        optimizer: "sgd".into(),
-        iterations: 10,
-        epoch: 1,
-        seed: 7,
-        slots: Vec::new(),
-    };
-    save_optimizer(&weights, &state).unwrap();
-    assert_eq!(load_optimizer(&weights, "sgd", 1, &[]).unwrap(), state);
 }

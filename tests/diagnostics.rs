@@ -136,6 +136,39 @@ fn a_directory_is_exit_code_1() {
 }
 
 #[test]
+fn a_device_or_fifo_is_refused_without_reading_it() {
+    let fifo = std::env::temp_dir().join(format!("cnnc-fifo-{}", std::process::id()));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo made {}", fifo.display());
+    for path in ["/dev/zero".to_string(), fifo.display().to_string()] {
+        let out = cnnc(&["check", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path}: {stderr}");
+        assert!(
+            stderr.contains("not a regular file; a model file is needed"),
+            "{path}: {stderr}"
+        );
+    }
+    std::fs::remove_file(&fifo).expect("the fifo is removed");
+}
+
+#[test]
+fn a_model_file_above_the_size_limit_is_refused() {
+    let big = std::env::temp_dir().join(format!("cnnc-big-{}.cnn", std::process::id()));
+    let file = std::fs::File::create(&big).expect("a temporary file");
+    file.set_len(cnnc::parse::MAX_FILE + 1).expect("a sparse file");
+    let out = cnnc(&["check", &big.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_file(&big).expect("the file is removed");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let limit = format!("more than the {} bytes a model file may have", cnnc::parse::MAX_FILE);
+    assert!(stderr.contains(&limit), "{stderr}");
+}
+
+#[test]
 fn an_unknown_flag_is_a_usage_error_with_exit_code_2() {
     let out = cnnc(&["check", "--no-such-flag", "models/mnist_cnn.cnn"]);
     assert_eq!(out.status.code(), Some(2));

@@ -310,6 +310,15 @@ fn extremes() -> Vec<String> {
     out.push(format!("input 2\ntrain {{\n{}}}", "epochs 1\n".repeat(2_000)));
     out.push(format!("input 2\n{}", "dense 1\n".repeat(3_000)));
     out.push("x".repeat(100_000));
+    // Longer than `format!`'s widest width (65,535): the summary once
+    // panicked aligning its columns to it.
+    out.push(format!(
+        "input 2\ndense 1 activation=sigmoid name={}",
+        "a".repeat(70_000)
+    ));
+    for name in ["\"\"", "\"..\"", "\"../../x\"", "\"/tmp/x\"", "\"a\\\\b\"", "\"c:x\""] {
+        out.push(format!("model {name}\ninput 2\ndense 1"));
+    }
     out
 }
 

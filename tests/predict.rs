@@ -211,3 +211,40 @@ fn a_regression_model_with_many_outputs_shows_the_first_ten() {
     assert_eq!(y.shape(), &[1, 12]);
     assert!((y[[0, 11]] - 1.1).abs() < 1e-6, "every value is written: {y}");
 }
+
+#[test]
+fn weights_holding_nan_or_infinity_are_refused_naming_each_tensor() {
+    let dir = Scratch::new("predict-nonfinite");
+    let bytes = std::fs::read(WEIGHTS).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<Tensor> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| Tensor {
+            name,
+            shape: view.shape().to_vec(),
+            data: view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    tensors[0].data[3] = f32::NAN;
+    tensors[0].data[5] = f32::INFINITY;
+    let poisoned = dir.path().join("poisoned.safetensors");
+    checkpoint::save(&poisoned, &tensors, &Metadata::new()).unwrap();
+    let poisoned = poisoned.display().to_string();
+    let o = cnnc(&[
+        "predict",
+        MODEL,
+        "--weights",
+        &poisoned,
+        "models/data/examples/digit_7.png",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let expected = format!("`{}` holds 2 NaN or infinite values", tensors[0].name);
+    assert!(err.contains(&expected), "{expected:?} not in {err}");
+}

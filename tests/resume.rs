@@ -6,7 +6,7 @@
 mod common;
 
 use cnnc::parse::ast::Optimizer;
-use cnnc::runtime::checkpoint::{self, Tensor};
+use cnnc::runtime::checkpoint;
 use cnnc::runtime::data::{self, Splits};
 use cnnc::runtime::engine::Graphs;
 use cnnc::runtime::jit::Compiled;
@@ -59,6 +59,7 @@ fn settings(out: &Path, epochs: usize) -> Settings {
         epochs,
         seed: 5,
         patience: None,
+        validation_split: None,
         out_dir: out.to_path_buf(),
         resume: false,
     }
@@ -91,7 +92,7 @@ fn resumed(settings: &Settings) -> Settings {
 #[derive(Debug, PartialEq)]
 struct Files {
     weights: Vec<u8>,
-    optimizer: Vec<u8>,
+    checkpoint: Vec<u8>,
     /// The epochs' metrics but their timings.
     metrics: Vec<[Option<f64>; 4]>,
 }
@@ -101,7 +102,7 @@ fn files(out: &Path) -> Files {
     let timeless = |m: &EpochMetrics| [Some(m.loss), Some(m.accuracy), m.val_loss, m.val_accuracy];
     Files {
         weights: read("weights.safetensors"),
-        optimizer: read("weights.optimizer.safetensors"),
+        checkpoint: read("checkpoint.safetensors"),
         metrics: metrics::read(&out.join("metrics.jsonl"))
             .unwrap()
             .iter()
@@ -133,6 +134,7 @@ fn an_interrupt_at_the_first_step_resumes_exactly() {
 
     let (report, out) = train(&resumed(&settings), None);
     assert!(out.contains("resuming epoch 1 of 2 after step 1 of 125"), "{out}");
+    assert!(!out.contains("starting over"), "{out}");
     assert_eq!(report.ending, Ending::Completed);
     assert_eq!(report.epochs.len(), 2);
     assert!(files(&dir) == *uninterrupted(), "the resumed run differs");
@@ -146,6 +148,16 @@ fn an_interrupt_at_the_first_step_resumes_exactly() {
     assert!(
         files(&dir) == *uninterrupted(),
         "a run with nothing to train changed the files"
+    );
+
+    // Without --resume, a run says it starts over, and does.
+    let (_, out) = train(&settings, Some(1));
+    assert!(
+        out.starts_with(&format!(
+            "starting over in `{}`: its checkpoint is replaced at the first save",
+            dir.display()
+        )),
+        "{out}"
     );
 }
 
@@ -168,15 +180,15 @@ fn interrupts_in_the_middle_of_epochs_resume_exactly() {
     assert!(files(&dir) == *uninterrupted(), "the resumed run differs");
 }
 
-/// The error of a run that should fail.
-fn failure(settings: &Settings) -> String {
-    let f = fixture();
-    let mut engine = Compiled::new(f.graphs.clone());
+/// The error of a run of `checked` on `splits` that should fail.
+fn failure_of(checked: &Checked, splits: &Splits, settings: &Settings) -> String {
+    let graphs = Graphs::new(checked, &settings.optimizer).unwrap();
+    let mut engine = Compiled::new(graphs.clone());
     let run = train::train(
-        &f.checked,
-        &f.splits,
+        checked,
+        splits,
         settings,
-        &f.graphs,
+        &graphs,
         &mut engine,
         &mut Vec::new(),
         &|| false,
@@ -184,6 +196,14 @@ fn failure(settings: &Settings) -> String {
     run.err()
         .map(|e| e.to_string())
         .unwrap_or_else(|| panic!("the run succeeded"))
+}
+
+fn failure_on(splits: &Splits, settings: &Settings) -> String {
+    failure_of(&fixture().checked, splits, settings)
+}
+
+fn failure(settings: &Settings) -> String {
+    failure_on(&fixture().splits, settings)
 }
 
 #[test]
@@ -202,46 +222,144 @@ fn a_resume_needs_the_batch_size_and_seed_of_the_interrupted_epoch() {
     assert!(e.contains("--batch 64 --seed 5"), "{e}");
 }
 
+#[test]
+fn a_resume_with_another_optimizer_is_refused_with_the_fix() {
+    let dir = Scratch::new("other-optimizer");
+    let settings = settings(&dir, 1);
+    train(&settings, Some(3));
+    let e = failure(&Settings {
+        optimizer: Optimizer::SGD,
+        ..resumed(&settings)
+    });
+    assert!(e.contains("was trained with adam, not sgd"), "{e}");
+    assert!(e.contains("`--optimizer adam`"), "{e}");
+    insta::assert_snapshot!(e.replace(&dir.display().to_string(), "runs/small"));
+}
+
+/// Defect 9 of issue 9: `--resume` on other data continued silently.
+#[test]
+fn a_resume_on_other_data_is_refused_saying_what_changed() {
+    let dir = Scratch::new("other-data");
+    let settings = settings(&dir, 2);
+    train(&settings, Some(STEPS + 3));
+    let split = data::load("mnist10k", Path::new("."), &[28, 28, 1], 10, Some(0.2)).unwrap();
+    let e = failure_on(
+        &split,
+        &Settings {
+            validation_split: Some(0.2),
+            ..resumed(&settings)
+        },
+    );
+    assert!(e.contains("was trained on other data:"), "{e}");
+    assert!(e.contains("- the validation split was none, now 0.2"), "{e}");
+    assert!(e.contains("- the training data had 8000 samples, now 6400"), "{e}");
+    assert!(e.contains("- the validation data had no samples, now 1600"), "{e}");
+    assert!(!e.contains("the test"), "the test data is unchanged: {e}");
+    insta::assert_snapshot!("other_split", e.replace(&dir.display().to_string(), "runs/small"));
+
+    // The same counts, other samples: the first training image brightened.
+    let mut other = fixture().splits.clone();
+    other.train.inputs[0] = 1.0 - other.train.inputs[0];
+    let e = failure_on(&other, &resumed(&settings));
+    assert!(
+        e.contains("- the training samples are not the same (the same count, 8000"),
+        "{e}"
+    );
+    let mut renamed = fixture().splits.clone();
+    renamed.classes[9] = "nine".into();
+    let e = failure_on(&renamed, &resumed(&settings));
+    assert!(
+        e.contains("- the classes differ: label 9 is `9` in the checkpoint, `nine` in the data"),
+        "{e}"
+    );
+    renamed.classes.push("ten".into());
+    let e = failure_on(&renamed, &resumed(&settings));
+    assert!(
+        e.contains("the checkpoint has 10 (0, 1, 2, 3, 4, 5, 6, 7 and 2 more), the data 11 (0, 1"),
+        "{e}"
+    );
+    insta::assert_snapshot!("other_classes", e.replace(&dir.display().to_string(), "runs/small"));
+}
+
+/// Layers changed in a way that keeps every weight's shape would resume
+/// silently into another model.
+#[test]
+fn a_resume_with_other_layers_is_refused_naming_the_change() {
+    let dir = Scratch::new("other-layers");
+    let settings = settings(&dir, 2);
+    train(&settings, Some(3));
+    let tanh = checked(
+        "small",
+        &SMALL.replace("dense 32 activation=relu", "dense 32 activation=tanh"),
+    );
+    let e = failure_of(&tanh, &fixture().splits, &resumed(&settings));
+    assert!(
+        e.contains("was trained with other layers: `dense 32 activation=relu` is now `dense 32 activation=tanh`"),
+        "{e}"
+    );
+    let more = checked("small", &format!("{SMALL}dense 10 activation=softmax\n"));
+    let e = failure_of(&more, &fixture().splits, &resumed(&settings));
+    assert!(e.contains("`dense 10 activation=softmax` is new"), "{e}");
+}
+
+#[test]
+fn a_resume_without_a_checkpoint_says_what_is_missing_and_what_to_do() {
+    let dir = Scratch::new("nothing");
+    let out = dir.join("never-run");
+    let e = failure(&resumed(&settings(&out, 1)));
+    assert!(
+        e.starts_with(&format!("nothing to resume in `{}`", out.display())),
+        "{e}"
+    );
+    assert!(!out.exists(), "a failed resume made the run folder");
+    insta::assert_snapshot!(e.replace(&out.display().to_string(), "runs/small"));
+    assert!(e.contains("checkpoint.safetensors is missing"), "{e}");
+    assert!(e.contains("help: start the run without --resume"), "{e}");
+}
+
 /// Sets `key` in the metadata of the weights file at `path`.
 fn relabel(path: &Path, key: &str, value: &str) {
     let f = fixture();
     let n = f.checked.weights().count();
-    let loaded = train::load_weights(path, &f.graphs, n).unwrap();
-    let tensors: Vec<Tensor> = f.graphs.train.vars[..n]
+    let expected: Vec<(&str, &[usize])> = f.graphs.train.vars[..n]
         .iter()
-        .zip(&loaded.values)
-        .map(|(v, x)| Tensor {
-            name: v.name.clone(),
-            shape: v.shape.clone(),
-            data: x.iter().copied().collect(),
-        })
+        .map(|v| (v.name.as_str(), v.shape.as_slice()))
         .collect();
-    let mut metadata = loaded.metadata;
-    metadata.insert(key.into(), value.into());
-    checkpoint::save(path, &tensors, &metadata).unwrap();
+    let mut loaded = checkpoint::load(path, &expected).unwrap();
+    loaded.metadata.insert(key.into(), value.into());
+    checkpoint::save(path, &loaded.tensors, &loaded.metadata).unwrap();
 }
 
-/// As a run killed between writing the weights and the optimizer state, or
-/// the weights and the best weights, leaves them.
+/// As a run killed between writing the checkpoint and the best weights
+/// leaves them after a later epoch: refused, rather than early stopping
+/// restoring the wrong epoch.
 #[test]
-fn a_resume_refuses_files_left_from_different_steps() {
+fn a_resume_refuses_best_weights_of_another_epoch() {
     let dir = Scratch::new("torn");
     let settings = Settings {
         patience: Some(3),
         ..settings(&dir, 2)
     };
     train(&settings, Some(STEPS + 5));
-    let weights = dir.join("weights.safetensors");
-    relabel(&weights, "iterations", "7");
-    let e = failure(&resumed(&settings));
-    assert!(e.contains("weights.optimizer.safetensors"), "{e}");
-    assert!(e.contains("metadata `iterations` is `130`, expected `7`"), "{e}");
-
-    relabel(&weights, "iterations", "130");
     relabel(&dir.join("weights.best.safetensors"), "epoch", "2");
     let e = failure(&resumed(&settings));
     assert!(e.contains("weights.best.safetensors"), "{e}");
     assert!(e.contains("metadata `epoch` is `2`, expected `1`"), "{e}");
+}
+
+/// A kill between the checkpoint's commit and the weights' write leaves
+/// the weights an epoch behind: the resume writes them again, even with
+/// nothing left to train.
+#[test]
+fn a_resume_rewrites_weights_left_behind_the_checkpoint() {
+    let dir = Scratch::new("behind");
+    train(&settings(&dir, 1), None);
+    let epoch_1 = std::fs::read(dir.join("weights.safetensors")).unwrap();
+    train(&resumed(&settings(&dir, 2)), None);
+    std::fs::write(dir.join("weights.safetensors"), epoch_1).unwrap();
+    let (_, out) = train(&resumed(&settings(&dir, 2)), None);
+    assert!(out.contains("nothing to train"), "{out}");
+    assert!(files(&dir) == *uninterrupted(), "the weights were not written again");
 }
 
 /// With a learning rate high enough that val_loss rises again, early
@@ -306,7 +424,7 @@ fn early_stopping_carries_across_a_resume() {
 }
 
 /// Ctrl-C through the binary: the first stops after the step and saves,
-/// a second exits at once with 130. mnist_cnn in batches of 256 takes long
+/// a second exits at once; either way the exit code is 130. mnist_cnn in batches of 256 takes long
 /// enough a step for both signals to land within it.
 #[cfg(unix)]
 mod ctrl_c {
@@ -357,10 +475,10 @@ mod ctrl_c {
     fn the_first_ctrl_c_saves_after_the_step_and_the_run_resumes() {
         let dir = Scratch::new("ctrl-c");
         let (output, printed) = interrupt(&dir, &[], 1);
-        assert_eq!(output.status.code(), Some(0), "{printed}{}", stderr(&output));
+        assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(printed.contains("interrupted at step 1 of 32 of epoch 1"), "{printed}");
         let (output, printed) = interrupt(&dir, &["--resume"], 1);
-        assert_eq!(output.status.code(), Some(0), "{printed}{}", stderr(&output));
+        assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(
             printed.contains("resuming epoch 1 of 1 after step 1 of 32"),
             "{printed}"

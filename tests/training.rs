@@ -5,7 +5,7 @@
 mod common;
 
 use cnnc::runtime::npy;
-use common::{Scratch, cnnc, stderr, stdout};
+use common::{Scratch, cnnc, squares, stderr, stdout};
 use std::path::Path;
 
 /// A dense digit classifier: a few seconds an epoch on the interpreter.
@@ -236,18 +236,6 @@ fn keras_weights_predict_as_in_keras() {
             let g = got[[i, j]];
             assert!((g - want).abs() < 2e-6, "sample {i} class {j}: cnnc {g}, Keras {want}");
         }
-    }
-}
-
-/// Writes `n` noisy 8x8 PNGs of a colour into `dir`.
-fn squares(dir: &Path, n: usize, rgb: [u8; 3], seed: u64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut rng = cnnc::runtime::rng::Rng::new(seed);
-    for i in 0..n {
-        let img = image::RgbImage::from_fn(8, 8, |_, _| {
-            image::Rgb(rgb.map(|c| (f64::from(c) * 0.7 + rng.uniform() * 70.0) as u8))
-        });
-        img.save(dir.join(format!("{i}.png"))).unwrap();
     }
 }
 

@@ -6,6 +6,7 @@ mod rules;
 
 pub use rules::{CrossEntropyGradient, cross_entropy_gradient};
 
+use crate::diag::Diagnostic;
 use crate::ir::{Binary, Builder, Graph, IrError, NodeId, Op, Origin, Output, Phase, Shape};
 use crate::passes::{Pass, dce::DeadCode};
 use std::collections::HashMap;
@@ -27,12 +28,26 @@ impl From<IrError> for Error {
     }
 }
 
+impl Error {
+    /// The error at the layer it comes from, for rendering with its line.
+    pub fn diagnostic(&self) -> Diagnostic {
+        match self {
+            Error::NoRule { op, origin } => Diagnostic::error(
+                origin.span,
+                format!("cannot differentiate `{op}`: it has no gradient rule"),
+            )
+            .label(format!("`{}` computes `{op}`", origin.what)),
+            Error::Ir(e) => e.diagnostic(),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NoRule { op, origin } => write!(
                 f,
-                "error: cannot differentiate `{op}` (in `{}`, line {}): it has no gradient rule",
+                "cannot differentiate `{op}` (in `{}`, line {}): it has no gradient rule",
                 origin.what, origin.line
             ),
             Error::Ir(e) => e.fmt(f),
@@ -49,15 +64,71 @@ pub fn differentiate(graph: &mut Graph) -> Result<(), Error> {
         message: "differentiate needs a loss output".into(),
         origin: Origin::default(),
     })?;
-    let order = graph.schedule();
-    let needs = needs_gradient(graph, &order, loss);
-    let mut adjoint: HashMap<NodeId, NodeId> = HashMap::new();
-    let seed_origin = Origin {
-        phase: Phase::Backward,
-        ..graph[loss].origin.clone()
+    let trainable = |g: &Graph, op: &Op| matches!(*op, Op::Var(v) if g.vars[v].trainable);
+    let (order, adjoint) = adjoints(graph, loss, trainable)?;
+    let mut b = Builder::new(graph, backward_origin(graph, loss));
+    let vars: Vec<(usize, NodeId)> = order
+        .iter()
+        .filter_map(|&n| match b.graph[n].op {
+            Op::Var(v) if b.graph.vars[v].trainable => Some((v, n)),
+            _ => None,
+        })
+        .collect();
+    for (v, n) in vars {
+        let grad = match adjoint.get(&n) {
+            Some(&g) => g,
+            // The variable does not reach the loss: its gradient is zero.
+            None => b.zeros(Shape::fixed(&b.graph.vars[v].shape.clone()))?,
+        };
+        b.graph.outputs.push((Output::Grad(v), grad));
+    }
+    DeadCode.run(graph)?;
+    crate::ir::verify::verify(graph)?;
+    Ok(())
+}
+
+/// Appends the gradient of the scalar `score` with respect to the input as
+/// an `InputGrad` output (saliency); weights are held constant.
+pub fn differentiate_input(graph: &mut Graph, score: NodeId) -> Result<(), Error> {
+    let (order, adjoint) = adjoints(graph, score, |_, op| *op == Op::Input)?;
+    let input = order.iter().copied().find(|&n| graph[n].op == Op::Input);
+    let input = input.ok_or_else(|| IrError {
+        message: "the graph has no input".into(),
+        origin: Origin::default(),
+    })?;
+    let grad = match adjoint.get(&input) {
+        Some(&g) => g,
+        None => {
+            let shape = graph[input].shape.clone();
+            Builder::new(graph, backward_origin(graph, score)).zeros(shape)?
+        }
     };
-    let mut b = Builder::new(graph, seed_origin);
-    adjoint.insert(loss, b.constant(1.0)?);
+    graph.outputs.push((Output::InputGrad, grad));
+    DeadCode.run(graph)?;
+    crate::ir::verify::verify(graph)?;
+    Ok(())
+}
+
+fn backward_origin(graph: &Graph, of: NodeId) -> Origin {
+    Origin {
+        phase: Phase::Backward,
+        ..graph[of].origin.clone()
+    }
+}
+
+/// The graph's nodes in schedule order, and the adjoint d `of` / d node of
+/// every node on a path from a leaf that `source` accepts to `of`, built
+/// from the rules.
+fn adjoints(
+    graph: &mut Graph,
+    of: NodeId,
+    source: impl Fn(&Graph, &Op) -> bool,
+) -> Result<(Vec<NodeId>, HashMap<NodeId, NodeId>), Error> {
+    let order = graph.schedule();
+    let needs = needs_gradient(graph, &order, of, source);
+    let mut adjoint: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut b = Builder::new(graph, backward_origin(graph, of));
+    adjoint.insert(of, b.constant(1.0)?);
 
     for &n in order.iter().rev() {
         let Some(&g) = adjoint.get(&n) else { continue };
@@ -69,10 +140,7 @@ pub fn differentiate(graph: &mut Graph) -> Result<(), Error> {
         if !wanted.contains(&true) {
             continue;
         }
-        b.origin = Origin {
-            phase: Phase::Backward,
-            ..b.graph[n].origin.clone()
-        };
+        b.origin = backward_origin(b.graph, n);
         let grads = rules::vjp(&mut b, n, g, &wanted)?;
         for (&a, d) in operands.iter().zip(grads) {
             let Some(d) = d.filter(|_| needs[a.index()]) else {
@@ -85,38 +153,18 @@ pub fn differentiate(graph: &mut Graph) -> Result<(), Error> {
             adjoint.insert(a, total);
         }
     }
-
-    let vars: Vec<(usize, NodeId)> = order
-        .iter()
-        .filter_map(|&n| match b.graph[n].op {
-            Op::Var(v) if b.graph.vars[v].trainable => Some((v, n)),
-            _ => None,
-        })
-        .collect();
-    for (v, n) in vars {
-        let grad = match adjoint.get(&n) {
-            Some(&g) => g,
-            // The variable does not reach the loss: its gradient is zero.
-            None => {
-                let zero = b.constant(0.0)?;
-                b.broadcast(zero, Shape::fixed(&b.graph.vars[v].shape.clone()))?
-            }
-        };
-        b.graph.outputs.push((Output::Grad(v), grad));
-    }
-    DeadCode.run(graph)?;
-    crate::ir::verify::verify(graph)?;
-    Ok(())
+    Ok((order, adjoint))
 }
 
-/// Nodes on a path from a trainable variable to the loss: exactly those
-/// whose gradient is needed.
-fn needs_gradient(graph: &Graph, order: &[NodeId], loss: NodeId) -> Vec<bool> {
+/// Nodes on a path from a source leaf to `loss`: exactly those whose
+/// gradient is needed.
+fn needs_gradient(graph: &Graph, order: &[NodeId], loss: NodeId, source: impl Fn(&Graph, &Op) -> bool) -> Vec<bool> {
     let bound = order.iter().map(|n| n.index() + 1).max().unwrap_or(0);
     let mut from_var = vec![false; bound];
     for &n in order {
         from_var[n.index()] = match graph[n].op {
-            Op::Var(v) => graph.vars[v].trainable,
+            _ if source(graph, &graph[n].op) => true,
+            Op::Var(_) | Op::Input => false,
             // A step function: no gradient flows through it.
             Op::Binary(Binary::Greater) => false,
             _ => graph.operands(n).iter().any(|a| from_var[a.index()]),

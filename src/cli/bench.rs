@@ -79,7 +79,7 @@ fn measure(
 
 fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize) -> Result<u64, Failure> {
     let program = Compiled::program(graphs, kind).map_err(fail)?;
-    let plan = codegen::plan_for(program, batch).map_err(|e| Failure(e.to_string()))?;
+    let plan = codegen::plan_for(program, batch).map_err(|e| Failure::new(e.to_string()))?;
     Ok(plan.lowerings.iter().map(|l| l.flops()).sum())
 }
 
@@ -191,7 +191,7 @@ fn kernel_profile(graphs: &Graphs, batch: &Batch, state: &mut [ArrayD<f32>], ste
                 outputs: &mut outs,
                 hypers: [1e-3, 1e-3],
             })
-            .map_err(|e| Failure(e.to_string()))?;
+            .map_err(|e| Failure::new(e.to_string()))?;
     }
     let times = profile::take(kernels);
     let total: Duration = times.iter().sum();

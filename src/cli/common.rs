@@ -3,6 +3,7 @@
 //! and the failure every command returns.
 
 use crate::parse;
+use crate::runtime::Error;
 use crate::runtime::data::{self, Splits};
 use crate::runtime::engine::{Engine, Graphs, Interpreter};
 use crate::runtime::jit::Compiled;
@@ -17,23 +18,71 @@ pub enum Format {
     Json,
 }
 
-/// A failed command's message, already rendered for the terminal.
-pub struct Failure(pub String);
+/// Why a command failed; `main` prints it on stderr.
+#[derive(Debug)]
+pub enum Failure {
+    /// A message in the user's terms, with its `help:` lines if any.
+    Message(String),
+    /// Diagnostics rendered with the model lines they point at.
+    Diagnostics(String),
+    /// Stopped when asked to (Ctrl-C), after saying so and what was saved.
+    Interrupted,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure::Message(message.into())
+    }
+}
 
 impl From<crate::diag::Diagnostics> for Failure {
     fn from(d: crate::diag::Diagnostics) -> Failure {
-        Failure(d.render())
+        Failure::Diagnostics(d.render())
     }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::new(e.to_string())
+    }
+}
+
+// Parsers of the float flags: every one must be a finite number that fits
+// the 32-bit floats the model computes in, and in its own range.
+
+fn float_flag(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|x| x.abs() <= f64::from(f32::MAX))
+}
+
+/// A learning rate and the like: finite and greater than 0.
+pub fn positive(s: &str) -> Result<f64, String> {
+    match float_flag(s) {
+        Some(x) if x > 0.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a number greater than 0")),
+    }
+}
+
+/// A validation split: in [0, 1).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match float_flag(s) {
+        Some(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a fraction in [0, 1)")),
+    }
+}
+
+/// An input or target value: any finite 32-bit float.
+pub fn finite(s: &str) -> Result<f64, String> {
+    float_flag(s).ok_or_else(|| format!("`{s}` is not a finite number within the 32-bit float range"))
 }
 
 /// Reads a model file: its name for diagnostics and its text.
 pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure(match e.kind() {
-            std::io::ErrorKind::NotFound => format!("error: no such file `{name}`"),
-            std::io::ErrorKind::IsADirectory => format!("error: `{name}` is a directory, not a model file"),
-            _ => format!("error: cannot read `{name}`: {e}"),
+    let bytes = crate::runtime::file::read_bounded(path, "a model file", parse::MAX_FILE).map_err(|e| {
+        Failure::new(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("no such file `{name}`"),
+            std::io::ErrorKind::IsADirectory => format!("`{name}` is a directory, not a model file"),
+            _ => format!("cannot read `{name}`: {e}"),
         })
     })?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -41,8 +90,8 @@ pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
         let before = &e.as_bytes()[..at];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
         let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-        Failure(format!(
-            "error: `{name}` is not UTF-8 text (invalid byte at {name}:{line}:{column})\n  = help: a model file is plain text; save it as UTF-8"
+        Failure::new(format!(
+            "`{name}` is not UTF-8 text (invalid byte at {name}:{line}:{column})\n  = help: a model file is plain text; save it as UTF-8"
         ))
     })?;
     Ok((name, text))
@@ -77,8 +126,21 @@ pub struct DataArgs {
     pub engine: EngineKind,
 }
 
-pub fn fail(e: crate::runtime::Error) -> Failure {
-    Failure(e.to_string())
+/// A failure of files, data or settings: a message.
+pub fn fail(e: impl Into<Error>) -> Failure {
+    e.into().into()
+}
+
+/// A later stage's failure on `checked`: shown at the model line it belongs
+/// to where it has one, as the front end's diagnostics are.
+pub fn in_model<E: Into<Error>>(checked: &Checked) -> impl Fn(E) -> Failure + '_ {
+    move |e| {
+        let e = e.into();
+        match e.diagnostic() {
+            Some(d) => checked.diagnostics(d).into(),
+            None => e.into(),
+        }
+    }
 }
 
 pub fn engine(kind: EngineKind, graphs: &Graphs) -> Box<dyn Engine> {
@@ -90,7 +152,7 @@ pub fn engine(kind: EngineKind, graphs: &Graphs) -> Box<dyn Engine> {
 
 /// The model's graphs, with the optimizer of its training block.
 pub fn graphs(checked: &Checked) -> Result<Graphs, Failure> {
-    Graphs::of_model(checked).map_err(fail)
+    Graphs::of_model(checked).map_err(in_model(checked))
 }
 
 /// The model's dataset: the flag's (relative to the current folder), the
@@ -116,21 +178,141 @@ pub fn dataset(
         ),
         (None, None) if digits => (data::BUNDLED.to_string(), PathBuf::from(".")),
         (None, None) => {
-            return Err(Failure(format!(
-                "error: `{}` names no dataset\n  = help: add `data \"path/to/images\"` to its `train {{ ... }}` block, or pass `--data`",
+            return Err(Failure::new(format!(
+                "`{}` names no dataset\n  = help: add `data \"path/to/images\"` to its `train {{ ... }}` block, or pass `--data`",
                 model_file.display()
             )));
         }
     };
-    data::load(&source, &base, input, outputs, split).map_err(|e| fail(e.into()))
+    if source.trim().is_empty() {
+        // An empty path would read the current folder as a dataset.
+        return Err(Failure::new(
+            "the dataset path is empty\n  = help: pass a folder or `mnist10k`, e.g. `--data mnist10k`".to_string(),
+        ));
+    }
+    data::load(&source, &base, input, outputs, split).map_err(fail)
 }
 
-/// A model's graphs and its state with trained weights from a file: what
-/// `eval` and `predict` start from.
-pub fn trained(checked: &Checked, weights: &Path) -> Result<(Graphs, train::State, Vec<String>), Failure> {
+/// A model's graphs and its state with weights: what `eval`, `predict`,
+/// `export` and `show` start from.
+pub struct Trained {
+    pub graphs: Graphs,
+    pub state: train::State,
+    /// Class names by label, if the weights file records them.
+    pub classes: Vec<String>,
+    /// Tensors of the weights file the model lacks, ignored as asked.
+    pub ignored: Vec<String>,
+}
+
+/// The model's graphs and state with trained weights from a file; with
+/// `allow_extra`, tensors of the file the model lacks are ignored (and
+/// listed) rather than refused.
+pub fn trained(checked: &Checked, weights: &Path, allow_extra: bool) -> Result<Trained, Failure> {
     let graphs = graphs(checked)?;
     let mut state = train::State::new(checked, &graphs, 0);
-    let loaded = train::load_weights(weights, &graphs, state.weights).map_err(fail)?;
+    let loaded = train::load_some_weights(weights, &graphs, state.weights, allow_extra).map_err(in_model(checked))?;
     state.values[..state.weights].clone_from_slice(&loaded.values);
-    Ok((graphs, state, loaded.classes))
+    Ok(Trained {
+        graphs,
+        state,
+        classes: loaded.classes,
+        ignored: loaded.ignored,
+    })
+}
+
+/// Trained weights from `weights` if given, else the model's initial
+/// weights (seed 0: its initializers, or the literal values it gives).
+pub fn trained_or_initial(checked: &Checked, weights: Option<&Path>, allow_extra: bool) -> Result<Trained, Failure> {
+    match weights {
+        Some(path) => trained(checked, path, allow_extra),
+        None => {
+            let graphs = graphs(checked)?;
+            let state = train::State::new(checked, &graphs, 0);
+            Ok(Trained {
+                graphs,
+                state,
+                classes: Vec::new(),
+                ignored: Vec::new(),
+            })
+        }
+    }
+}
+
+/// The note that says which tensors of a weights file were ignored.
+pub fn ignored_note(weights: &Path, ignored: &[String]) -> String {
+    if ignored.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = ignored.iter().map(|n| format!("`{n}`")).collect();
+    format!(
+        "note: ignored {} tensor{} of {} that the model lacks: {}\n",
+        ignored.len(),
+        if ignored.len() == 1 { "" } else { "s" },
+        weights.display(),
+        names.join(", ")
+    )
+}
+
+/// The index of the model's layer called `name`, or an error naming the
+/// closest name and every layer.
+pub fn layer_index(checked: &Checked, name: &str) -> Result<usize, Failure> {
+    let names = || checked.model.layers.iter().map(|l| l.name.as_str());
+    if let Some(i) = names().position(|n| n == name) {
+        return Ok(i);
+    }
+    let help = match crate::diag::closest(name, names()) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => "name one of its layers".into(),
+    };
+    let all: Vec<&str> = names().collect();
+    Err(Failure::new(format!(
+        "the model has no layer `{name}`\n  = help: {help} (its layers: {})",
+        all.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Origin, Phase};
+
+    fn checked() -> Checked {
+        let source = "input 4\ndense 2 activation=relu name=hidden\ndense 1 activation=sigmoid\n";
+        let model = parse::parse("m.cnn", source).unwrap();
+        shape::check(model, "m.cnn", source).unwrap()
+    }
+
+    #[test]
+    fn an_error_with_an_origin_shows_its_model_line() {
+        let checked = checked();
+        let layer = &checked.model.layers[0];
+        let origin = Origin {
+            what: layer.name.clone(),
+            line: 2,
+            span: layer.span,
+            phase: Phase::Backward,
+        };
+        let error = crate::autodiff::Error::NoRule {
+            op: "frobnicate".into(),
+            origin,
+        };
+        let Failure::Diagnostics(shown) = in_model(&checked)(error) else {
+            panic!("not rendered as a diagnostic");
+        };
+        assert!(shown.starts_with("error: cannot differentiate `frobnicate`"), "{shown}");
+        assert!(shown.contains("m.cnn:2:1"), "{shown}");
+        assert!(shown.contains("2 | dense 2 activation=relu name=hidden"), "{shown}");
+        assert!(shown.contains("^^^"), "{shown}");
+        assert!(!shown.contains("line 2"), "{shown}");
+    }
+
+    #[test]
+    fn an_error_without_one_is_a_message_without_a_prefix() {
+        let checked = checked();
+        let error = Error::Message("the disk is full".into());
+        let Failure::Message(shown) = in_model(&checked)(error) else {
+            panic!("a message became a diagnostic");
+        };
+        assert_eq!(shown, "the disk is full");
+    }
 }

@@ -1,8 +1,9 @@
 //! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
 //! trained weights on the dataset's test split.
 
-use super::common::{DataArgs, Failure, Format, dataset, engine, fail, load, trained};
+use super::common::{DataArgs, Failure, Format, Trained, dataset, engine, in_model, load, trained};
 use crate::runtime::train;
+use crate::summary::pad;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -24,16 +25,34 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (graphs, mut state, _) = trained(&checked, &args.weights)?;
+    let Trained {
+        graphs,
+        mut state,
+        classes,
+        ..
+    } = trained(&checked, &args.weights, false)?;
     let splits = dataset(&checked, &args.file, args.data.data.as_deref(), None)?;
+    // Labels are indices: the same index in other data may be another
+    // class, and its score would be meaningless. Weights from elsewhere
+    // that record no classes are taken as they are.
+    if !classes.is_empty() && classes != splits.classes {
+        return Err(Failure::new(format!(
+            "the weights were trained on other classes than the test data's: {}\n  = help: evaluate on data with \
+             the classes the weights were trained on",
+            train::class_changes(
+                (&classes, &format!("`{}`", args.weights.display())),
+                (&splits.classes, "the data")
+            )
+        )));
+    }
     let Some(test) = &splits.test else {
-        return Err(Failure(
-            "error: the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder"
-                .into(),
+        return Err(Failure::new(
+            "the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder",
         ));
     };
     let mut engine = engine(args.data.engine, &graphs);
-    let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize).map_err(fail)?;
+    let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize)
+        .map_err(in_model(&checked))?;
     Ok(match args.format {
         Format::Json => format!(
             "{:#}\n",
@@ -56,23 +75,23 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
 
 fn confusion_table(confusion: &[Vec<u64>], classes: &[String]) -> String {
     let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let label_width = (0..confusion.len()).map(|i| name(i).len()).max().unwrap_or(1);
+    let label_width = (0..confusion.len()).map(|i| name(i).chars().count()).max().unwrap_or(1);
     let cell = confusion
         .iter()
         .flatten()
         .map(|c| c.to_string().len())
-        .chain((0..confusion.len()).map(|i| name(i).len()))
+        .chain((0..confusion.len()).map(|i| name(i).chars().count()))
         .max()
         .unwrap_or(1);
-    let mut out = format!("{:label_width$}", "");
+    let mut out = pad("", label_width, false);
     for i in 0..confusion.len() {
-        out += &format!(" {:>cell$}", name(i));
+        out += &format!(" {}", pad(&name(i), cell, true));
     }
     out.push('\n');
     for (i, row) in confusion.iter().enumerate() {
-        out += &format!("{:>label_width$}", name(i));
+        out += &pad(&name(i), label_width, true);
         for c in row {
-            out += &format!(" {c:>cell$}");
+            out += &format!(" {}", pad(&c.to_string(), cell, true));
         }
         out.push('\n');
     }

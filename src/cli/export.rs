@@ -1,7 +1,7 @@
 //! `cnnc export FILE --weights W -o model.onnx`: the model and its weights
 //! as an ONNX inference graph, for onnxruntime, onnxruntime-web or TensorRT.
 
-use super::common::{Failure, fail, load, trained};
+use super::common::{Failure, Trained, fail, load, trained};
 use crate::onnx::export::{BATCH, INPUT, OUTPUT, export};
 use crate::runtime::checkpoint::write_atomic;
 use crate::shape::group;
@@ -28,7 +28,9 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
     let mut out = String::new();
     let (weights, classes) = match &args.weights {
         Some(path) => {
-            let (graphs, state, classes) = trained(&checked, path)?;
+            let Trained {
+                graphs, state, classes, ..
+            } = trained(&checked, path, false)?;
             // The state holds the weights in the graphs' order; the
             // exporter takes them in the model's.
             let by_name: HashMap<&str, &ArrayD<f32>> = graphs.train.vars[..state.weights]
@@ -40,7 +42,7 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
                 .weights()
                 .map(|w| by_name.get(w.name.as_str()).map(|&a| a.clone()))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| Failure(format!("error: `{}` lacks a weight of the model", path.display())))?;
+                .ok_or_else(|| Failure::new(format!("`{}` lacks a weight of the model", path.display())))?;
             (weights, classes)
         }
         None => {
@@ -48,9 +50,9 @@ pub fn run(args: ExportArgs) -> Result<String, Failure> {
             (crate::runtime::initial_weights::<f32>(&checked, 0), Vec::new())
         }
     };
-    let model = export(&checked, &weights, &classes).map_err(|e| Failure(format!("error: {e}")))?;
+    let model = export(&checked, &weights, &classes).map_err(|e| Failure::new(e.to_string()))?;
     let nodes = model.graph.as_ref().map_or(0, |g| g.node.len());
-    write_atomic(&args.output, &model.encode_to_vec()).map_err(|e| fail(e.into()))?;
+    write_atomic(&args.output, &model.encode_to_vec()).map_err(fail)?;
     let shape = |s: &[usize]| {
         let dims: Vec<String> = std::iter::once(BATCH.to_string())
             .chain(s.iter().map(usize::to_string))

@@ -2,7 +2,7 @@
 //! gradient and its value after one SGD step. The course's backpropagation
 //! exercises, checked by the compiler.
 
-use super::common::{EngineKind, Failure, Format, engine, fail, graphs, load};
+use super::common::{EngineKind, Failure, Format, engine, finite, graphs, in_model, load, positive};
 use crate::ir::{Hyper, Output};
 use crate::parse::ast::{Loss, Optimizer};
 use crate::runtime::engine::{Kind, Step};
@@ -17,18 +17,18 @@ pub struct GradArgs {
     /// The model file (.cnn).
     file: PathBuf,
     /// The example's input values, comma-separated (row-major HxWxC).
-    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example")]
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example", value_parser = finite)]
     input: Option<Vec<f64>>,
     /// The label: a class index for a softmax model, the target value(s)
     /// otherwise, comma-separated.
-    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example")]
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example", value_parser = finite)]
     label: Option<Vec<f64>>,
     /// A JSON file `{"input": [...], "label": ..., "weights": {"dense/kernel": [...]}}`;
     /// the weights it lists replace the initial ones.
     #[arg(long)]
     example: Option<PathBuf>,
     /// Learning rate of the SGD step (default: the training block's, else 0.01).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     lr: Option<f64>,
     /// Seed for initial weights and dropout masks.
     #[arg(long, default_value_t = 0)]
@@ -55,21 +55,18 @@ pub fn run(args: GradArgs) -> Result<String, Failure> {
         let id = graph.var_id(name).ok_or_else(|| {
             let names = graph.vars.iter().map(|v| v.name.as_str());
             let hint = crate::diag::closest(name, names).map(|n| format!(" (did you mean `{n}`?)"));
-            Failure(format!(
-                "error: the model has no weight `{name}`{}",
-                hint.unwrap_or_default()
-            ))
+            Failure::new(format!("the model has no weight `{name}`{}", hint.unwrap_or_default()))
         })?;
         if values.len() != vars[id].len() {
-            return Err(Failure(format!(
-                "error: weight `{name}` has shape {:?} ({} values), the example gives {}",
+            return Err(Failure::new(format!(
+                "weight `{name}` has shape {:?} ({} values), the example gives {}",
                 graph.vars[id].shape,
                 vars[id].len(),
                 values.len()
             )));
         }
         vars[id] = ArrayD::from_shape_vec(IxDyn(&graph.vars[id].shape), values.iter().map(|&v| v as f32).collect())
-            .map_err(|e| Failure(format!("error: weight `{name}`: {e}")))?;
+            .map_err(|e| Failure::new(format!("weight `{name}`: {e}")))?;
     }
     let input = batch_of_one(&checked.model.input.shape, &example.input, "input")?;
     let label = batch_of_one(
@@ -88,7 +85,7 @@ pub fn run(args: GradArgs) -> Result<String, Failure> {
     let mut state = vars.clone();
     let outputs = engine(args.engine, &graphs)
         .run(Kind::Backward, &mut state, &step)
-        .map_err(fail)?;
+        .map_err(in_model(&checked))?;
 
     let lr = args
         .lr
@@ -136,19 +133,19 @@ struct Param {
 fn read_example(args: &GradArgs) -> Result<Example, Failure> {
     if let Some(path) = &args.example {
         let name = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| Failure(format!("error: cannot read `{name}`: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Failure::new(format!("cannot read `{name}`: {e}")))?;
         let v: Value =
-            serde_json::from_str(&text).map_err(|e| Failure(format!("error: `{name}` is not valid JSON: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| Failure::new(format!("`{name}` is not valid JSON: {e}")))?;
         let numbers = |key: &str| -> Result<Vec<f64>, Failure> {
             let mut out = Vec::new();
-            flatten(&v[key], &mut out).map_err(|e| Failure(format!("error: `{name}`: `{key}` {e}")))?;
+            flatten(&v[key], &mut out).map_err(|e| Failure::new(format!("`{name}`: `{key}` {e}")))?;
             Ok(out)
         };
         let mut weights = Vec::new();
         if let Some(map) = v.get("weights").and_then(Value::as_object) {
             for (k, w) in map {
                 let mut values = Vec::new();
-                flatten(w, &mut values).map_err(|e| Failure(format!("error: `{name}`: weight `{k}` {e}")))?;
+                flatten(w, &mut values).map_err(|e| Failure::new(format!("`{name}`: weight `{k}` {e}")))?;
                 weights.push((k.clone(), values));
             }
         }
@@ -164,8 +161,8 @@ fn read_example(args: &GradArgs) -> Result<Example, Failure> {
             label: label.clone(),
             weights: Vec::new(),
         }),
-        _ => Err(Failure(
-            "error: give the example with `--input V,V,... --label L` or `--example FILE.json`".into(),
+        _ => Err(Failure::new(
+            "give the example with `--input V,V,... --label L` or `--example FILE.json`",
         )),
     }
 }
@@ -188,8 +185,8 @@ fn label_values(checked: &Checked, label: &[f64]) -> Result<Vec<f64>, Failure> {
     match label {
         [class] if checked.loss() == Loss::CategoricalCrossentropy && classes > 1 => {
             if class.fract() != 0.0 || *class < 0.0 || *class as usize >= classes {
-                return Err(Failure(format!(
-                    "error: label {class} is not a class of this model (0 to {})",
+                return Err(Failure::new(format!(
+                    "label {class} is not a class of this model (0 to {})",
                     classes - 1
                 )));
             }
@@ -199,8 +196,8 @@ fn label_values(checked: &Checked, label: &[f64]) -> Result<Vec<f64>, Failure> {
         }
         // Cross-entropy targets are probabilities.
         _ if checked.loss() != Loss::MeanSquaredError && label.iter().any(|&y| !(0.0..=1.0).contains(&y)) => {
-            Err(Failure(format!(
-                "error: the label {label:?} is not a probability: {} compares the model's output with targets in [0, 1]",
+            Err(Failure::new(format!(
+                "the label {label:?} is not a probability: {} compares the model's output with targets in [0, 1]",
                 checked.loss().name()
             )))
         }
@@ -211,15 +208,15 @@ fn label_values(checked: &Checked, label: &[f64]) -> Result<Vec<f64>, Failure> {
 fn batch_of_one(shape: &[usize], values: &[f64], what: &str) -> Result<ArrayD<f32>, Failure> {
     let want: usize = shape.iter().product();
     if values.len() != want {
-        return Err(Failure(format!(
-            "error: the model's {what} has shape {shape:?} ({want} values), the example gives {}",
+        return Err(Failure::new(format!(
+            "the model's {what} has shape {shape:?} ({want} values), the example gives {}",
             values.len()
         )));
     }
     let mut dims = vec![1];
     dims.extend(shape);
     ArrayD::from_shape_vec(IxDyn(&dims), values.iter().map(|&v| v as f32).collect())
-        .map_err(|e| Failure(format!("error: {what}: {e}")))
+        .map_err(|e| Failure::new(format!("{what}: {e}")))
 }
 
 /// At most this many values of a tensor in the text form; JSON has all.

@@ -1,7 +1,7 @@
 //! `cnnc gradcheck FILE`: the compiler's derived gradients against central
 //! differences, in f64, at random weights and a random batch.
 
-use super::common::{EngineKind, Failure, engine, graphs, load};
+use super::common::{EngineKind, Failure, engine, graphs, in_model, load};
 use crate::runtime::gradcheck;
 use std::path::PathBuf;
 
@@ -37,7 +37,7 @@ pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
         args.samples as usize,
         compiled.as_deref_mut(),
     )
-    .map_err(Failure)?;
+    .map_err(in_model(&checked))?;
     let mut out = format!(
         "gradient check of `{}` ({}): {} elements, batch {}, seed {}\n{report}",
         checked.model.name,
@@ -60,6 +60,8 @@ pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
         out += &format!("ok: {summary}");
         Ok(out)
     } else {
-        Err(Failure(format!("{out}error: gradient check failed: {summary}")))
+        // The table is the evidence: it goes to stdout like a passing one.
+        print!("{out}");
+        Err(Failure::new(format!("gradient check failed: {summary}")))
     }
 }

@@ -23,16 +23,13 @@ pub struct ImportArgs {
 
 pub fn run(args: ImportArgs) -> Result<String, Failure> {
     let source = args.file.display().to_string();
-    let failed = |e: String| Failure(format!("error: {source}: {e}"));
+    let failed = |e: String| Failure::new(format!("{source}: {e}"));
     let bytes = std::fs::read(&args.file).map_err(|e| {
-        fail(
-            checkpoint::FileError {
-                path: args.file.clone(),
-                writing: false,
-                source: e,
-            }
-            .into(),
-        )
+        fail(checkpoint::FileError {
+            path: args.file.clone(),
+            writing: false,
+            source: e,
+        })
     })?;
     let imported: Imported = if bytes.is_empty() {
         return Err(failed("is empty".into()));
@@ -67,9 +64,9 @@ pub fn run(args: ImportArgs) -> Result<String, Failure> {
     header.extend(notes.iter().map(|n| format!("Note: {n}.")));
     header.push(format!("Weights: {}", weights.display()));
     let converted = finish(stack, input, &header, &file_name).map_err(failed)?;
-    write_atomic(&args.output, converted.text.as_bytes()).map_err(|e| fail(e.into()))?;
+    write_atomic(&args.output, converted.text.as_bytes()).map_err(fail)?;
     let metadata = Metadata::from([("imported_from".to_string(), origin)]);
-    checkpoint::save(&weights, &converted.tensors, &metadata).map_err(|e| fail(e.into()))?;
+    checkpoint::save(&weights, &converted.tensors, &metadata).map_err(fail)?;
 
     let params: u64 = converted.checked.weights().map(|w| w.numel()).sum();
     let layers = converted.checked.model.layers.len();

@@ -1,6 +1,6 @@
 //! `cnnc ir FILE --stage ...`: the graph at each stage of the pipeline.
 
-use super::common::{Failure, fail, graphs, load};
+use super::common::{Failure, graphs, in_model, load};
 use crate::codegen::{self, Options};
 use crate::ir::{Graph, print};
 use crate::lower::{Mode, lower};
@@ -39,6 +39,8 @@ pub enum RoutineName {
     Train,
     /// Inference.
     Predict,
+    /// Inference and the gradient of a class's score with respect to the input.
+    Saliency,
 }
 
 #[derive(clap::Args)]
@@ -68,10 +70,11 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
     let kind = match args.routine {
         RoutineName::Train => Kind::Train,
         RoutineName::Predict => Kind::Predict,
+        RoutineName::Saliency => Kind::Saliency,
     };
     if args.format == IrFormat::Dot && matches!(args.stage, Stage::Fused | Stage::Clif) {
-        return Err(Failure(
-            "error: `--format dot` draws graphs: the inference, forward, backward and optimized stages".into(),
+        return Err(Failure::new(
+            "`--format dot` draws graphs: the inference, forward, backward and optimized stages",
         ));
     }
     let graph = match args.stage {
@@ -80,8 +83,8 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
             let graphs = graphs(&checked)?;
             match args.stage {
                 Stage::Fused => {
-                    let program = Compiled::program(&graphs, kind).map_err(fail)?;
-                    let plan = codegen::plan_for(program, batch).map_err(|e| Failure(e.to_string()))?;
+                    let program = Compiled::program(&graphs, kind).map_err(in_model(&checked))?;
+                    let plan = codegen::plan_for(program, batch).map_err(in_model(&checked))?;
                     return Ok(codegen::print::fused(&plan));
                 }
                 Stage::Clif => {
@@ -89,7 +92,7 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                         keep_clif: true,
                         profile: false,
                     };
-                    let routine = Compiled::compile(&graphs, kind, batch, options).map_err(fail)?;
+                    let routine = Compiled::compile(&graphs, kind, batch, options).map_err(in_model(&checked))?;
                     let mut legend: String = codegen::imports()
                         .iter()
                         .enumerate()
@@ -100,7 +103,7 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
                 }
                 _ => {
                     let mut g = graphs.graph(kind).clone();
-                    passes::optimize(&mut g).map_err(|e| Failure(e.to_string()))?;
+                    passes::optimize(&mut g).map_err(in_model(&checked))?;
                     g
                 }
             }
@@ -113,15 +116,14 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
 }
 
 pub fn build(checked: &Checked, stage: Stage) -> Result<Graph, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure(e.to_string());
     let mode = if stage == Stage::Inference {
         Mode::Inference
     } else {
         Mode::Training
     };
-    let mut graph = lower(checked, mode).map_err(|e| fail(&e))?;
+    let mut graph = lower(checked, mode).map_err(in_model(checked))?;
     if stage == Stage::Backward {
-        crate::autodiff::differentiate(&mut graph).map_err(|e| fail(&e))?;
+        crate::autodiff::differentiate(&mut graph).map_err(in_model(checked))?;
     }
     Ok(graph)
 }

@@ -1,6 +1,5 @@
-//! The command line: one subcommand per thing a user does with a model.
-//! Exit codes: 0 success, 1 an error in the user's model, data or files
-//! (message on stderr), 2 a usage error (reported by clap).
+//! The command line: one subcommand per thing a user does with a model,
+//! and its exit codes (`EXIT_CODES`).
 
 mod bench;
 mod check;
@@ -13,17 +12,31 @@ mod import;
 mod ir;
 mod predict;
 mod run;
+mod serve;
+mod show;
 
 use clap::{Parser, Subcommand};
 use common::{Failure, Format};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// What each exit code means, as `--help` shows it.
+const EXIT_CODES: &str = "Exit codes:
+  0    success
+  1    an error in the model, data, files or settings (the message is on stderr)
+  2    a usage error: an unknown flag or a bad value
+  130  `cnnc run` interrupted (Ctrl-C): the run is saved; `--resume` continues it";
+
+/// The exit code of an interrupted run, as shells give a command that
+/// SIGINT ended.
+const INTERRUPTED: u8 = 130;
+
 #[derive(Parser)]
 #[command(
     name = "cnnc",
     version,
-    about = "A compiler for convolutional neural networks written as layer stacks"
+    about = "A compiler for convolutional neural networks written as layer stacks",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,11 +59,17 @@ enum Command {
     /// Check the derived gradients against finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
     /// Train a model on its dataset.
+    #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
     /// Evaluate trained weights on the test split.
     Eval(eval::EvalArgs),
     /// Classify images or a .npy batch with trained weights.
     Predict(predict::PredictArgs),
+    /// Draw a model's filters, an image's activation maps or its saliency as a PNG.
+    #[command(subcommand)]
+    Show(show::ShowArgs),
+    /// Serve a model over HTTP: a prediction API and a live demo page.
+    Serve(serve::ServeArgs),
     /// Time the compiled engine against the interpreter.
     Bench(bench::BenchArgs),
     /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
@@ -69,6 +88,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Show(args) => show::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
@@ -78,10 +99,11 @@ pub fn main() -> ExitCode {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Err(Failure(message)) => {
-            eprint!("{message}");
-            if !message.ends_with('\n') {
-                eprintln!();
+        Err(failure) => {
+            match failure {
+                Failure::Message(message) => eprintln!("error: {}", message.trim_end()),
+                Failure::Diagnostics(rendered) => eprint!("{rendered}"),
+                Failure::Interrupted => return ExitCode::from(INTERRUPTED),
             }
             ExitCode::from(1)
         }

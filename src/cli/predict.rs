@@ -1,10 +1,11 @@
 //! `cnnc predict FILE --weights W INPUT...`: the most likely classes of
 //! images or of a `.npy` batch (a regression model's output values), and
-//! optionally every output as `.npy`.
+//! optionally every output, and the outputs of chosen layers, as `.npy`.
 
-use super::common::{EngineKind, Failure, engine, fail, load, trained};
+use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained};
 use crate::parse::ast::Loss;
 use crate::runtime::engine::Engine;
+use crate::runtime::serve::ranked;
 use crate::runtime::{data, npy};
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::path::{Path, PathBuf};
@@ -34,19 +35,47 @@ pub struct PredictArgs {
     /// probabilities), to this `.npy` file.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Also write this layer's outputs, [N, ...its output shape] float32, to
+    /// `NAME.npy` in the current folder (repeat for several layers).
+    #[arg(long = "layer", value_name = "NAME")]
+    layers: Vec<String>,
+    /// Accept a weights file holding tensors the model lacks (a larger
+    /// model's, say): they are ignored, and listed.
+    #[arg(long)]
+    allow_extra: bool,
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
 }
 
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let (graphs, mut state, classes) = trained(&checked, &args.weights)?;
+    let layers = args
+        .layers
+        .iter()
+        .map(|name| layer_index(&checked, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The probe returns layers in the model's order, each once.
+    let mut layers = layers;
+    layers.sort_unstable();
+    layers.dedup();
+    let Trained {
+        graphs,
+        mut state,
+        classes,
+        ignored,
+    } = trained(&checked, &args.weights, args.allow_extra)?;
+    let graphs = graphs.probing(&checked, &layers).map_err(fail)?;
     let (batch, names) = inputs(&args.inputs, &checked.model.input.shape)?;
     let mut engine = engine(args.engine, &graphs);
-    let outputs = predict(engine.as_mut(), &mut state.values[..state.weights], &batch)?;
+    let (outputs, layer_values) = probe(
+        engine.as_mut(),
+        &mut state.values[..state.weights],
+        &batch,
+        layers.len(),
+    )?;
 
     let classifier = checked.loss() != Loss::MeanSquaredError;
-    let mut out = String::new();
+    let mut out = ignored_note(&args.weights, &ignored);
     for (name, row) in names.iter().zip(outputs.axis_iter(Axis(0))) {
         let shown = if classifier {
             top(row, args.top as usize, &classes)
@@ -57,36 +86,52 @@ pub fn run(args: PredictArgs) -> Result<String, Failure> {
     }
     if let Some(path) = &args.output {
         let flat: Vec<f32> = outputs.iter().copied().collect();
-        npy::write_f32(path, outputs.shape(), &flat).map_err(|e| fail(e.into()))?;
+        npy::write_f32(path, outputs.shape(), &flat).map_err(fail)?;
         let what = if classifier { "probabilities" } else { "outputs" };
         out += &format!("wrote all {what} to {}\n", path.display());
+    }
+    for (&layer, value) in layers.iter().zip(&layer_values) {
+        let name = &checked.model.layers[layer].name;
+        let path = PathBuf::from(format!("{name}.npy"));
+        let flat: Vec<f32> = value.iter().copied().collect();
+        npy::write_f32(&path, value.shape(), &flat).map_err(fail)?;
+        let shape = npy::shape_text(value.shape());
+        out += &format!("wrote the outputs of `{name}`, {shape}, to {}\n", path.display());
     }
     Ok(out)
 }
 
-/// The model's outputs for every sample, `BATCH` samples at a time.
-fn predict(engine: &mut dyn Engine, weights: &mut [ArrayD<f32>], batch: &ArrayD<f32>) -> Result<ArrayD<f32>, Failure> {
-    let parts = batch
-        .axis_chunks_iter(Axis(0), BATCH)
-        .map(|chunk| engine.predict(weights, chunk))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(fail)?;
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &views).map_err(|e| Failure(format!("error: {e}")))
+/// The model's outputs for every sample and those of the `layers` layers
+/// the probe routine taps, `BATCH` samples at a time.
+fn probe(
+    engine: &mut dyn Engine,
+    weights: &mut [ArrayD<f32>],
+    batch: &ArrayD<f32>,
+    layers: usize,
+) -> Result<(ArrayD<f32>, Vec<ArrayD<f32>>), Failure> {
+    let mut predictions = Vec::new();
+    let mut values = vec![Vec::new(); layers];
+    for chunk in batch.axis_chunks_iter(Axis(0), BATCH) {
+        let probed = engine.probe(weights, chunk).map_err(fail)?;
+        predictions.push(probed.prediction);
+        for (all, (_, v)) in values.iter_mut().zip(probed.layers) {
+            all.push(v);
+        }
+    }
+    let joined = |parts: &[ArrayD<f32>]| {
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        ndarray::concatenate(Axis(0), &views).map_err(|e| Failure::new(e.to_string()))
+    };
+    let values = values.iter().map(|v| joined(v)).collect::<Result<_, _>>()?;
+    Ok((joined(&predictions)?, values))
 }
 
 /// A classifier's `k` most likely classes with their probabilities.
 fn top(row: ArrayViewD<f32>, k: usize, classes: &[String]) -> String {
-    let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
-    // A single sigmoid unit: class 1 with p, class 0 with 1 - p.
-    if let [(_, p)] = ranked[..] {
-        ranked = vec![(1, p), (0, 1.0 - p)];
-    }
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let row: Vec<f32> = row.iter().copied().collect();
     let label = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let shown: Vec<String> = ranked
+    let shown: Vec<String> = ranked(&row, k)
         .iter()
-        .take(k)
         .map(|(i, p)| format!("{} {p:.4}", label(*i)))
         .collect();
     shown.join(", ")
@@ -103,11 +148,11 @@ fn values(row: ArrayViewD<f32>) -> String {
 }
 
 /// The inputs as one batch, with a display name per sample.
-fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<String>), Failure> {
+pub(super) fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<String>), Failure> {
     let is_npy = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     match paths {
         [one] if is_npy(one) => {
-            let array = npy::read_f32(one).map_err(|e| fail(e.into()))?;
+            let array = npy::read_f32(one).map_err(fail)?;
             let batch = if array.shape() == input_shape {
                 array.insert_axis(Axis(0))
             } else if array
@@ -118,8 +163,8 @@ fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<
                 array
             } else {
                 let sample = npy::shape_text(input_shape);
-                return Err(Failure(format!(
-                    "error: {}: holds an array of shape {}, the model reads (N, {}), or {sample} for one sample",
+                return Err(Failure::new(format!(
+                    "{}: holds an array of shape {}, the model reads (N, {}), or {sample} for one sample",
                     one.display(),
                     npy::shape_text(array.shape()),
                     sample.trim_start_matches('(').trim_end_matches([',', ')']),
@@ -127,19 +172,19 @@ fn inputs(paths: &[PathBuf], input_shape: &[usize]) -> Result<(ArrayD<f32>, Vec<
             };
             let n = batch.len_of(Axis(0));
             if n == 0 {
-                return Err(Failure(format!("error: {}: holds no samples", one.display())));
+                return Err(Failure::new(format!("{}: holds no samples", one.display())));
             }
             let names = (0..n).map(|i| format!("{}[{i}]", one.display())).collect();
             Ok((batch, names))
         }
         _ => {
             if let Some(npy) = paths.iter().find(|p| is_npy(p)) {
-                return Err(Failure(format!(
-                    "error: `{}`: give either one .npy batch or image files, not both",
+                return Err(Failure::new(format!(
+                    "`{}`: give either one .npy batch or image files, not both",
                     npy.display()
                 )));
             }
-            let batch = data::images(paths, input_shape).map_err(|e| fail(e.into()))?;
+            let batch = data::images(paths, input_shape).map_err(fail)?;
             Ok((batch, paths.iter().map(|p| p.display().to_string()).collect()))
         }
     }

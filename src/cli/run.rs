@@ -1,10 +1,11 @@
 //! `cnnc run FILE`: train a model on its dataset, with the training block's
 //! settings overridden by flags.
 
-use super::common::{DataArgs, Failure, dataset, engine, fail, load};
+use super::common::{DataArgs, Failure, dataset, engine, fraction, in_model, load, positive};
 use crate::parse::ast::Optimizer;
 use crate::runtime::engine::Graphs;
-use crate::runtime::train::{self, Ending, Files, Settings, compact};
+use crate::runtime::optim::compact;
+use crate::runtime::train::{self, Ending, Files, Settings};
 use clap::ValueEnum;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,20 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum OptimizerName {
     Sgd,
     Adam,
-}
-
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("`{s}` is not a number greater than 0")),
-    }
-}
-
-fn fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
-        _ => Err(format!("`{s}` is not a fraction in [0, 1)")),
-    }
 }
 
 #[derive(clap::Args)]
@@ -86,20 +73,24 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         epochs: args.epochs.map(|e| e as usize).or(block.epochs).unwrap_or(1),
         seed: args.seed.or(block.seed).unwrap_or(0),
         patience: args.patience.map(|p| p as usize).or(block.patience),
+        validation_split: args.validation_split.or(block.validation_split),
         out_dir: args.out.join(&checked.model.name),
         resume: args.resume,
     };
-    let split = args.validation_split.or(block.validation_split);
-    let splits = dataset(&checked, &args.file, args.data.data.as_deref(), split)?;
-    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(fail)?;
+    let splits = dataset(
+        &checked,
+        &args.file,
+        args.data.data.as_deref(),
+        settings.validation_split,
+    )?;
+    let graphs = Graphs::new(&checked, &settings.optimizer).map_err(in_model(&checked))?;
     let mut engine = engine(args.data.engine, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is
-    // whole, and a resume refuses weights and optimizer state left from
-    // different steps.
+    // whole, and the checkpoint is one of them.
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
+            std::process::exit(i32::from(super::INTERRUPTED));
         }
     });
 
@@ -123,7 +114,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         &mut stdout,
         &|| INTERRUPTED.load(Ordering::Relaxed),
     )
-    .map_err(fail)?;
+    .map_err(in_model(&checked))?;
     let files = Files::new(&settings.out_dir);
     let mut out = String::new();
     if let Some(t) = &report.test {
@@ -133,14 +124,15 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         }
         out += &format!(" ({} samples)\n", t.n);
     }
-    if report.ending != Ending::Interrupted {
-        out += &format!(
-            "wrote {}, {} and {}\n",
-            files.weights.display(),
-            files.metrics.display(),
-            files.plot.display()
-        );
+    if report.ending == Ending::Interrupted {
+        return Err(Failure::Interrupted);
     }
+    out += &format!(
+        "wrote {}, {} and {}\n",
+        files.weights.display(),
+        files.metrics.display(),
+        files.plot.display()
+    );
     Ok(out)
 }
 

@@ -14,9 +14,11 @@ pub mod print;
 pub mod profile;
 mod threads;
 
+use crate::diag::Diagnostic;
 use crate::fuse::{Kernel, Program};
-use crate::ir::{Graph, Hyper, Output};
+use crate::ir::{Graph, Hyper, Origin, Output};
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -24,7 +26,6 @@ use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use emit::Emitter;
 use kernels::Context;
 use plan::{Plan, Storage};
-use cranelift_codegen::isa::TargetIsa;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -32,11 +33,45 @@ use std::sync::Arc;
 use target_lexicon::{Aarch64Architecture, Architecture, PointerWidth, Triple};
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct CodegenError(pub String);
+pub struct CodegenError {
+    pub message: String,
+    /// The layer whose node could not be compiled, if one is to blame.
+    pub origin: Option<Origin>,
+}
+
+impl CodegenError {
+    pub fn new(message: impl Into<String>) -> CodegenError {
+        CodegenError {
+            message: message.into(),
+            origin: None,
+        }
+    }
+
+    pub fn at(mut self, origin: &Origin) -> CodegenError {
+        self.origin = Some(origin.clone());
+        self
+    }
+
+    /// The error at the layer it comes from, if any, for rendering with its
+    /// line.
+    pub fn diagnostic(&self) -> Option<Diagnostic> {
+        let origin = self.origin.as_ref()?;
+        Some(
+            Diagnostic::error(
+                origin.span,
+                format!("cannot compile `{}`: {}", origin.what, self.message),
+            )
+            .label(format!("in the code generated for `{}`", origin.what)),
+        )
+    }
+}
 
 impl fmt::Display for CodegenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}", self.0)
+        match &self.origin {
+            Some(o) => write!(f, "{} (in `{}`, line {})", self.message, o.what, o.line),
+            None => f.write_str(&self.message),
+        }
     }
 }
 
@@ -64,7 +99,7 @@ pub fn plan_for(program: Program, batch: usize) -> Result<Plan, CodegenError> {
         .collect::<Result<_, _>>()?;
     let plan = plan::plan(program, batch, lowerings);
     if cfg!(debug_assertions) {
-        plan::verify(&plan).map_err(|e| CodegenError(format!("memory plan: {e}")))?;
+        plan::verify(&plan).map_err(|e| CodegenError::new(format!("memory plan: {e}")))?;
     }
     Ok(plan)
 }
@@ -136,7 +171,7 @@ unsafe impl Send for Routine {}
 /// PIE executable or a shared library), absolute for the JIT.
 fn flags(pic: bool) -> Result<settings::Flags, CodegenError> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError(e.to_string()));
+    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::new(e.to_string()));
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
@@ -152,20 +187,23 @@ fn flags(pic: bool) -> Result<settings::Flags, CodegenError> {
 /// triple (`cnnc build --target`) with its baseline features.
 pub fn isa(target: Option<&str>, pic: bool) -> Result<Arc<dyn TargetIsa>, CodegenError> {
     let builder = match target {
-        None => cranelift_native::builder().map_err(|e| CodegenError(format!("unsupported host: {e}")))?,
+        None => cranelift_native::builder().map_err(|e| CodegenError::new(format!("unsupported host: {e}")))?,
         Some(name) => {
-            let triple = Triple::from_str(name)
-                .map_err(|e| CodegenError(format!("`{name}` is not a target triple ({e})\n  = help: {TARGETS}")))?;
+            let triple = Triple::from_str(name).map_err(|e| {
+                CodegenError::new(format!("`{name}` is not a target triple ({e})\n  = help: {TARGETS}"))
+            })?;
             if triple.pointer_width() != Ok(PointerWidth::U64) {
-                return Err(CodegenError(format!(
+                return Err(CodegenError::new(format!(
                     "cnnc compiles for 64-bit targets only, and `{name}` is not one\n  = help: {TARGETS}"
                 )));
             }
             cranelift_codegen::isa::lookup(triple)
-                .map_err(|e| CodegenError(format!("cannot compile for `{name}`: {e}\n  = help: {TARGETS}")))?
+                .map_err(|e| CodegenError::new(format!("cannot compile for `{name}`: {e}\n  = help: {TARGETS}")))?
         }
     };
-    builder.finish(flags(pic)?).map_err(|e| CodegenError(e.to_string()))
+    builder
+        .finish(flags(pic)?)
+        .map_err(|e| CodegenError::new(e.to_string()))
 }
 
 /// The targets cnnc's Cranelift is built with, for error messages.
@@ -212,7 +250,7 @@ fn declare(module: &mut impl Module, name: &str, params: usize, linkage: Linkage
     let sig = pointers(module, params);
     module
         .declare_function(name, linkage, &sig)
-        .map_err(|e| CodegenError(e.to_string()))
+        .map_err(|e| CodegenError::new(e.to_string()))
 }
 
 /// The start of every generated function: the buffer bases and the
@@ -284,7 +322,7 @@ fn define<M: Module>(
     let clif = keep_clif.then(|| ctx.func.display().to_string());
     module
         .define_function(id, &mut ctx)
-        .map_err(|e| CodegenError(format!("{e:?}")))?;
+        .map_err(|e| CodegenError::new(format!("{e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(clif)
 }
@@ -292,7 +330,7 @@ fn define<M: Module>(
 /// Refuses a plan whose working memory is beyond cnnc's limit.
 fn check_arena(plan: &Plan) -> Result<(), CodegenError> {
     if plan.arena_bytes() > MAX_ARENA_BYTES {
-        return Err(CodegenError(format!(
+        return Err(CodegenError::new(format!(
             "a step at batch {} needs {} of working memory, more than cnnc's limit of {}\n  = help: lower the batch size",
             plan.batch,
             crate::shape::bytes(plan.arena_bytes() as u64),
@@ -308,7 +346,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     let mut arena = Vec::new();
     arena
         .try_reserve_exact(plan.arena_len)
-        .map_err(|_| CodegenError(format!("cannot allocate {} of working memory", plan.arena_bytes())))?;
+        .map_err(|_| CodegenError::new(format!("cannot allocate {} of working memory", plan.arena_bytes())))?;
     arena.resize(plan.arena_len, 0.0f32);
     let isa = isa(None, false)?;
     let fma = has_fma(isa.as_ref());
@@ -318,7 +356,9 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     }
     let mut module = JITModule::new(jit);
     let (id, clif) = define_routine(&mut module, &plan, fma, options, "routine")?;
-    module.finalize_definitions().map_err(|e| CodegenError(e.to_string()))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::new(e.to_string()))?;
     let code = module.get_finalized_function(id);
     // SAFETY: `code` is the function just defined with signature
     // (pointer, pointer) -> (), in the host's calling convention.
@@ -466,7 +506,7 @@ impl Routine {
                     .map_or((std::ptr::null_mut(), 0), |m| (m.as_mut_ptr(), m.len())),
             };
             if len < need || (need > 0 && p.is_null()) {
-                return Err(CodegenError(format!(
+                return Err(CodegenError::new(format!(
                     "buffer {s:?} holds {len} values, the routine needs {need}"
                 )));
             }

@@ -103,7 +103,9 @@ pub fn plan(program: Program, batch: usize, lowerings: Vec<Arc<dyn Lowering>>) -
     for (i, &(o, n)) in g.outputs.iter().enumerate() {
         let target = match o {
             Output::Assign(v) => Storage::Var(v),
-            Output::Prediction | Output::Loss | Output::Grad(_) => Storage::Output(i),
+            Output::Prediction | Output::Loss | Output::Grad(_) | Output::Layer(_) | Output::InputGrad => {
+                Storage::Output(i)
+            }
         };
         let r = root(n);
         let direct = match (writer.get(&r), target) {

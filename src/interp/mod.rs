@@ -29,7 +29,7 @@ pub struct Error(pub String);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}", self.0)
+        f.write_str(&self.0)
     }
 }
 

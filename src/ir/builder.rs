@@ -65,6 +65,12 @@ impl<'g> Builder<'g> {
         self.shaped(Op::Broadcast, &[x], shape)
     }
 
+    /// A zero of `shape`: the gradient of what does not reach the loss.
+    pub fn zeros(&mut self, shape: Shape) -> Result<NodeId, IrError> {
+        let zero = self.constant(0.0)?;
+        self.broadcast(zero, shape)
+    }
+
     pub fn shape(&self, x: NodeId) -> &Shape {
         &self.graph[x].shape
     }

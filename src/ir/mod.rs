@@ -14,7 +14,7 @@ pub use builder::Builder;
 pub use op::{Binary, Conv, Elementwise, Hyper, KernelLayout, Layout, Op, OpClass, Pool, Unary, VarId};
 pub use shape::{Dim, Shape};
 
-use crate::diag::Span;
+use crate::diag::{Diagnostic, Span};
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
@@ -76,6 +76,10 @@ pub enum Output {
     Grad(VarId),
     /// The variable's value for the next step.
     Assign(VarId),
+    /// The output of the model's layer at this index, for looking inside.
+    Layer(usize),
+    /// d score / d input: how much each input value moves a class's score.
+    InputGrad,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -92,11 +96,22 @@ pub struct IrError {
     pub origin: Origin,
 }
 
+const BUG: &str = "this is a bug in cnnc, not in your model; please report it with the model file";
+
+impl IrError {
+    /// The error at the layer whose IR broke, for rendering with its line.
+    pub fn diagnostic(&self) -> Diagnostic {
+        Diagnostic::error(self.origin.span, format!("internal compiler error: {}", self.message))
+            .label(format!("in the IR built for `{}`", self.origin.what))
+            .note(BUG)
+    }
+}
+
 impl fmt::Display for IrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "internal compiler error: {} (in IR for `{}`, line {})\n  = note: this is a bug in cnnc, not in your model; please report it with the model file",
+            "internal compiler error: {} (in IR for `{}`, line {})\n  = note: {BUG}",
             self.message, self.origin.what, self.origin.line
         )
     }

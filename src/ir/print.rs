@@ -30,6 +30,8 @@ pub fn output_name(g: &Graph, o: Output) -> String {
         Output::Loss => "loss".into(),
         Output::Grad(v) => format!("grad({})", g.vars[v].name),
         Output::Assign(v) => format!("assign({})", g.vars[v].name),
+        Output::Layer(i) => format!("layer({i})"),
+        Output::InputGrad => "grad(input)".into(),
     }
 }
 

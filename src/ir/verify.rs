@@ -70,7 +70,12 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
         let want = match o {
             Output::Loss => Some(Shape::scalar()),
             Output::Grad(v) | Output::Assign(v) => g.vars.get(v).map(|d| Shape::fixed(&d.shape)),
-            Output::Prediction => Some(g[n].shape.clone()),
+            Output::Prediction | Output::Layer(_) => Some(g[n].shape.clone()),
+            Output::InputGrad => g
+                .nodes
+                .node_weights()
+                .find(|x| x.op == Op::Input)
+                .map(|x| x.shape.clone()),
         };
         if want.as_ref() != Some(&g[n].shape) {
             return Err(fail(n, format!("output {o:?} has shape {}", g[n].shape)));

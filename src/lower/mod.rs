@@ -21,6 +21,40 @@ pub enum Mode {
 /// The forward graph of a checked model. In evaluation and training modes it
 /// also computes the loss against a `label` leaf.
 pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
+    lower_tapped(checked, mode, &[])
+}
+
+/// The inference graph that also returns the output of each layer in
+/// `layers` (indices into the model's layers) as `Output::Layer`.
+pub fn probe(checked: &Checked, layers: &[usize]) -> Result<Graph, IrError> {
+    lower_tapped(checked, Mode::Inference, layers)
+}
+
+/// The inference graph and a class score to differentiate: the dot product
+/// of the model's scores (the logits of a final softmax or sigmoid, else its
+/// outputs) with a `label` leaf that selects the class, summed over the
+/// batch. Saliency is its gradient with respect to the input.
+pub fn class_score(checked: &Checked) -> Result<(Graph, NodeId), IrError> {
+    let mut graph = lower(checked, Mode::Inference)?;
+    let prediction = graph.output(Output::Prediction).ok_or_else(|| IrError {
+        message: "the inference graph has no prediction".into(),
+        origin: Origin::default(),
+    })?;
+    let origin = graph[prediction].origin.clone();
+    let scores = match graph[prediction].op {
+        Op::Softmax | Op::Unary(Unary::Sigmoid) => graph.operands(prediction)[0],
+        _ => prediction,
+    };
+    let mut b = Builder::new(&mut graph, origin);
+    let shape = b.shape(scores).clone();
+    let selector = b.shaped(Op::Label, &[], shape.clone())?;
+    let selected = b.binary(Binary::Mul, scores, selector)?;
+    let sum = b.sum(selected, (0..shape.rank()).collect())?;
+    let score = b.reshape(sum, Shape::scalar())?;
+    Ok((graph, score))
+}
+
+fn lower_tapped(checked: &Checked, mode: Mode, taps: &[usize]) -> Result<Graph, IrError> {
     let mut graph = Graph {
         vars: checked
             .weights()
@@ -56,6 +90,7 @@ pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
         assigns: Vec::new(),
     };
     let mut x = l.b.shaped(Op::Input, &[], Shape::batch_of(&input.shape))?;
+    let mut tapped = Vec::new();
     for (i, (layer, info)) in checked.model.layers.iter().zip(&checked.layers).enumerate() {
         l.layer = i;
         l.b.origin = Origin {
@@ -65,8 +100,12 @@ pub fn lower(checked: &Checked, mode: Mode) -> Result<Graph, IrError> {
             ..Origin::default()
         };
         x = l.layer(layer, info, x)?;
+        if taps.contains(&i) {
+            tapped.push((Output::Layer(i), x));
+        }
     }
     let mut outputs = vec![(Output::Prediction, x)];
+    outputs.append(&mut tapped);
     if mode != Mode::Inference {
         let train = checked.model.train.as_ref();
         l.b.origin = Origin {

@@ -213,8 +213,18 @@ pub fn count(value: &Value, what: &str) -> Result<usize, Diagnostic> {
 
 /// A whole number of 0 or more (seeds, patience).
 pub fn natural(value: &Value, what: &str) -> Result<u64, Diagnostic> {
+    // 2^64, exactly: `u64::MAX as f64` rounds up to it, so a bound written
+    // with it let 2^64 through, clamped to 2^64 - 1.
+    const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
     match &value.kind {
-        ValueKind::Number(x, _) if x.fract() == 0.0 && *x >= 0.0 && *x <= u64::MAX as f64 => Ok(*x as u64),
+        // Digits are read exactly, not through the float.
+        ValueKind::Number(_, text) if text.bytes().all(|b| b.is_ascii_digit()) => text
+            .parse::<u64>()
+            .map_err(|_| wrong(value, what, &format!("at most {}", u64::MAX))),
+        ValueKind::Number(x, _) if x.fract() == 0.0 && *x >= 0.0 && *x < TWO_TO_64 => Ok(*x as u64),
+        ValueKind::Number(x, _) if x.fract() == 0.0 && *x >= TWO_TO_64 => {
+            Err(wrong(value, what, &format!("at most {}", u64::MAX)))
+        }
         _ => Err(wrong(value, what, "a whole number of 0 or more")),
     }
 }

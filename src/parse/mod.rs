@@ -19,7 +19,12 @@ use crate::diag::{Diagnostic, Diagnostics, Span};
 use args::Args;
 use ast::{Input, Layer, LayerKind, Model};
 use std::collections::HashMap;
-use syntax::{Statement, ValueKind};
+use syntax::{Statement, Value, ValueKind};
+
+/// The largest model file read, in bytes: some 300,000 layers, far past any
+/// real model, and small enough that a wrong path (`/dev/zero`, a dataset)
+/// is refused before it fills memory.
+pub const MAX_FILE: u64 = 8 << 20;
 
 /// Parses a whole file. `file` names it in diagnostics; its stem is the
 /// model's name unless the file says `model NAME`.
@@ -43,7 +48,7 @@ pub fn parse(file: &str, source: &str) -> Result<Model, Diagnostics> {
         ]));
     }
     let mut errors = Vec::new();
-    let model = build(&statements, default_name(file), &mut errors, source);
+    let model = build(&statements, default_name(file), &mut errors, &Lines::new(source));
     match model {
         Some(model) if errors.is_empty() => Ok(model),
         _ => Err(fail(errors)),
@@ -59,7 +64,7 @@ fn default_name(file: &str) -> String {
 /// Top-level keywords other than layers.
 const MODEL_KEYWORDS: [&str; 3] = ["model", "input", "train"];
 
-fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, source: &str) -> Option<Model> {
+fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, source: &Lines) -> Option<Model> {
     let mut model_name: Option<(String, Span)> = None;
     let mut input: Option<Input> = None;
     // Where `input` was written, valid or not, so that a bad input line is
@@ -84,9 +89,7 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
         match keyword {
             "model" => {
                 let mut a = Args::bind(s, &["name"], &["name"]);
-                let n = a.require("name", "write e.g. `model mnist_cnn`", |v| {
-                    args::text(v, "the model name")
-                });
+                let n = a.require("name", "write e.g. `model mnist_cnn`", valid_model_name);
                 errors.append(&mut a.errors);
                 if let Some((_, first)) = &model_name {
                     errors.push(twice(s, *first, "the model name").help("keep one `model` line"));
@@ -145,7 +148,8 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
         if input_span.is_some() {
             return None;
         }
-        let at = first_layer.unwrap_or(Span::new(0, source.len().min(1)));
+        // A file with statements has a first character to point at.
+        let at = first_layer.unwrap_or(Span::new(0, 1));
         errors.push(
             Diagnostic::error(at, "the model has no input")
                 .label("first layer")
@@ -168,13 +172,42 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
     })
 }
 
+/// The model's name names its run folder (`runs/<name>/`), so it must be
+/// one plain file-name component: nothing a run writes may land outside it.
+fn valid_model_name(v: &Value) -> Result<String, Diagnostic> {
+    let name = args::text(v, "the model name")?;
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name == "." || name == ".." {
+        "names a folder of its own (`.` or `..`)"
+    } else if name.contains(['/', '\\', ':']) {
+        "contains a path separator"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else if name.len() > MAX_MODEL_NAME {
+        "is longer than a file name can be"
+    } else {
+        return Ok(name);
+    };
+    Err(Diagnostic::error(v.span, format!("the model name {problem}"))
+        .label("not a plain file name")
+        .note(format!(
+            "the name names the folder a run writes to (`runs/<name>/`): one file-name component of at most \
+             {MAX_MODEL_NAME} bytes, without `/`, `\\` or `:`"
+        ))
+        .help("write e.g. `model mnist_cnn`, and choose the folder with `cnnc run --out`"))
+}
+
+/// The longest file name common file systems allow, in bytes.
+const MAX_MODEL_NAME: usize = 255;
+
 fn twice(s: &Statement, first: Span, what: &str) -> Diagnostic {
     Diagnostic::error(s.keyword.span, format!("{what} is declared twice"))
         .label("second declaration")
         .related(first, "first declaration")
 }
 
-fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &str) -> Option<Input> {
+fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &Lines) -> Option<Input> {
     let mut a = Args::bind(s, &["shape"], &["shape"]);
     let shape = a.require(
         "shape",
@@ -216,7 +249,7 @@ fn input_statement(s: &Statement, errors: &mut Vec<Diagnostic>, source: &str) ->
     Some(Input {
         shape: shape?,
         span: s.span,
-        line: line_of(source, s.span),
+        line: source.line(s.span),
     })
 }
 
@@ -225,7 +258,7 @@ fn layer(
     spec: &layers::LayerSpec,
     names: &mut AutoNames,
     errors: &mut Vec<Diagnostic>,
-    source: &str,
+    source: &Lines,
 ) -> Option<Layer> {
     let mut a = Args::bind(s, spec.positional, &spec.arguments());
     let kind = (spec.build)(&mut a);
@@ -240,7 +273,7 @@ fn layer(
         trainable: trainable?,
         span: s.span,
         keyword: s.keyword.span,
-        line: line_of(source, s.span),
+        line: source.line(s.span),
     })
 }
 
@@ -268,8 +301,10 @@ impl AutoNames {
 }
 
 fn unique_names(layers: &[Layer], errors: &mut Vec<Diagnostic>) {
-    for (i, l) in layers.iter().enumerate() {
-        if let Some(first) = layers[..i].iter().find(|f| f.name == l.name) {
+    let mut seen: HashMap<&str, &Layer> = HashMap::new();
+    for l in layers {
+        let first = *seen.entry(l.name.as_str()).or_insert(l);
+        if !std::ptr::eq(first, l) {
             errors.push(
                 Diagnostic::error(l.keyword, format!("two layers are named `{}`", l.name))
                     .label("second layer with this name")
@@ -280,6 +315,18 @@ fn unique_names(layers: &[Layer], errors: &mut Vec<Diagnostic>) {
     }
 }
 
-fn line_of(source: &str, span: Span) -> usize {
-    source[..span.start.min(source.len())].matches('\n').count() + 1
+/// Where each line of the source starts, so that a statement finds its
+/// line in log time rather than by counting from the start of the file.
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(source: &str) -> Lines {
+        let starts = source.match_indices('\n').map(|(i, _)| i + 1);
+        Lines(std::iter::once(0).chain(starts).collect())
+    }
+
+    /// The 1-based line of the span's start.
+    fn line(&self, span: Span) -> usize {
+        self.0.partition_point(|&start| start <= span.start)
+    }
 }

@@ -1,6 +1,6 @@
 //! The generic shape of a `.cnn` line, as the pest grammar sees it: a keyword,
 //! values and `key=value` pairs, or a `keyword { ... }` block. Meaning is
-//! given to it in `build.rs`.
+//! given to it by the tables in `layers.rs` and `train.rs`.
 
 use crate::diag::{Diagnostic, Span};
 use pest::Parser;
@@ -149,17 +149,30 @@ fn word(pair: &Pair<Rule>) -> Word {
     }
 }
 
+const F32_RANGE: &str =
+    "numbers must fit a 32-bit float: at most about 3.4e38 in size, and 0 or at least about 1.4e-45";
+
 fn value(pair: Pair<Rule>) -> Result<Value, Diagnostic> {
     let span = Span::from(pair.as_span());
     let text = pair.as_str();
     let kind = match pair.as_rule() {
+        // Every number ends up in a 32-bit float (weights, hyperparameters)
+        // or below it (counts, sizes, seeds): one outside its range would
+        // silently become inf or 0.
         Rule::number => match text.parse::<f64>() {
-            Ok(x) if x.is_finite() => ValueKind::Number(x, text.to_string()),
-            _ => {
+            Ok(x) if x.abs() > f64::from(f32::MAX) || !x.is_finite() => {
                 return Err(Diagnostic::error(span, format!("`{text}` is too large a number"))
                     .label("too large")
-                    .note("numbers must fit a 64-bit float, below about 1.8e308"));
+                    .note(F32_RANGE));
             }
+            Ok(x) if x != 0.0 && x as f32 == 0.0 => {
+                return Err(Diagnostic::error(span, format!("`{text}` is too small a number"))
+                    .label("too small: it would be 0")
+                    .note(F32_RANGE)
+                    .help("write 0 if zero is meant"));
+            }
+            Ok(x) => ValueKind::Number(x, text.to_string()),
+            Err(_) => return Err(Diagnostic::error(span, format!("`{text}` is not a number")).label("not a number")),
         },
         Rule::dims => {
             let mut dims = Vec::new();

@@ -1,4 +1,4 @@
-//! Weights and optimizer state as safetensors files, and the atomic write
+//! Weights as safetensors files, and the atomic write
 //! that every file a training run leaves behind goes through.
 //!
 //! Tensors carry Keras names (`conv2d/kernel`, `dense_1/bias`,
@@ -6,22 +6,19 @@
 //! dense kernels (in, out)), so a file exported from Keras under those names
 //! loads here unchanged, and ours load there.
 //!
-//! Optimizer state lives beside the weights, in the file [`optimizer_path`]
-//! names: `mnist_cnn.safetensors` keeps it in
-//! `mnist_cnn.optimizer.safetensors`. Its tensors are the optimizer's slots,
-//! named `<weight>/<slot>` with Keras 3's slot names (`dense/kernel/momentum`
-//! and `dense/kernel/velocity` for Adam, `dense/kernel/momentum` for SGD), and
-//! its metadata says which optimizer, after how many iterations and epochs,
-//! and with which seed, so that a run can resume where it stopped.
+//! What a training run needs to resume is one such file too, its
+//! checkpoint (see `train::resume`), so that one rename commits it.
 
 use crate::diag::closest;
+use crate::runtime::file;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The `__metadata__` of a safetensors file: free-form strings.
 pub type Metadata = BTreeMap<String, String>;
@@ -40,20 +37,6 @@ pub struct Checkpoint {
     /// In the order the model asked for them.
     pub tensors: Vec<Tensor>,
     pub metadata: Metadata,
-}
-
-/// The optimizer's side of a run, enough to resume it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OptimizerState {
-    /// `adam`, `sgd`: as the model file spells it.
-    pub optimizer: String,
-    /// Steps taken so far (Adam's bias correction depends on it).
-    pub iterations: u64,
-    /// Epochs completed.
-    pub epoch: u64,
-    /// The run's seed, so the resumed run draws the same random streams.
-    pub seed: u64,
-    pub slots: Vec<Tensor>,
 }
 
 /// A file we could not read or write, named as the user gave it.
@@ -97,6 +80,10 @@ pub enum Problem {
     Dtype { name: String, dtype: String },
     /// In the file but not in the model.
     Unexpected { name: String },
+    /// Values that are NaN or infinite, in a model's weights: training from
+    /// them, or predicting with them, gives NaN everywhere with no hint of
+    /// why. (The file format itself carries any value, bit for bit.)
+    NonFinite { name: String, count: usize },
     /// `found` is `None` when the key is absent.
     Metadata {
         key: String,
@@ -108,35 +95,95 @@ pub enum Problem {
 /// Writes `bytes` to `path` so that, whenever the process dies, `path` holds
 /// either its previous contents or all of `bytes`.
 ///
-/// The bytes go to `.<name>.tmp` in the same directory (a rename is atomic
-/// only within one file system), are fsynced, and renamed over `path`; then
-/// the directory is fsynced so the rename itself survives a power cut. A
-/// fixed temporary name means a run killed mid-write leaves at most one
-/// stale file, which the next write reuses.
+/// The bytes go to a temporary file in the same directory (a rename is
+/// atomic only within one file system), are fsynced, and renamed over
+/// `path`; then the directory is fsynced so the rename itself survives a
+/// power cut. The temporary name is unique to the process and the write
+/// ([`temp_path`]), so two writers never share one; a writer killed
+/// mid-write leaves its temporary file, which [`remove_stale_temps`] clears.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let fail = |source| FileError {
         path: path.to_path_buf(),
         writing: true,
         source,
     };
-    let Some(name) = path.file_name() else {
-        return Err(fail(io::Error::new(io::ErrorKind::InvalidInput, "not a file name")));
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp_name = OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(".tmp");
-    let temp = dir.join(temp_name);
-    let written = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, path));
+    let (dir, name) = split(path).map_err(fail)?;
+    let temp = temp_path(dir, name);
+    let written = write_synced(&temp, bytes).and_then(|()| {
+        pause_before_rename(name);
+        fs::rename(&temp, path)
+    });
     if let Err(e) = written {
         // Best effort: the write already failed, and that is the error to report.
         let _ = fs::remove_file(&temp);
         return Err(fail(e));
     }
     sync_dir(dir).map_err(fail)
+}
+
+/// The directory and file name of `path`.
+fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+/// `.<name>.<pid>-<n>.tmp` in `dir`: unique among live processes and among
+/// the writes of this one.
+pub fn temp_path(dir: &Path, name: &OsStr) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut temp = temp_prefix(name);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    temp.push(format!("{}-{n}.tmp", std::process::id()));
+    dir.join(temp)
+}
+
+fn temp_prefix(name: &OsStr) -> OsString {
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    prefix
+}
+
+/// Removes the temporary files that writers of `path` killed mid-write
+/// left. Only for a caller that knows no other process is writing `path`
+/// (a training run holding its folder's lock).
+pub fn remove_stale_temps(path: &Path) -> Result<(), FileError> {
+    let fail = |source| FileError {
+        path: path.to_path_buf(),
+        writing: true,
+        source,
+    };
+    let (dir, name) = split(path).map_err(fail)?;
+    let prefix = temp_prefix(name);
+    let prefix = prefix.as_encoded_bytes();
+    for entry in fs::read_dir(dir).map_err(fail)? {
+        let entry = entry.map_err(fail)?;
+        let file = entry.file_name();
+        let file = file.as_encoded_bytes();
+        if file.starts_with(prefix) && file.ends_with(b".tmp") {
+            fs::remove_file(entry.path()).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// A test hook, and the only place that reads `CNNC_TEST_PAUSE_BEFORE_RENAME`:
+/// set to a number of milliseconds, every atomic write announces itself on
+/// stderr and waits that long between writing its temporary file and
+/// renaming it, so that tests can kill a run inside a checkpoint's commit.
+fn pause_before_rename(name: &OsStr) {
+    let Some(ms) = std::env::var_os("CNNC_TEST_PAUSE_BEFORE_RENAME") else {
+        return;
+    };
+    let ms = ms.to_str().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    eprintln!("test hook: renaming {} in {ms} ms", name.to_string_lossy());
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -213,82 +260,20 @@ fn encode(tensors: &[Tensor], metadata: &Metadata) -> Result<Vec<u8>, String> {
 /// are converted to f32. Any missing, misshapen, unconvertible or extra
 /// tensor is an error that lists them all.
 pub fn load(path: &Path, expected: &[(&str, &[usize])]) -> Result<Checkpoint, CheckpointError> {
-    let (tensors, metadata, problems) = read(path, expected)?;
+    let (checkpoint, problems) = inspect(path, expected)?;
     mismatch(path, problems)?;
-    Ok(Checkpoint { tensors, metadata })
+    Ok(checkpoint)
 }
 
-/// Where the optimizer state of the weights at `weights` lives: the weights'
-/// name with `.safetensors` replaced by `.optimizer.safetensors` (or, for
-/// another extension, with `.optimizer.safetensors` added).
-pub fn optimizer_path(weights: &Path) -> PathBuf {
-    if weights.extension().is_some_and(|e| e == "safetensors") {
-        return weights.with_extension("optimizer.safetensors");
-    }
-    let mut name = weights.as_os_str().to_os_string();
-    name.push(".optimizer.safetensors");
-    PathBuf::from(name)
+/// As [`load`], but what is wrong with the tensors is returned beside
+/// what fits, for a caller that checks the metadata first: only a file
+/// that cannot be read at all is an error.
+pub fn inspect(path: &Path, expected: &[(&str, &[usize])]) -> Result<(Checkpoint, Vec<Problem>), CheckpointError> {
+    let (tensors, metadata, problems) = read(path, expected)?;
+    Ok((Checkpoint { tensors, metadata }, problems))
 }
 
-const OPTIMIZER_FORMAT: &str = "cnnc-optimizer";
-
-/// Saves the optimizer state for the weights at `weights`, atomically, to
-/// [`optimizer_path`]`(weights)`.
-pub fn save_optimizer(weights: &Path, state: &OptimizerState) -> Result<(), CheckpointError> {
-    let metadata = Metadata::from([
-        ("format".into(), OPTIMIZER_FORMAT.into()),
-        ("optimizer".into(), state.optimizer.clone()),
-        ("iterations".into(), state.iterations.to_string()),
-        ("epoch".into(), state.epoch.to_string()),
-        ("seed".into(), state.seed.to_string()),
-    ]);
-    save(&optimizer_path(weights), &state.slots, &metadata)
-}
-
-/// Loads the optimizer state saved beside `weights`, which must be for
-/// `optimizer`, from the same epoch as the weights (the two files are
-/// replaced one after the other, so a run killed in between leaves them
-/// apart), and hold exactly the expected slots.
-pub fn load_optimizer(
-    weights: &Path,
-    optimizer: &str,
-    epoch: u64,
-    slots: &[(&str, &[usize])],
-) -> Result<OptimizerState, CheckpointError> {
-    let path = optimizer_path(weights);
-    let (slots, metadata, mut problems) = read(&path, slots)?;
-    let mut field = |key: &str, expected: String, accept: &dyn Fn(&str) -> bool| {
-        let found = metadata.get(key);
-        if !found.is_some_and(|v| accept(v)) {
-            problems.push(Problem::Metadata {
-                key: key.into(),
-                found: found.cloned(),
-                expected,
-            });
-        }
-    };
-    let whole = |v: &str| v.parse::<u64>().is_ok();
-    field("format", format!("`{OPTIMIZER_FORMAT}`"), &|v| v == OPTIMIZER_FORMAT);
-    field("optimizer", format!("`{optimizer}`, the model's optimizer"), &|v| {
-        v == optimizer
-    });
-    field("epoch", format!("`{epoch}`, the epoch of the weights"), &|v| {
-        v == epoch.to_string()
-    });
-    field("iterations", "a whole number".into(), &whole);
-    field("seed", "a whole number".into(), &whole);
-    mismatch(&path, problems)?;
-    let number = |key: &str| metadata.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(OptimizerState {
-        optimizer: optimizer.into(),
-        iterations: number("iterations"),
-        epoch,
-        seed: number("seed"),
-        slots,
-    })
-}
-
-fn mismatch(path: &Path, problems: Vec<Problem>) -> Result<(), CheckpointError> {
+pub fn mismatch(path: &Path, problems: Vec<Problem>) -> Result<(), CheckpointError> {
     if problems.is_empty() {
         return Ok(());
     }
@@ -303,7 +288,7 @@ type Contents = (Vec<Tensor>, Metadata, Vec<Problem>);
 /// The expected tensors the file holds, its metadata, and what is wrong
 /// with its tensors; only a file that cannot be read at all is an error.
 fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, CheckpointError> {
-    let bytes = fs::read(path).map_err(|source| {
+    let bytes = file::read_bounded(path, "a safetensors file", size_limit(expected)).map_err(|source| {
         CheckpointError::File(FileError {
             path: path.to_path_buf(),
             writing: false,
@@ -378,6 +363,18 @@ fn read(path: &Path, expected: &[(&str, &[usize])]) -> Result<Contents, Checkpoi
     problems.extend(unexpected.map(|n| Problem::Unexpected { name: n.into() }));
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok((tensors, metadata, problems))
+}
+
+/// The most bytes a file holding `expected` may have: every value as f64
+/// (read and converted), three times over (a checkpoint keeps up to two
+/// optimizer slots beside each weight), and 64 MiB of header. A file past
+/// it, or a device such as /dev/zero, is refused before it is read.
+fn size_limit(expected: &[(&str, &[usize])]) -> u64 {
+    let values: u64 = expected
+        .iter()
+        .map(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    values.saturating_mul(8 * 3).saturating_add(64 << 20)
 }
 
 /// The model name Keras 3 puts before every variable's path
@@ -518,6 +515,12 @@ impl fmt::Display for Problem {
                 write!(f, "`{name}` holds {dtype} values; cnnc reads F32, F64, F16 and BF16")
             }
             Problem::Unexpected { name } => write!(f, "`{name}` is in the file but not in the model"),
+            Problem::NonFinite { name, count } => {
+                write!(
+                    f,
+                    "`{name}` holds {count} NaN or infinite values: the run that wrote it diverged"
+                )
+            }
             Problem::Metadata {
                 key,
                 found: None,

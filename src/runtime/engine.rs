@@ -21,6 +21,11 @@ pub struct Graphs {
     /// Inference plus the loss (Keras's `evaluate`).
     pub eval: Graph,
     pub predict: Graph,
+    /// Inference that also returns the layers [`Graphs::probing`] asks for.
+    pub probe: Graph,
+    /// Inference and the gradient of a class's score with respect to the
+    /// input: the saliency of every input value.
+    pub saliency: Graph,
 }
 
 /// Which routine to run.
@@ -30,6 +35,8 @@ pub enum Kind {
     Backward,
     Eval,
     Predict,
+    Probe,
+    Saliency,
 }
 
 impl Graphs {
@@ -38,11 +45,24 @@ impl Graphs {
         crate::autodiff::differentiate(&mut backward)?;
         let mut train = backward.clone();
         super::optim::append_update(&mut train, optimizer)?;
+        let (mut saliency, score) = crate::lower::class_score(checked)?;
+        crate::autodiff::differentiate_input(&mut saliency, score)?;
         Ok(Graphs {
             train,
             backward,
             eval: lower(checked, Mode::Evaluation)?,
             predict: lower(checked, Mode::Inference)?,
+            probe: crate::lower::probe(checked, &[])?,
+            saliency,
+        })
+    }
+
+    /// The graphs with a probe routine that returns the outputs of `layers`
+    /// (indices into the model's layers) beside the prediction.
+    pub fn probing(self, checked: &Checked, layers: &[usize]) -> Result<Graphs, Error> {
+        Ok(Graphs {
+            probe: crate::lower::probe(checked, layers)?,
+            ..self
         })
     }
 
@@ -59,6 +79,8 @@ impl Graphs {
             Kind::Backward => &self.backward,
             Kind::Eval => &self.eval,
             Kind::Predict => &self.predict,
+            Kind::Probe => &self.probe,
+            Kind::Saliency => &self.saliency,
         }
     }
 }
@@ -116,6 +138,46 @@ pub trait Engine {
             .map(|(_, v)| v)
             .ok_or_else(|| Error::Message("the routine did not compute a prediction".into()))
     }
+
+    /// The prediction and the output of every layer the probe routine taps
+    /// ([`Graphs::probing`]), by layer index.
+    fn probe(&mut self, state: &mut [ArrayD<f32>], inputs: ArrayViewD<f32>) -> Result<Probed, Error> {
+        let mut probed = Probed {
+            prediction: ArrayD::zeros(IxDyn(&[0])),
+            layers: Vec::new(),
+        };
+        for (o, v) in self.run(Kind::Probe, state, &Step::plain(inputs, None))? {
+            match o {
+                Output::Prediction => probed.prediction = v,
+                Output::Layer(i) => probed.layers.push((i, v)),
+                Output::Loss | Output::Grad(_) | Output::Assign(_) | Output::InputGrad => {}
+            }
+        }
+        Ok(probed)
+    }
+
+    /// d score / d input for each sample, the score being the one of the
+    /// class that each row of `classes` (one-hot, the model's output shape)
+    /// selects: the logit of a softmax or sigmoid output, else the output.
+    fn saliency(
+        &mut self,
+        state: &mut [ArrayD<f32>],
+        inputs: ArrayViewD<f32>,
+        classes: ArrayViewD<f32>,
+    ) -> Result<ArrayD<f32>, Error> {
+        self.run(Kind::Saliency, state, &Step::plain(inputs, Some(classes)))?
+            .into_iter()
+            .find(|(o, _)| *o == Output::InputGrad)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Message("the routine did not compute the input's gradient".into()))
+    }
+}
+
+/// What a probe routine returns.
+pub struct Probed {
+    pub prediction: ArrayD<f32>,
+    /// Each tapped layer's index in the model and its output, in layer order.
+    pub layers: Vec<(usize, ArrayD<f32>)>,
 }
 
 fn outcome(outputs: Vec<(Output, ArrayD<f32>)>) -> Result<Outcome, Error> {
@@ -125,7 +187,7 @@ fn outcome(outputs: Vec<(Output, ArrayD<f32>)>) -> Result<Outcome, Error> {
         match o {
             Output::Loss => loss = v.iter().next().copied(),
             Output::Prediction => prediction = Some(v),
-            Output::Grad(_) | Output::Assign(_) => {}
+            Output::Grad(_) | Output::Assign(_) | Output::Layer(_) | Output::InputGrad => {}
         }
     }
     match (loss, prediction) {

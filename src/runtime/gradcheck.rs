@@ -3,7 +3,7 @@
 
 use super::engine::{Engine, Kind, Step};
 use super::rng::Rng;
-use super::{dropout_masks, initial_weights, purpose};
+use super::{Error, dropout_masks, initial_weights, purpose};
 use crate::interp::{self, Feeds};
 use crate::ir::{Graph, Hyper, Output};
 use crate::lower::{Mode, lower};
@@ -220,10 +220,10 @@ pub fn check_model<E: Engine + ?Sized>(
     batch: usize,
     per_var: usize,
     engine: Option<&mut E>,
-) -> Result<Report, String> {
-    let forward = lower(checked, Mode::Training).map_err(|e| e.to_string())?;
+) -> Result<Report, Error> {
+    let forward = lower(checked, Mode::Training)?;
     let mut backward = forward.clone();
-    crate::autodiff::differentiate(&mut backward).map_err(|e| e.to_string())?;
+    crate::autodiff::differentiate(&mut backward)?;
     let mut rng = Rng::stream(seed, purpose::GRADCHECK);
     let vars = initial_weights::<f64>(checked, seed);
     let (input, label) = random_batch(checked, batch, &mut rng);
@@ -237,7 +237,7 @@ pub fn check_model<E: Engine + ?Sized>(
         hyper: &no_hyper,
     };
     let (analytic, precision) = match engine {
-        None => (interp::run(&backward, &feeds).map_err(|e| e.to_string())?, F64),
+        None => (interp::run(&backward, &feeds)?, F64),
         Some(engine) => {
             let f32s = |a: &ArrayD<f64>| a.mapv(|v| v as f32);
             let mut state: Vec<ArrayD<f32>> = vars.iter().map(f32s).collect();
@@ -249,12 +249,10 @@ pub fn check_model<E: Engine + ?Sized>(
                 masks: &masks,
                 hyper: &no_hyper,
             };
-            let out = engine
-                .run(Kind::Backward, &mut state, &step)
-                .map_err(|e| e.to_string())?;
+            let out = engine.run(Kind::Backward, &mut state, &step)?;
             let out = out.into_iter().map(|(o, a)| (o, a.mapv(f64::from))).collect();
             (out, F32)
         }
     };
-    check_graph(&forward, &analytic, &feeds, (per_var, precision), &mut rng).map_err(|e| e.to_string())
+    check_graph(&forward, &analytic, &feeds, (per_var, precision), &mut rng).map_err(Error::from)
 }

@@ -1,9 +1,11 @@
 //! Running models: weights and their initial values, the random streams,
-//! data, engines, optimizers, the training loop, checkpoints and metrics.
+//! data, engines, optimizers, the training loop, checkpoints and metrics,
+//! and serving a model over HTTP.
 
 pub mod checkpoint;
 pub mod data;
 pub mod engine;
+pub mod file;
 pub mod gradcheck;
 pub mod init;
 pub mod jit;
@@ -12,6 +14,8 @@ pub mod npy;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod serve;
+pub mod show;
 pub mod train;
 
 use crate::interp::Float;
@@ -85,13 +89,10 @@ macro_rules! errors {
 
         impl std::fmt::Display for Error {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                let text = match self {
-                    $(Error::$variant(e) => e.to_string(),)*
-                    Error::Message(m) => m.clone(),
-                };
-                // Every message reads `error: ...`, whichever module wrote it.
-                let body = text.strip_prefix("error: ").unwrap_or(&text);
-                write!(f, "error: {body}")
+                match self {
+                    $(Error::$variant(e) => e.fmt(f),)*
+                    Error::Message(m) => f.write_str(m),
+                }
             }
         }
     };
@@ -108,5 +109,24 @@ errors!(
     Grad(crate::autodiff::Error),
     Codegen(crate::codegen::CodegenError),
 );
+
+impl Error {
+    /// The error at the model line it belongs to, for errors that have one:
+    /// rendered with that line rather than a line number.
+    pub fn diagnostic(&self) -> Option<crate::diag::Diagnostic> {
+        match self {
+            Error::Ir(e) => Some(e.diagnostic()),
+            Error::Grad(e) => Some(e.diagnostic()),
+            Error::Codegen(e) => e.diagnostic(),
+            Error::Data(_)
+            | Error::Checkpoint(_)
+            | Error::File(_)
+            | Error::Metrics(_)
+            | Error::Plot(_)
+            | Error::Interp(_)
+            | Error::Message(_) => None,
+        }
+    }
+}
 
 impl std::error::Error for Error {}

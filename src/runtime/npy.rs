@@ -326,7 +326,7 @@ mod tests {
         let shown = read_f32(path).expect_err("the file is refused").to_string();
         std::fs::remove_file(path).ok();
         let first = shown.lines().next().unwrap_or_default();
-        assert!(first.starts_with(&format!("error: {}: ", path.display())), "{shown}");
+        assert!(first.starts_with(&format!("{}: ", path.display())), "{shown}");
         assert!(shown.contains(what), "{what:?} not in {shown}");
         shown
     }

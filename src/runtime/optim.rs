@@ -37,6 +37,18 @@ pub fn hyper(optimizer: &Optimizer, iterations: u64, h: Hyper) -> f64 {
     }
 }
 
+/// A hyperparameter as a person writes it, to at most 3 significant
+/// digits: `0.001`, `3.5e-7`, `1e29`.
+pub fn compact(x: f64) -> String {
+    // Rounding through decimal digits: `1e30 / 10` is 1.0000000000000001e29.
+    let x: f64 = format!("{x:.2e}").parse().unwrap_or(x);
+    if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 /// Replaces every `Grad(var)` output by `Assign` outputs of the updated
 /// variable and its optimizer slots (new variables `name/slot`, declared
 /// after the model's own).
@@ -140,4 +152,25 @@ fn moving_toward(b: &mut Builder, s: NodeId, x: NodeId, rate: f64) -> Result<Nod
     let r = b.constant(rate)?;
     let scaled = b.binary(Binary::Mul, diff, r)?;
     b.binary(Binary::Add, s, scaled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn hyperparameters_print_with_at_most_three_significant_digits() {
+        for (x, shown) in [
+            (1e30 / 10.0, "1e29"),
+            (0.0001, "0.0001"),
+            (3.5e-7, "3.5e-7"),
+            (0.001, "0.001"),
+            (1.23456, "1.23"),
+            (0.0001 / 10.0, "1e-5"),
+            (999_999.0, "1e6"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(compact(x), shown, "{x:e}");
+        }
+    }
 }

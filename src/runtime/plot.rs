@@ -27,8 +27,8 @@ fn px(length: u32) -> u32 {
     length * SUPERSAMPLE
 }
 
-// Bundled so that drawing needs no system fonts (see data/fonts/LICENSE-DejaVu.txt).
-static FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
+// Bundled so that drawing needs no system fonts (see font/LICENSE-DejaVu.txt).
+static FONT: &[u8] = include_bytes!("font/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 // Matplotlib's first two colours, which readers of learning curves know.
@@ -70,11 +70,18 @@ struct Panel {
     legend: SeriesLabelPosition,
 }
 
-fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
+/// Registers the bundled font with plotters, once; every picture cnnc
+/// draws writes with it, as the family `FAMILY`.
+pub(super) fn bundled_font() -> Result<&'static str, String> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     if !REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
         return Err("the bundled font is not a valid TrueType font".into());
     }
+    Ok(FAMILY)
+}
+
+fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
+    bundled_font()?;
     let loss = series(epochs, |m| Some(m.loss), |m| m.val_loss);
     let accuracy = series(epochs, |m| Some(m.accuracy), |m| m.val_accuracy);
     let loss = Panel {
@@ -105,9 +112,14 @@ fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
     }
     let drawn = RgbImage::from_raw(width, height, pixels).ok_or("the drawing has the wrong size")?;
     let image = imageops::resize(&drawn, WIDTH, HEIGHT, FilterType::Triangle);
+    png(&image)
+}
+
+/// An RGB image as PNG bytes.
+pub(super) fn png(image: &RgbImage) -> Result<Vec<u8>, String> {
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
-        .write_image(image.as_raw(), WIDTH, HEIGHT, ExtendedColorType::Rgb8)
+        .write_image(image.as_raw(), image.width(), image.height(), ExtendedColorType::Rgb8)
         .map_err(|e| e.to_string())?;
     Ok(png)
 }

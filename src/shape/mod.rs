@@ -21,6 +21,10 @@ pub const MAX_ELEMENTS: u64 = 1 << 30;
 pub struct Checked {
     pub model: Model,
     pub layers: Vec<LayerInfo>,
+    /// The file name and text the spans point into, so that a later stage's
+    /// error about a layer can show its line.
+    pub file: String,
+    pub source: String,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +100,15 @@ pub fn numel(shape: &[usize]) -> u64 {
 }
 
 impl Checked {
+    /// An error at a span of this model, ready to render with its line.
+    pub fn diagnostics(&self, error: Diagnostic) -> Diagnostics {
+        Diagnostics {
+            file: self.file.clone(),
+            source: self.source.clone(),
+            errors: vec![error],
+        }
+    }
+
     pub fn weights(&self) -> impl Iterator<Item = &Weight> {
         self.layers.iter().flat_map(|l| &l.weights)
     }
@@ -171,7 +184,12 @@ pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnost
         };
         layers.push(info);
     }
-    let checked = Checked { model, layers };
+    let checked = Checked {
+        model,
+        layers,
+        file: file.to_string(),
+        source: source.to_string(),
+    };
     check_loss(&checked).map_err(fail)?;
     Ok(checked)
 }

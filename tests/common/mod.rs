@@ -98,14 +98,25 @@ impl Drop for Scratch {
     }
 }
 
+/// Writes `n` noisy 8x8 PNGs of a colour into `dir`.
+pub fn squares(dir: &Path, n: usize, rgb: [u8; 3], seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = cnnc::runtime::rng::Rng::new(seed);
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(8, 8, |_, _| {
+            image::Rgb(rgb.map(|c| (f64::from(c) * 0.7 + rng.uniform() * 70.0) as u8))
+        });
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+    }
+}
+
 /// The rendered error names `file` (a path ending) and says `what`.
 pub fn assert_error(error: &DataError, file: &str, what: &str) {
     let shown = error.to_string();
     let first = shown.lines().next().unwrap_or_default();
-    let named = first
-        .strip_prefix("error: ")
-        .and_then(|rest| rest.split(": ").next())
-        .unwrap_or_default();
+    // The message only: the command line adds `error: `.
+    assert!(!first.starts_with("error"), "{shown}");
+    let named = first.split(": ").next().unwrap_or_default();
     assert!(named.ends_with(file), "error does not name {file}:\n{shown}");
     assert!(shown.contains(what), "error does not say {what:?}:\n{shown}");
 }

@@ -124,10 +124,11 @@ fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, Codegen
         | Op::Sum { .. }
         | Op::Broadcast
         | Op::Reshape => {
-            return Err(CodegenError(format!(
+            return Err(CodegenError::new(format!(
                 "`{}` has no kernel of its own; fusion puts it in a loop",
                 g[n].op.name()
-            )));
+            ))
+            .at(&g[n].origin));
         }
     })
 }

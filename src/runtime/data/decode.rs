@@ -6,6 +6,7 @@ use super::{DataError, Dataset, ModelIo};
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, ImageReader, Luma, Pixel, Rgb32FImage};
 use std::fs;
+use std::io::{BufRead, Cursor, Seek};
 use std::path::Path;
 use std::thread;
 
@@ -56,6 +57,10 @@ pub(super) fn size(root: &Path, model: ModelIo) -> Result<Size, DataError> {
 /// Decodes `samples` (image, label) in order, on all cores: JPEG decoding
 /// dominates the load of a few thousand photos.
 pub(super) fn dataset(samples: &[(&Path, usize)], size: Size, model: ModelIo) -> Result<Dataset, DataError> {
+    let values = size.height as usize * size.width as usize * size.channels;
+    if let Some(&(first, _)) = samples.first() {
+        super::check_memory(first.parent().unwrap_or(first), samples.len(), values)?;
+    }
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = samples.len().div_ceil(workers).max(1);
     let parts: Vec<Result<Vec<f32>, DataError>> = thread::scope(|s| {
@@ -87,16 +92,65 @@ pub(super) fn dataset(samples: &[(&Path, usize)], size: Size, model: ModelIo) ->
     })
 }
 
-/// One image in H, W, C order, scaled to [0, 1]. The format is read from
-/// the content, so a PNG named `.jpg` still loads.
+/// The environment variable that sets the most pixels an image may have;
+/// the default is `DEFAULT_MAX_PIXELS`.
+pub const MAX_PIXELS_ENV: &str = "CNNC_MAX_IMAGE_PIXELS";
+/// 64 megapixels: past any camera photo a CNN is trained on, and a decoded
+/// 4-channel float image of it already takes 1 GiB.
+pub const DEFAULT_MAX_PIXELS: u64 = 64 << 20;
+
+fn max_pixels() -> u64 {
+    std::env::var(MAX_PIXELS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_PIXELS)
+}
+
+/// One image file in H, W, C order, scaled to [0, 1]. The format is read
+/// from the content, so a PNG named `.jpg` still loads.
 fn pixels(path: &Path, size: Size) -> Result<Vec<f32>, DataError> {
     let fail = |what: String| DataError::new(path, what);
     if fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?.len() == 0 {
         return Err(fail("an empty file, not an image".into()));
     }
-    let image = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| fail(format!("cannot read: {e}")))?
+    let open = || ImageReader::open(path).and_then(|r| r.with_guessed_format());
+    decode(open, path, size)
+}
+
+/// One encoded image held in memory (e.g. a request's body), as [`pixels`]
+/// reads a file; `name` names it in errors.
+pub(super) fn pixels_of(bytes: &[u8], name: &Path, size: Size) -> Result<Vec<f32>, DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::new(name, "an empty file, not an image"));
+    }
+    decode(
+        || ImageReader::new(Cursor::new(bytes)).with_guessed_format(),
+        name,
+        size,
+    )
+}
+
+/// Decodes what `open` reads (opened twice: the header, then the pixels),
+/// converted to the model's channels and resized to its input.
+fn decode<R: BufRead + Seek>(
+    open: impl Fn() -> std::io::Result<ImageReader<R>>,
+    name: &Path,
+    size: Size,
+) -> Result<Vec<f32>, DataError> {
+    let fail = |what: String| DataError::new(name, what);
+    let open = || open().map_err(|e| fail(format!("cannot read: {e}")));
+    // The header first: a small file can claim a huge image.
+    let (width, height) = open()?
+        .into_dimensions()
+        .map_err(|e| fail(format!("not a readable image: {e}")))?;
+    let limit = max_pixels();
+    if u64::from(width) * u64::from(height) > limit {
+        return Err(fail(format!(
+            "a {width}x{height} image, more than the limit of {limit} pixels per image"
+        ))
+        .help(format!("to allow more, set {MAX_PIXELS_ENV} to a number of pixels")));
+    }
+    let image = open()?
         .decode()
         .map_err(|e| fail(format!("not a readable image: {e}")))?;
     if image.width() == 0 || image.height() == 0 {

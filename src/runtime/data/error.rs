@@ -30,7 +30,7 @@ impl DataError {
 
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}: {}", self.file.display(), self.message)?;
+        write!(f, "{}: {}", self.file.display(), self.message)?;
         match &self.help {
             Some(help) => write!(f, "\n  = help: {help}"),
             None => Ok(()),

@@ -4,6 +4,7 @@
 //! download reads as it comes, compressed or not.
 
 use super::{DataError, Dataset, ModelIo, Splits, check_split, training_count};
+use crate::parse::args::MAX_SIZE;
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -89,15 +90,21 @@ fn pair(dir: &Path, files: &Files, model: ModelIo) -> Result<Dataset, DataError>
         _ => false,
     };
     if !fits {
-        return Err(images
-            .error(format!(
-                "the images are {rows}x{cols} grayscale, but the model's input is {}",
-                model.input_text()
+        let error = images.error(format!(
+            "the images are {rows}x{cols} grayscale, but the model's input is {}",
+            model.input_text()
+        ));
+        // No suggestion a model could not take: a damaged header's sizes.
+        let pixels = (rows as u64).saturating_mul(cols as u64);
+        return Err(if pixels <= MAX_SIZE {
+            error.help(format!(
+                "IDX images are not resized: write `input {rows}x{cols}x1`, or `input {pixels}` to take them flattened"
             ))
-            .help(format!(
-                "IDX images are not resized: write `input {rows}x{cols}x1`, or `input {}` to take them flattened",
-                rows * cols
-            )));
+        } else {
+            error.help(format!(
+                "the header's sizes are past what a model takes ({MAX_SIZE} values): is the file damaged?"
+            ))
+        });
     }
     let labels = Idx::open(&require(dir, files.labels)?, LABELS)?;
     if labels.dims != [count] {
@@ -108,6 +115,7 @@ fn pair(dir: &Path, files: &Files, model: ModelIo) -> Result<Dataset, DataError>
             name.display()
         )));
     }
+    super::check_memory(&images.path, count, rows * cols)?;
     let labels_path = labels.path.clone();
     let pixels = images.data()?;
     let labels = labels.data()?;

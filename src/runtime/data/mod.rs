@@ -9,13 +9,16 @@ mod folder;
 mod idx;
 
 pub use dataset::{Batch, Dataset};
+pub use decode::{DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV};
 pub use error::DataError;
 
 use crate::shape::dims;
 use std::path::{Path, PathBuf};
 
-/// The dataset that ships with cnnc, in `data/mnist10k`.
+/// The dataset that ships with cnnc, in `models/data/mnist10k`.
 pub const BUNDLED: &str = "mnist10k";
+/// Where the source tree keeps it, beside the models that train on it.
+const SHIPPED_IN: &str = "models/data";
 
 const SOURCES: &str = "`data` is `mnist10k`, a folder of IDX files (train-images-idx3-ubyte.gz and its kin) \
                        or a folder of images with one subfolder per class";
@@ -66,11 +69,12 @@ pub fn load(
 /// (`cargo run` from elsewhere).
 fn locate(source: &str, base: &Path) -> Result<PathBuf, DataError> {
     if source == BUNDLED {
-        let here = Path::new("data").join(BUNDLED);
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(BUNDLED);
+        let here = Path::new(SHIPPED_IN).join(BUNDLED);
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_IN).join(BUNDLED);
         return [here.clone(), shipped].into_iter().find(|p| p.is_dir()).ok_or_else(|| {
-            DataError::new(here, "the bundled dataset `mnist10k` is missing")
-                .help("it ships in cnnc's source tree as data/mnist10k; run cnnc from there or give the folder's path")
+            DataError::new(here, "the bundled dataset `mnist10k` is missing").help(
+                "it ships in cnnc's source tree as models/data/mnist10k; run cnnc from there or give the folder's path",
+            )
         });
     }
     let path = base.join(source);
@@ -151,4 +155,46 @@ pub fn images(paths: &[PathBuf], input_shape: &[usize]) -> Result<ndarray::Array
     shape.extend(input_shape);
     ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data.inputs)
         .map_err(|e| DataError::new(root, format!("cannot form a batch: {e}")))
+}
+
+/// One encoded image (PNG or JPEG bytes, e.g. a request's body) as a batch
+/// of one, decoded, converted and resized as image files are; `name` names
+/// it in errors.
+pub fn image(bytes: &[u8], name: &Path, input_shape: &[usize]) -> Result<ndarray::ArrayD<f32>, DataError> {
+    let model = ModelIo {
+        input: input_shape,
+        outputs: 1,
+    };
+    let data = decode::pixels_of(bytes, name, decode::size(name, model)?)?;
+    let mut shape = vec![1];
+    shape.extend(input_shape);
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), data)
+        .map_err(|e| DataError::new(name, format!("cannot form a batch: {e}")))
+}
+
+/// The environment variable that sets the most memory a dataset may take,
+/// in bytes; the default is `DEFAULT_MAX_DATA_BYTES`.
+pub const MAX_DATA_ENV: &str = "CNNC_MAX_DATA_BYTES";
+/// 4 GiB: MNIST's 70,000 images take 220 MB, so only a damaged or hostile
+/// header (a small gzip claiming millions of images) comes near it.
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 4 << 30;
+
+/// Refuses, before any data is read, a dataset of `samples` inputs of
+/// `values` 32-bit floats each that would take more memory than allowed.
+fn check_memory(path: &Path, samples: usize, values: usize) -> Result<(), DataError> {
+    let limit = std::env::var(MAX_DATA_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MAX_DATA_BYTES);
+    let bytes = (samples as u64).saturating_mul(values as u64).saturating_mul(4);
+    if bytes <= limit {
+        return Ok(());
+    }
+    Err(DataError::new(
+        path,
+        format!(
+            "{samples} samples of {values} values would take {bytes} bytes in memory, more than the limit of {limit}"
+        ),
+    )
+    .help(format!("to allow more, set {MAX_DATA_ENV} to a number of bytes")))
 }

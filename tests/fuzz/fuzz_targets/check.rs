@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let name = "fuzz.cnn";
     match cnnc::parse::parse(name, source).and_then(|model| cnnc::shape::check(model, name, source)) {
         Ok(checked) => {
-            let _ = cnnc::summary::text(&checked);
+            let _ = cnnc::summary::text(&checked, None);
         }
         Err(diagnostics) => {
             assert!(!diagnostics.errors.is_empty(), "refused without an error");

@@ -49,5 +49,5 @@ pub fn choose(g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Result<Arc<d
     }
     // im2col computes every convolution.
     best.map(|b| b.lowering)
-        .ok_or_else(|| CodegenError(format!("no algorithm computes the convolution {conv:?}")))
+        .ok_or_else(|| CodegenError::new(format!("no algorithm computes the convolution {conv:?}")).at(&g[out].origin))
 }
