@@ -5,10 +5,12 @@
 //! labels, dropout masks, variables, outputs) and the step's
 //! hyperparameters.
 
+pub mod c;
 pub mod emit;
 pub mod gemm;
 mod kernels;
 mod math;
+pub mod object;
 pub mod plan;
 pub mod print;
 pub mod profile;
@@ -355,7 +357,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         jit.symbol(i.name, i.address);
     }
     let mut module = JITModule::new(jit);
-    let (id, clif) = define_routine(&mut module, &plan, fma, options, "routine")?;
+    let (id, clif) = define_routine(&mut module, &plan, (fma, options), ("routine", Linkage::Local))?;
     module
         .finalize_definitions()
         .map_err(|e| CodegenError::new(e.to_string()))?;
@@ -377,15 +379,15 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
     })
 }
 
-/// Defines a routine in `module`: the function `name(table, scalars)`,
-/// local to the module, and one function for each loop it splits across
-/// cores. Returns its id, and its Cranelift IR when asked for (else empty).
+/// Defines a routine in `module`: the function `name(table, scalars)`
+/// with `linkage` (local to the JIT's module, exported from an object), and
+/// one local function for each loop it splits across cores. Returns its id,
+/// and its Cranelift IR when asked for (else empty).
 fn define_routine<M: Module>(
     module: &mut M,
     plan: &Plan,
-    fma: bool,
-    options: Options,
-    name: &str,
+    (fma, options): (bool, Options),
+    (name, linkage): (&str, Linkage),
 ) -> Result<(FuncId, String), CodegenError> {
     let ptr = module.target_config().pointer_type();
     let import_ids = imports()
@@ -417,7 +419,7 @@ fn define_routine<M: Module>(
         parallel.insert(i, (id, extent));
     }
 
-    let id = declare(module, name, 2, Linkage::Local)?;
+    let id = declare(module, name, 2, linkage)?;
     let signature = pointers(module, 2);
     let text = define(module, (id, signature), fma, options.keep_clif, |e, module| {
         let (context, params, refs) = prologue(e, module, plan, &slots, &import_ids);
