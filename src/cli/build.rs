@@ -79,7 +79,7 @@ pub fn run(args: BuildArgs) -> Result<String, Failure> {
     }
     let dir = args.output.display();
     out += &format!(
-        "link with: cc your_program.c {dir}/{prefix}.o {dir}/{prefix}.c {dir}/{SUPPORT_FILE} -I{dir} -O2 -lm\n"
+        "link with: cc your_program.c {dir}/{prefix}.o {dir}/{prefix}.c {dir}/{SUPPORT_FILE} -I{dir} -O3 -march=native -lm\n"
     );
     Ok(out)
 }

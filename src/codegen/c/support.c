@@ -8,7 +8,9 @@
  * and everything runs on the calling thread, so a program stays free of
  * any runtime and a call never starts a thread. The product sums in
  * another order than the `gemm` crate does, so results agree with
- * `cnnc predict` to rounding (about 1e-6), not bit for bit.
+ * `cnnc predict` to rounding (about 1e-6), not bit for bit. Compile it
+ * with -O3 -march=native (or the target's vector extensions): at -O2,
+ * gcc 12 leaves the product's inner loop scalar, about 3.5 times slower.
  */
 #include <stddef.h>
 #include <stdint.h>
