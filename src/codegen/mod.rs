@@ -300,15 +300,14 @@ fn prologue<'p>(
     (context, params, refs)
 }
 
-/// Builds and defines one function of the module with `body`, which
-/// returns the function's results; returns its Cranelift IR text when
-/// asked for.
+/// Builds and defines one function of the module with `body`; returns its
+/// Cranelift IR text when asked for.
 fn define<M: Module>(
     module: &mut M,
     (id, signature): (FuncId, Signature),
     fma: bool,
     keep_clif: bool,
-    body: impl FnOnce(&mut Emitter, &mut M) -> Vec<Value>,
+    body: impl FnOnce(&mut Emitter, &mut M),
 ) -> Result<Option<String>, CodegenError> {
     let mut ctx = module.make_context();
     ctx.func.signature = signature;
@@ -317,8 +316,8 @@ fn define<M: Module>(
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
         let mut e = Emitter { b, fma };
-        let results = body(&mut e, module);
-        e.b.ins().return_(&results);
+        body(&mut e, module);
+        e.b.ins().return_(&[]);
         e.b.finalize(module.target_config());
     }
     let clif = keep_clif.then(|| ctx.func.display().to_string());
@@ -413,7 +412,6 @@ fn define_routine<M: Module>(
             let (context, params, _) = prologue(e, module, plan, &slots, &import_ids);
             extent = kernels::map_extent(&context, shape, outputs);
             kernels::map(e, &context, shape, outputs, Some((params[2], params[3])));
-            Vec::new()
         })?;
         clif += &text.unwrap_or_default();
         parallel.insert(i, (id, extent));
@@ -450,7 +448,6 @@ fn define_routine<M: Module>(
             kernels::copy(e, from, to, len);
         }
         tick(e, plan.program.kernels.len() + 1);
-        Vec::new()
     })?;
     Ok((id, text.unwrap_or_default() + &clif))
 }
