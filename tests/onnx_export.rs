@@ -12,10 +12,9 @@
 mod common;
 
 use cnnc::onnx::proto::{ModelProto, attribute_type};
-use cnnc::runtime::checkpoint::{self, Metadata, Tensor};
+use cnnc::runtime::checkpoint::{self, Metadata};
 use cnnc::runtime::npy;
-use cnnc::shape::Role;
-use common::{Scratch, checked_file, cnnc, models, stderr, stdout, stem};
+use common::{Rng, Scratch, checked_file, cnnc, models, random_weights, stderr, stdout, stem};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,23 +25,6 @@ const KERAS_INPUT: &str = "tests/fixtures/keras/small_cnn.input.npy";
 const KERAS_OUTPUT: &str = "tests/fixtures/keras/small_cnn.output.npy";
 const BATCH: usize = 3;
 
-/// SplitMix64 draws in [0, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn between(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.uniform()
-    }
-}
-
 /// The interpreter with onnxruntime: `$CNNC_PYTHON`, else `.ci/run`'s venv.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("CNNC_PYTHON") {
@@ -50,36 +32,6 @@ pub fn python() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     home.join(".cache/cnnc/venv/bin/python")
-}
-
-/// Random weights in the model's order: kernels scaled by their fan-in so
-/// that activations stay near 1, batchnorm statistics away from 0 and 1.
-fn random_weights(model: &Path, rng: &mut Rng) -> Vec<Tensor> {
-    checked_file(model)
-        .weights()
-        .map(|w| {
-            let n = w.shape.iter().product::<usize>();
-            let fan_in = w.shape[..w.shape.len().saturating_sub(1)]
-                .iter()
-                .product::<usize>()
-                .max(1);
-            let limit = (3.0 / fan_in as f32).sqrt();
-            let data = (0..n)
-                .map(|_| match w.role {
-                    Role::Kernel => rng.between(-limit, limit),
-                    Role::Bias | Role::Beta => rng.between(-0.2, 0.2),
-                    Role::Gamma => rng.between(0.5, 1.5),
-                    Role::MovingMean => rng.between(-0.5, 0.5),
-                    Role::MovingVariance => rng.between(0.3, 2.0),
-                })
-                .collect();
-            Tensor {
-                name: w.name.clone(),
-                shape: w.shape.clone(),
-                data,
-            }
-        })
-        .collect()
 }
 
 /// Layers and settings the bundled models do not show: strides with

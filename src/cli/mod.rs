@@ -2,6 +2,7 @@
 //! and its exit codes (`EXIT_CODES`).
 
 mod bench;
+mod build;
 mod check;
 mod common;
 mod eval;
@@ -75,6 +76,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Time the compiled engine against the interpreter.
     Bench(bench::BenchArgs),
+    /// Compile the model ahead of time into an object file and a C header.
+    Build(build::BuildArgs),
     /// Write the model and its weights as ONNX, for onnxruntime, TensorRT and the like.
     Export(export::ExportArgs),
     /// Turn an ONNX model or a Keras 3 .keras archive into a .cnn file and its weights.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Build(args) => build::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
     };

@@ -5,10 +5,12 @@
 //! labels, dropout masks, variables, outputs) and the step's
 //! hyperparameters.
 
+pub mod c;
 pub mod emit;
 pub mod gemm;
 mod kernels;
 mod math;
+pub mod object;
 pub mod plan;
 pub mod print;
 pub mod profile;
@@ -17,7 +19,8 @@ mod threads;
 use crate::diag::Diagnostic;
 use crate::fuse::{Kernel, Program};
 use crate::ir::{Graph, Hyper, Origin, Output};
-use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -27,6 +30,9 @@ use kernels::Context;
 use plan::{Plan, Storage};
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use target_lexicon::{Aarch64Architecture, Architecture, PointerWidth, Triple};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodegenError {
@@ -162,26 +168,57 @@ pub struct Routine {
 // owned; a `Routine` moves between threads like any buffer.
 unsafe impl Send for Routine {}
 
-fn isa() -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, bool), CodegenError> {
+/// Cranelift's settings for cnnc's code: optimized for speed, verified in
+/// debug builds; position-independent for an object a linker places (a
+/// PIE executable or a shared library), absolute for the JIT.
+fn flags(pic: bool) -> Result<settings::Flags, CodegenError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::new(e.to_string()));
     set(&mut flags, "opt_level", "speed")?;
-    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(
         &mut flags,
         "enable_verifier",
         if cfg!(debug_assertions) { "true" } else { "false" },
     )?;
-    let builder = cranelift_native::builder().map_err(|e| CodegenError::new(format!("unsupported host: {e}")))?;
-    let isa = builder
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| CodegenError::new(e.to_string()))?;
-    let fma = isa
-        .isa_flags()
-        .iter()
-        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
-    Ok((isa, fma))
+    Ok(settings::Flags::new(flags))
+}
+
+/// The target to compile for: the host with every feature it has, or a
+/// triple (`cnnc build --target`) with its baseline features.
+pub fn isa(target: Option<&str>, pic: bool) -> Result<Arc<dyn TargetIsa>, CodegenError> {
+    let builder = match target {
+        None => cranelift_native::builder().map_err(|e| CodegenError::new(format!("unsupported host: {e}")))?,
+        Some(name) => {
+            let triple = Triple::from_str(name).map_err(|e| {
+                CodegenError::new(format!("`{name}` is not a target triple ({e})\n  = help: {TARGETS}"))
+            })?;
+            if triple.pointer_width() != Ok(PointerWidth::U64) {
+                return Err(CodegenError::new(format!(
+                    "cnnc compiles for 64-bit targets only, and `{name}` is not one\n  = help: {TARGETS}"
+                )));
+            }
+            cranelift_codegen::isa::lookup(triple)
+                .map_err(|e| CodegenError::new(format!("cannot compile for `{name}`: {e}\n  = help: {TARGETS}")))?
+        }
+    };
+    builder
+        .finish(flags(pic)?)
+        .map_err(|e| CodegenError::new(e.to_string()))
+}
+
+/// The targets cnnc's Cranelift is built with, for error messages.
+const TARGETS: &str = "give an x86-64 or aarch64 triple, such as x86_64-unknown-linux-gnu or aarch64-unknown-linux-gnu";
+
+/// Whether `isa` has fused multiply-add (the emitter then uses it).
+fn has_fma(isa: &dyn TargetIsa) -> bool {
+    // aarch64 always has it (and no flag for it).
+    isa.triple().architecture == Architecture::Aarch64(Aarch64Architecture::Aarch64)
+        || isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
 }
 
 /// What to compile besides the code itself.
@@ -201,12 +238,18 @@ pub const MAX_ARENA_BYTES: usize = 16 << 30;
 /// Maps over at least this many elements run on every core.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
-/// Declares a function taking `params` pointer-sized arguments: an
-/// imported helper, or one the module defines.
-fn declare(module: &mut JITModule, name: &str, params: usize, linkage: Linkage) -> Result<FuncId, CodegenError> {
+/// The signature of a function taking `params` pointer-sized arguments.
+fn pointers(module: &impl Module, params: usize) -> Signature {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend((0..params).map(|_| AbiParam::new(ptr)));
+    sig
+}
+
+/// Declares a function taking `params` pointer-sized arguments: an
+/// imported helper, or one the module defines.
+fn declare(module: &mut impl Module, name: &str, params: usize, linkage: Linkage) -> Result<FuncId, CodegenError> {
+    let sig = pointers(module, params);
     module
         .declare_function(name, linkage, &sig)
         .map_err(|e| CodegenError::new(e.to_string()))
@@ -216,7 +259,7 @@ fn declare(module: &mut JITModule, name: &str, params: usize, linkage: Linkage) 
 /// hyperparameters, loaded once from the tables the caller passes.
 fn prologue<'p>(
     e: &mut Emitter,
-    module: &mut JITModule,
+    module: &mut impl Module,
     plan: &'p Plan,
     slots: &[Storage],
     imports: &[FuncId],
@@ -259,19 +302,15 @@ fn prologue<'p>(
 
 /// Builds and defines one function of the module with `body`; returns its
 /// Cranelift IR text when asked for.
-fn define(
-    module: &mut JITModule,
-    (id, params): (FuncId, usize),
+fn define<M: Module>(
+    module: &mut M,
+    (id, signature): (FuncId, Signature),
     fma: bool,
     keep_clif: bool,
-    body: impl FnOnce(&mut Emitter, &mut JITModule),
+    body: impl FnOnce(&mut Emitter, &mut M),
 ) -> Result<Option<String>, CodegenError> {
-    let ptr = module.target_config().pointer_type();
     let mut ctx = module.make_context();
-    ctx.func
-        .signature
-        .params
-        .extend((0..params).map(|_| AbiParam::new(ptr)));
+    ctx.func.signature = signature;
     ctx.func.name = UserFuncName::user(0, id.as_u32());
     let mut fctx = FunctionBuilderContext::new();
     {
@@ -289,9 +328,8 @@ fn define(
     Ok(clif)
 }
 
-/// Compiles a planned program into native code: one function for the
-/// routine, and one for each loop it splits across cores.
-pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
+/// Refuses a plan whose working memory is beyond cnnc's limit.
+fn check_arena(plan: &Plan) -> Result<(), CodegenError> {
     if plan.arena_bytes() > MAX_ARENA_BYTES {
         return Err(CodegenError::new(format!(
             "a step at batch {} needs {} of working memory, more than cnnc's limit of {}\n  = help: lower the batch size",
@@ -300,22 +338,60 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
             crate::shape::bytes(MAX_ARENA_BYTES as u64)
         )));
     }
+    Ok(())
+}
+
+/// Compiles a planned program into native code in the process (the JIT).
+pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
+    check_arena(&plan)?;
     let mut arena = Vec::new();
     arena
         .try_reserve_exact(plan.arena_len)
         .map_err(|_| CodegenError::new(format!("cannot allocate {} of working memory", plan.arena_bytes())))?;
     arena.resize(plan.arena_len, 0.0f32);
-    let (isa, fma) = isa()?;
+    let isa = isa(None, false)?;
+    let fma = has_fma(isa.as_ref());
     let mut jit = JITBuilder::with_isa(isa, default_libcall_names());
-    let imports = imports();
-    for i in &imports {
+    for i in &imports() {
         jit.symbol(i.name, i.address);
     }
     let mut module = JITModule::new(jit);
+    let (id, clif) = define_routine(&mut module, &plan, (fma, options), ("routine", Linkage::Local))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::new(e.to_string()))?;
+    let code = module.get_finalized_function(id);
+    // SAFETY: `code` is the function just defined with signature
+    // (pointer, pointer) -> (), in the host's calling convention.
+    let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
+    let slots = slots(&plan.program.graph);
+    let needs = slots.iter().map(|s| need(&plan, s)).collect();
+    Ok(Routine {
+        _module: module,
+        entry,
+        plan,
+        clif: options.keep_clif.then_some(clif),
+        table: Vec::with_capacity(slots.len()),
+        slots,
+        needs,
+        arena,
+    })
+}
+
+/// Defines a routine in `module`: the function `name(table, scalars)`
+/// with `linkage` (local to the JIT's module, exported from an object), and
+/// one local function for each loop it splits across cores. Returns its id,
+/// and its Cranelift IR when asked for (else empty).
+fn define_routine<M: Module>(
+    module: &mut M,
+    plan: &Plan,
+    (fma, options): (bool, Options),
+    (name, linkage): (&str, Linkage),
+) -> Result<(FuncId, String), CodegenError> {
     let ptr = module.target_config().pointer_type();
-    let import_ids = imports
+    let import_ids = imports()
         .iter()
-        .map(|i| declare(&mut module, i.name, i.params, Linkage::Import))
+        .map(|i| declare(module, i.name, i.params, Linkage::Import))
         .collect::<Result<Vec<_>, _>>()?;
     let slots = slots(&plan.program.graph);
 
@@ -329,10 +405,11 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         if shape.numel(plan.batch) < PARALLEL_ELEMENTS {
             continue;
         }
-        let id = declare(&mut module, &format!("kernel{i}"), 4, Linkage::Local)?;
+        let id = declare(module, &format!("{name}_kernel{i}"), 4, Linkage::Local)?;
         let mut extent = 0;
-        let text = define(&mut module, (id, 4), fma, options.keep_clif, |e, module| {
-            let (context, params, _) = prologue(e, module, &plan, &slots, &import_ids);
+        let signature = pointers(module, 4);
+        let text = define(module, (id, signature), fma, options.keep_clif, |e, module| {
+            let (context, params, _) = prologue(e, module, plan, &slots, &import_ids);
             extent = kernels::map_extent(&context, shape, outputs);
             kernels::map(e, &context, shape, outputs, Some((params[2], params[3])));
         })?;
@@ -340,9 +417,10 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         parallel.insert(i, (id, extent));
     }
 
-    let id = declare(&mut module, "routine", 2, Linkage::Local)?;
-    let text = define(&mut module, (id, 2), fma, options.keep_clif, |e, module| {
-        let (context, params, refs) = prologue(e, module, &plan, &slots, &import_ids);
+    let id = declare(module, name, 2, linkage)?;
+    let signature = pointers(module, 2);
+    let text = define(module, (id, signature), fma, options.keep_clif, |e, module| {
+        let (context, params, refs) = prologue(e, module, plan, &slots, &import_ids);
         let (mark, spread) = (refs[MARK], refs[PARALLEL]);
         let tick = |e: &mut Emitter, i: usize| {
             if options.profile {
@@ -371,25 +449,7 @@ pub fn compile(plan: Plan, options: Options) -> Result<Routine, CodegenError> {
         }
         tick(e, plan.program.kernels.len() + 1);
     })?;
-    clif = text.unwrap_or_default() + &clif;
-    module
-        .finalize_definitions()
-        .map_err(|e| CodegenError::new(e.to_string()))?;
-    let code = module.get_finalized_function(id);
-    // SAFETY: `code` is the function just defined with signature
-    // (pointer, pointer) -> (), in the host's calling convention.
-    let entry = unsafe { std::mem::transmute::<*const u8, Entry>(code) };
-    let needs = slots.iter().map(|s| need(&plan, s)).collect();
-    Ok(Routine {
-        _module: module,
-        entry,
-        plan,
-        clif: options.keep_clif.then_some(clif),
-        table: Vec::with_capacity(slots.len()),
-        slots,
-        needs,
-        arena,
-    })
+    Ok((id, text.unwrap_or_default() + &clif))
 }
 
 /// Elements the buffer of `slot` must hold for every value the plan keeps

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use cnnc::ir::{Binary, Builder, Graph, NodeId, Op, Origin, Output, Shape, VarDecl};
+use cnnc::runtime::checkpoint::Tensor;
 use cnnc::runtime::data::DataError;
-use cnnc::shape::Checked;
+use cnnc::shape::{Checked, Role};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -158,4 +159,51 @@ pub fn probed(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeI
     let loss = b.reshape(summed, Shape::scalar()).unwrap();
     g.outputs = vec![(Output::Loss, loss), (Output::Prediction, y)];
     g
+}
+
+/// SplitMix64 draws in [0, 1).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn uniform(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    pub fn between(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.uniform()
+    }
+}
+
+/// Random weights in the model's order: kernels scaled by their fan-in so
+/// that activations stay near 1, batchnorm statistics away from 0 and 1.
+pub fn random_weights(model: &Path, rng: &mut Rng) -> Vec<Tensor> {
+    checked_file(model)
+        .weights()
+        .map(|w| {
+            let n = w.shape.iter().product::<usize>();
+            let fan_in = w.shape[..w.shape.len().saturating_sub(1)]
+                .iter()
+                .product::<usize>()
+                .max(1);
+            let limit = (3.0 / fan_in as f32).sqrt();
+            let data = (0..n)
+                .map(|_| match w.role {
+                    Role::Kernel => rng.between(-limit, limit),
+                    Role::Bias | Role::Beta => rng.between(-0.2, 0.2),
+                    Role::Gamma => rng.between(0.5, 1.5),
+                    Role::MovingMean => rng.between(-0.5, 0.5),
+                    Role::MovingVariance => rng.between(0.3, 2.0),
+                })
+                .collect();
+            Tensor {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                data,
+            }
+        })
+        .collect()
 }
