@@ -503,6 +503,7 @@ fn readers(scratch: &Path) -> Vec<Reader> {
                     &[4, 4, 1],
                     10,
                     None,
+                    &data::Selection::default(),
                 )
                 .map(drop)
                 .map_err(|e| e.to_string())
