@@ -10,6 +10,7 @@ use crate::codegen::{self, Options, profile};
 use crate::ir::Hyper;
 use crate::runtime::engine::{Engine, Graphs, Interpreter, Kind, Step};
 use crate::runtime::jit::Compiled;
+use crate::runtime::machine::Machine;
 use crate::runtime::rng::Rng;
 use crate::runtime::{dropout_masks, gradcheck, initial_weights};
 use ndarray::ArrayD;
@@ -106,10 +107,10 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
     );
 
     let mut out = format!(
-        "bench `{}`: batch {b}, median of {} steps, {} threads\n",
+        "bench `{}`: batch {b}, median of {} steps\non {}\n",
         checked.model.name,
         args.steps,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        Machine::this()
     );
     let mut compile = Vec::new();
     for (kind, name) in [(Kind::Train, "training step"), (Kind::Predict, "inference")] {

@@ -9,6 +9,7 @@ pub mod file;
 pub mod gradcheck;
 pub mod init;
 pub mod jit;
+pub mod machine;
 pub mod metrics;
 pub mod npy;
 pub mod optim;
