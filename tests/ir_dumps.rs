@@ -33,6 +33,19 @@ fn optimized_fused_and_clif_stages() {
             insta::assert_snapshot!(format!("{}_{stage}", stem(&path)), stdout(&out));
         }
     }
+    // The convolutions' algorithms, one forced where it applies.
+    let out = cnnc(&[
+        "ir",
+        "models/mnist_cnn.cnn",
+        "--stage",
+        "fused",
+        "--batch",
+        "32",
+        "--conv",
+        "winograd4",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    insta::assert_snapshot!("mnist_cnn_fused_winograd4", stdout(&out));
     for (model, routine) in [
         ("logistic", "train"),
         ("logistic", "predict"),

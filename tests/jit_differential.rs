@@ -3,12 +3,13 @@
 //! (against the interpreter in f64) the input's gradient agree on every model
 //! in `models/` and on a few hundred random models (random stacks of the
 //! language's layers with random shapes, strides, paddings and batch sizes,
-//! 1 included). Debug builds also check every memory plan's invariants
-//! (`plan::verify`, run by `codegen::plan_for`).
+//! 1 included), and every convolution algorithm does on random models of
+//! the convolutions it computes. Debug builds also check every memory
+//! plan's invariants (`plan::verify`, run by `codegen::plan_for`).
 
 mod common;
 
-use cnnc::codegen;
+use cnnc::codegen::{self, ConvPolicy, Options};
 use cnnc::interp::Feeds;
 use cnnc::ir::{Builder, Conv, Hyper, NodeId, Op, Output};
 use cnnc::parse::ast::Optimizer;
@@ -45,7 +46,13 @@ fn agree(what: &str, jit: &ArrayD<f32>, interp: &ArrayD<f32>) -> Result<(), Stri
 /// the f32 interpreter's gradient is 2.6e-3 (L2) from f64's for that
 /// reason, while every layer's output agrees to 4e-7. The compiled engine
 /// is compared with f64 instead, in the L2 norm, `|a - b| <= 1e-4 |b|`.
-fn saliency_agrees(checked: &Checked, graphs: &Graphs, batch: usize, seed: u64) -> Result<(), String> {
+fn saliency_agrees(
+    checked: &Checked,
+    graphs: &Graphs,
+    batch: usize,
+    seed: u64,
+    options: Options,
+) -> Result<(), String> {
     let name = &checked.model.name;
     let (x, y) = random_batch(checked, batch, &mut Rng::new(seed));
     let exact = initial_weights::<f64>(checked, seed);
@@ -64,7 +71,7 @@ fn saliency_agrees(checked: &Checked, graphs: &Graphs, batch: usize, seed: u64) 
         .1;
     let mut weights = initial_weights::<f32>(checked, seed);
     let (xf, yf) = (x.mapv(|v| v as f32), y.mapv(|v| v as f32));
-    let jit = Compiled::new(graphs.clone())
+    let jit = Compiled::with_options(graphs.clone(), options)
         .saliency(&mut weights, xf.view(), yf.view())
         .map_err(|e| format!("{name}: {e}"))?;
     if jit.shape() != reference.shape() {
@@ -97,8 +104,9 @@ fn hyper(h: Hyper) -> f64 {
 
 /// Runs the backward, training-step and prediction graphs on both
 /// engines from the same state and batch and compares every output and
-/// every updated variable.
-fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
+/// every updated variable; the compiled engine's convolutions as `conv`
+/// says.
+fn compare(checked: &Checked, batch: usize, seed: u64, conv: ConvPolicy) -> Result<(), String> {
     let name = &checked.model.name;
     let optimizer = checked
         .model
@@ -127,7 +135,11 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
         masks: &masks,
         hyper: &hyper,
     };
-    let mut jit = Compiled::new(graphs.clone());
+    let options = Options {
+        conv,
+        ..Options::default()
+    };
+    let mut jit = Compiled::with_options(graphs.clone(), options);
     let mut reference = Interpreter::new(graphs.clone());
     for kind in [Kind::Backward, Kind::Predict, Kind::Probe, Kind::Train] {
         let vars = if kind == Kind::Train { state.len() } else { weights };
@@ -157,7 +169,7 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
             )?;
         }
     }
-    saliency_agrees(checked, &graphs, batch, seed)
+    saliency_agrees(checked, &graphs, batch, seed, options)
 }
 
 #[test]
@@ -165,7 +177,7 @@ fn every_model_in_models() {
     for path in common::models() {
         let checked = common::checked_file(&path);
         for batch in [1, 3] {
-            compare(&checked, batch, 11).unwrap_or_else(|e| panic!("{e}"));
+            compare(&checked, batch, 11, ConvPolicy::default()).unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }
@@ -254,7 +266,64 @@ proptest! {
         // are rightly refused by `check`, and skipped here.
         let Ok(model) = cnnc::parse::parse("random.cnn", &source) else { return Ok(()) };
         let Ok(checked) = cnnc::shape::check(model, "random.cnn", &source) else { return Ok(()) };
-        prop_assert!(compare(&checked, batch, seed).is_ok(), "{source}\n{:?}", compare(&checked, batch, seed));
+        let auto = ConvPolicy::default();
+        prop_assert!(compare(&checked, batch, seed, auto).is_ok(), "{source}\n{:?}", compare(&checked, batch, seed, auto));
+    }
+}
+
+/// A random model of the convolutions every algorithm computes: 3x3
+/// kernels at stride 1 (whose input gradients are 3x3 convolutions too,
+/// and whose kernel gradients have 3x3 outputs), `same` and `valid`, on
+/// images of odd and even sides that tiles of 2, 4 and 6 do and do not
+/// divide, with channel counts below, at and above a vector's lanes.
+fn convolutions_model() -> impl Strategy<Value = String> {
+    let conv = (
+        1usize..21,
+        any::<bool>(),
+        prop::sample::select(vec!["relu", "tanh", "linear"]),
+    );
+    (
+        (3usize..15, 3usize..15, 1usize..20),
+        prop::collection::vec(conv, 1..4),
+        any::<bool>(),
+    )
+        .prop_map(|((h, w, c), convs, pool)| {
+            let mut m = format!("input {h}x{w}x{c}\n");
+            let (mut h, mut w) = (h, w);
+            for (filters, same, act) in convs {
+                if !same && (h < 3 || w < 3) {
+                    continue;
+                }
+                if !same {
+                    (h, w) = (h - 2, w - 2);
+                }
+                let padding = if same { "same" } else { "valid" };
+                m += &format!("conv2d {filters} 3x3 padding={padding} activation={act}\n");
+            }
+            if pool && h >= 2 && w >= 2 {
+                m += "maxpool2d 2x2\n";
+            }
+            m + "flatten\ndense 3 activation=softmax\n"
+        })
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 16,
+        rng_seed: RngSeed::Fixed(20260611),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn every_convolution_algorithm(source in convolutions_model(), batch in 1usize..5, seed in 0u64..1000) {
+        let model = cnnc::parse::parse("convolutions.cnn", &source).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let checked = cnnc::shape::check(model, "convolutions.cnn", &source).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        for name in codegen::conv_algorithms() {
+            let policy = ConvPolicy::named(name).expect("an algorithm's name");
+            let result = compare(&checked, batch, seed, policy);
+            prop_assert!(result.is_ok(), "--conv {name}, batch {batch}:\n{source}\n{result:?}");
+        }
     }
 }
 
@@ -280,7 +349,7 @@ fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeI
     let reference = cnnc::interp::run(&g, &feeds).unwrap();
     let mut optimized = g.clone();
     cnnc::passes::optimize(&mut optimized).unwrap();
-    let plan = codegen::plan_for(cnnc::fuse::fuse(optimized), 1).unwrap();
+    let plan = codegen::plan_for(cnnc::fuse::fuse(optimized), 1, Default::default()).unwrap();
     let mut routine = codegen::compile(plan, codegen::Options::default()).unwrap();
     let mut state = vars.clone();
     let mut vars_mut: Vec<&mut [f32]> = state.iter_mut().map(|v| v.as_slice_mut().unwrap()).collect();
@@ -318,4 +387,85 @@ fn grouped_convolutions_and_transposes() {
     compare_op("transpose", &[&[3, 5, 7, 2]], |b, x| {
         b.op(Op::Transpose { perm: vec![0, 3, 1, 2] }, &[x[0]]).unwrap()
     });
+}
+
+/// The worst relative L2 error, over the loss and every weight's gradient,
+/// of the compiled engine's backward pass (convolutions as `conv` says)
+/// against the interpreter's in f64, on the same weights, batch and
+/// dropout masks.
+fn backward_error(checked: &Checked, batch: usize, seed: u64, conv: ConvPolicy) -> f64 {
+    let graphs = Graphs::of_model(checked).expect("graphs");
+    let mut rng = Rng::new(seed);
+    let (x, y) = random_batch(checked, batch, &mut rng);
+    let masks = dropout_masks::<f32>(&graphs.backward, batch, &mut rng);
+    let exact_masks: Vec<ArrayD<f64>> = masks.iter().map(|m| m.mapv(f64::from)).collect();
+    let exact = initial_weights::<f64>(checked, seed);
+    let feeds = Feeds {
+        input: x.view(),
+        label: Some(y.view()),
+        vars: &exact,
+        masks: &exact_masks,
+        hyper: &|_| 0.0,
+    };
+    let reference = cnnc::interp::run(&graphs.backward, &feeds).expect("the interpreter runs");
+    let mut weights = initial_weights::<f32>(checked, seed);
+    let (xf, yf) = (x.mapv(|v| v as f32), y.mapv(|v| v as f32));
+    let step = Step {
+        inputs: xf.view(),
+        targets: Some(yf.view()),
+        masks: &masks,
+        hyper: &hyper,
+    };
+    let options = Options {
+        conv,
+        ..Options::default()
+    };
+    let outputs = Compiled::with_options(graphs.clone(), options)
+        .run(Kind::Backward, &mut weights, &step)
+        .expect("the compiled engine runs");
+    let mut worst = 0.0f64;
+    for (o, a) in &outputs {
+        let b = &reference
+            .iter()
+            .find(|(p, _)| p == o)
+            .expect("the interpreter has every output")
+            .1;
+        let error = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (f64::from(*a) - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let scale = b.iter().map(|v| v * v).sum::<f64>().sqrt();
+        // A bias before batch normalization has a zero gradient, which
+        // f32 computes as rounding noise: no relative error to speak of.
+        if scale > 1e-6 {
+            worst = worst.max(error / scale);
+        }
+    }
+    worst
+}
+
+/// Winograd's rounding error against GEMM's, both against f64, on the
+/// gradients of mnist_cnn (the figures the README quotes:
+/// `cargo test --test jit_differential winograd_error -- --nocapture`).
+/// Winograd's transforms add error; it must stay within a small multiple of
+/// f32's, and under the differential tests' 1e-4.
+#[test]
+fn winograd_error_against_f64() {
+    for model in ["mnist_cnn"] {
+        let checked = common::checked_file(std::path::Path::new(&format!("models/{model}.cnn")));
+        let gemm = backward_error(&checked, 8, 5, ConvPolicy::GEMM);
+        eprintln!("{model}: im2col + gemm {gemm:.2e}");
+        for name in codegen::conv_algorithms()
+            .into_iter()
+            .filter(|n| n.starts_with("winograd"))
+        {
+            let policy = ConvPolicy::named(name).expect("an algorithm's name");
+            let winograd = backward_error(&checked, 8, 5, policy);
+            eprintln!("{model}: {name} {winograd:.2e} ({:.1}x gemm's)", winograd / gemm);
+            assert!(winograd < 1e-4, "{model} {name}: {winograd:.2e}");
+        }
+        assert!(gemm < 1e-5, "{model} gemm: {gemm:.2e}");
+    }
 }

@@ -24,7 +24,7 @@ fn compiled_op(op: Op, operands: &[&[f32]]) -> Vec<f32> {
         .collect();
     let y = b.op(op, &xs).unwrap();
     g.outputs.push((Output::Prediction, y));
-    let plan = codegen::plan_for(fuse(g), 1).unwrap();
+    let plan = codegen::plan_for(fuse(g), 1, Default::default()).unwrap();
     let mut routine = codegen::compile(plan, Options::default()).unwrap();
     let mut inputs: Vec<Vec<f32>> = operands.iter().map(|x| x.to_vec()).collect();
     let mut vars: Vec<&mut [f32]> = inputs.iter_mut().map(|v| v.as_mut_slice()).collect();

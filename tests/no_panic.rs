@@ -336,8 +336,8 @@ fn front_end(name: &str, src: &str) -> Result<(), String> {
         Ok(checked) => {
             // Lowering, differentiation, fusion and memory planning too: a
             // model `check` accepts must compile.
-            let arena =
-                cnnc::runtime::jit::arenas(&checked).map_err(|e| format!("accepted, but the pipeline fails: {e}"))?;
+            let arena = cnnc::runtime::jit::arenas(&checked, Default::default())
+                .map_err(|e| format!("accepted, but the pipeline fails: {e}"))?;
             let text = cnnc::summary::text(&checked, Some(&arena));
             if !text.starts_with("Model: ") {
                 return Err(format!("accepted, but the summary reads {text:?}"));

@@ -151,7 +151,7 @@ fn dce_drops_what_no_output_needs() {
 /// them for batch 2.
 fn kernels(mut g: Graph) -> String {
     optimize(&mut g).unwrap();
-    fused(&codegen::plan_for(fuse(g), 2).unwrap())
+    fused(&codegen::plan_for(fuse(g), 2, Default::default()).unwrap())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! only ratios measured together mean much), with compile times, achieved
 //! GFLOP/s and, with `--profile`, the time of every kernel.
 
-use super::common::{Failure, fail, graphs, load};
+use super::common::{ConvArgs, Failure, fail, graphs, load};
 use super::transfer::{FreezeArgs, frozen};
 use crate::codegen::print::kernel_line;
 use crate::codegen::{self, Options, profile};
@@ -37,6 +37,8 @@ pub struct BenchArgs {
     profile: bool,
     #[command(flatten)]
     freeze: FreezeArgs,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 struct Batch {
@@ -81,9 +83,9 @@ fn measure(
     median(steps, || engine.run(kind, state, &step).map(|_| ()).map_err(fail))
 }
 
-fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize) -> Result<u64, Failure> {
+fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize, options: Options) -> Result<u64, Failure> {
     let program = Compiled::program(graphs, kind).map_err(fail)?;
-    let plan = codegen::plan_for(program, batch).map_err(|e| Failure::new(e.to_string()))?;
+    let plan = codegen::plan_for(program, batch, options.conv).map_err(|e| Failure::new(e.to_string()))?;
     Ok(plan.lowerings.iter().map(|l| l.flops()).sum())
 }
 
@@ -112,10 +114,11 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
         args.steps,
         Machine::this()
     );
+    let options = args.conv.options();
     let mut compile = Vec::new();
     for (kind, name) in [(Kind::Train, "training step"), (Kind::Predict, "inference")] {
         let t = Instant::now();
-        Compiled::compile(&graphs, kind, b, Options::default()).map_err(fail)?;
+        Compiled::compile(&graphs, kind, b, options).map_err(fail)?;
         compile.push(format!("{name} {:.1} ms", t.elapsed().as_secs_f64() * 1e3));
     }
     let _ = writeln!(out, "compile (fuse, plan, Cranelift): {}", compile.join(", "));
@@ -124,10 +127,11 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
         "{:<10} {:>14} {:>14} {:>10} {:>14} {:>14} {:>10}",
         "engine", "train step", "samples/s", "GFLOP/s", "inference", "samples/s", "GFLOP/s"
     );
-    let train_flops = gemm_flops(&graphs, Kind::Train, b)? as f64;
-    let infer_flops = gemm_flops(&graphs, Kind::Predict, b)? as f64;
+    let train_flops = gemm_flops(&graphs, Kind::Train, b, options)? as f64;
+    let infer_flops = gemm_flops(&graphs, Kind::Predict, b, options)? as f64;
     let mut times = Vec::new();
-    let mut engines: Vec<(&str, Box<dyn Engine>)> = vec![("jit", Box::new(Compiled::new(graphs.clone())))];
+    let mut engines: Vec<(&str, Box<dyn Engine>)> =
+        vec![("jit", Box::new(Compiled::with_options(graphs.clone(), options)))];
     if !args.jit_only {
         engines.push(("interp", Box::new(Interpreter::new(graphs.clone()))));
     }
@@ -158,17 +162,23 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
         infer_flops / 1e6
     );
     if args.profile {
-        out += &kernel_profile(&graphs, &batch, &mut state, args.steps)?;
+        out += &kernel_profile(&graphs, &batch, &mut state, args.steps, options)?;
     }
     Ok(out)
 }
 
 /// The compiled training step with a timer around every kernel.
-fn kernel_profile(graphs: &Graphs, batch: &Batch, state: &mut [ArrayD<f32>], steps: u32) -> Result<String, Failure> {
+fn kernel_profile(
+    graphs: &Graphs,
+    batch: &Batch,
+    state: &mut [ArrayD<f32>],
+    steps: u32,
+    options: Options,
+) -> Result<String, Failure> {
     let b = batch.input.shape()[0];
     let options = Options {
-        keep_clif: false,
         profile: true,
+        ..options
     };
     let mut routine = Compiled::compile(graphs, Kind::Train, b, options).map_err(fail)?;
     let g = &routine.plan.program.graph;

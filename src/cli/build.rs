@@ -53,7 +53,8 @@ pub fn run(args: BuildArgs) -> Result<String, Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     // One sample per run: the predict function loops over the batch, so one
     // object serves every batch size with the working memory of one sample.
-    let plan = codegen::plan_for(program, 1).map_err(in_model(&checked))?;
+    // cnnc_support.c has the GEMM, not the other algorithms' functions.
+    let plan = codegen::plan_for(program, 1, codegen::ConvPolicy::GEMM).map_err(in_model(&checked))?;
     let prefix = c::identifier(&checked.model.name);
     let object = object::object(&plan, &values, &prefix, args.target.as_deref()).map_err(in_model(&checked))?;
     let interface = Interface {

@@ -1,22 +1,22 @@
 //! `cnnc check FILE`: parse, check shapes, print the summary.
 
-use super::common::{Failure, Format, in_model, load};
+use super::common::{ConvArgs, Failure, Format, in_model, load};
 use super::transfer::{FreezeArgs, frozen};
 use crate::shape::Checked;
 use crate::summary;
 use std::path::Path;
 
-pub fn run(path: &Path, format: Format, freeze: &FreezeArgs) -> Result<String, Failure> {
-    summarize(&frozen(load(path)?, freeze)?, format)
+pub fn run(path: &Path, format: Format, freeze: &FreezeArgs, conv: &ConvArgs) -> Result<String, Failure> {
+    summarize(&frozen(load(path)?, freeze)?, format, conv)
 }
 
 /// The model's summary as `cnnc check` prints it (`GET /model` serves the
-/// JSON one).
-pub fn summarize(checked: &Checked, format: Format) -> Result<String, Failure> {
+/// JSON one), with the arenas of the convolutions' algorithms `conv` says.
+pub fn summarize(checked: &Checked, format: Format, conv: &ConvArgs) -> Result<String, Failure> {
     let deep = checked.layers.len() > ARENA_LAYERS;
     let arena = match deep {
         true => None,
-        false => Some(crate::runtime::jit::arenas(checked).map_err(in_model(checked))?),
+        false => Some(crate::runtime::jit::arenas(checked, conv.conv).map_err(in_model(checked))?),
     };
     Ok(match format {
         Format::Text if deep => format!(

@@ -2,6 +2,7 @@
 //! its graphs and engine, finding its dataset and loading trained weights,
 //! and the failure every command returns.
 
+use crate::codegen::{self, ConvPolicy, Options};
 use crate::parse;
 use crate::runtime::Error;
 use crate::runtime::data::{self, Splits};
@@ -10,6 +11,7 @@ use crate::runtime::jit::Compiled;
 use crate::runtime::train;
 use crate::shape::{self, Checked};
 use clap::ValueEnum;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -113,6 +115,35 @@ pub enum EngineKind {
     Interp,
 }
 
+/// How the compiled engine computes convolutions: every command that
+/// compiles a model takes `--conv`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ConvArgs {
+    /// Algorithm of the compiled engine's convolutions: `auto`, the cost
+    /// model's choice for each; `gemm`, im2col + GEMM for all (the numbers
+    /// cnnc gave before it had other algorithms, bit for bit, with the
+    /// smallest rounding error); or another algorithm, wherever it applies
+    #[arg(long, value_name = "ALGORITHM", default_value = "auto", value_parser = conv_policy())]
+    pub conv: ConvPolicy,
+}
+
+impl ConvArgs {
+    /// Compile options with this choice.
+    pub fn options(&self) -> Options {
+        Options {
+            conv: self.conv,
+            ..Options::default()
+        }
+    }
+}
+
+/// `auto` or an algorithm's name.
+fn conv_policy() -> impl TypedValueParser<Value = ConvPolicy> {
+    let mut names = vec!["auto"];
+    names.extend(codegen::conv_algorithms());
+    PossibleValuesParser::new(names).map(|name| ConvPolicy::named(&name).unwrap_or_default())
+}
+
 /// Where the data comes from, shared by `run` and `eval`.
 #[derive(clap::Args)]
 pub struct DataArgs {
@@ -129,6 +160,8 @@ pub struct DataArgs {
     /// Engine that runs the model.
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     pub engine: EngineKind,
+    #[command(flatten)]
+    pub conv: ConvArgs,
 }
 
 /// A failure of files, data or settings: a message.
@@ -148,9 +181,11 @@ pub fn in_model<E: Into<Error>>(checked: &Checked) -> impl Fn(E) -> Failure + '_
     }
 }
 
-pub fn engine(kind: EngineKind, graphs: &Graphs) -> Box<dyn Engine> {
+/// The engine `kind` names; a compiled one computes convolutions as `conv`
+/// says.
+pub fn engine(kind: EngineKind, conv: &ConvArgs, graphs: &Graphs) -> Box<dyn Engine> {
     match kind {
-        EngineKind::Jit => Box::new(Compiled::new(graphs.clone())),
+        EngineKind::Jit => Box::new(Compiled::with_options(graphs.clone(), conv.options())),
         EngineKind::Interp => Box::new(Interpreter::new(graphs.clone())),
     }
 }

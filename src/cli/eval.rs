@@ -54,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<String, Failure> {
             "the dataset has no test split\n  = help: an image dataset keeps its test images in a test/ folder",
         ));
     };
-    let mut engine = engine(args.data.engine, &graphs);
+    let mut engine = engine(args.data.engine, &args.data.conv, &graphs);
     let e = train::evaluate(&checked, engine.as_mut(), &mut state, test, args.batch as usize)
         .map_err(in_model(&checked))?;
     Ok(match args.format {

@@ -2,7 +2,7 @@
 //! gradient and its value after one SGD step. The course's backpropagation
 //! exercises, checked by the compiler.
 
-use super::common::{EngineKind, Failure, Format, engine, finite, graphs, in_model, load, positive};
+use super::common::{ConvArgs, EngineKind, Failure, Format, engine, finite, graphs, in_model, load, positive};
 use crate::ir::{Hyper, Output};
 use crate::parse::ast::{Loss, Optimizer};
 use crate::runtime::engine::{Kind, Step};
@@ -37,6 +37,8 @@ pub struct GradArgs {
     format: Format,
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 struct Example {
@@ -83,7 +85,7 @@ pub fn run(args: GradArgs) -> Result<String, Failure> {
         hyper: &no_hyper,
     };
     let mut state = vars.clone();
-    let outputs = engine(args.engine, &graphs)
+    let outputs = engine(args.engine, &args.conv, &graphs)
         .run(Kind::Backward, &mut state, &step)
         .map_err(in_model(&checked))?;
 

@@ -1,7 +1,7 @@
 //! `cnnc gradcheck FILE`: the compiler's derived gradients against central
 //! differences, in f64, at random weights and a random batch.
 
-use super::common::{EngineKind, Failure, engine, graphs, in_model, load};
+use super::common::{ConvArgs, EngineKind, Failure, engine, graphs, in_model, load};
 use crate::runtime::gradcheck;
 use std::path::PathBuf;
 
@@ -22,12 +22,14 @@ pub struct GradcheckArgs {
     /// (tolerance 1e-3) or the interpreter in f64 (tolerance 1e-6).
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
     let mut compiled = match args.engine {
-        EngineKind::Jit => Some(engine(EngineKind::Jit, &graphs(&checked)?)),
+        EngineKind::Jit => Some(engine(EngineKind::Jit, &args.conv, &graphs(&checked)?)),
         EngineKind::Interp => None,
     };
     let report = gradcheck::check_model(

@@ -1,6 +1,6 @@
 //! `cnnc ir FILE --stage ...`: the graph at each stage of the pipeline.
 
-use super::common::{Failure, graphs, in_model, load};
+use super::common::{ConvArgs, Failure, graphs, in_model, load};
 use crate::codegen::{self, Options};
 use crate::ir::{Graph, print};
 use crate::lower::{Mode, lower};
@@ -58,6 +58,8 @@ pub struct IrArgs {
     batch: Option<u32>,
     #[arg(long, value_enum, default_value_t = IrFormat::Text)]
     format: IrFormat,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 pub fn run(args: IrArgs) -> Result<String, Failure> {
@@ -84,13 +86,13 @@ pub fn run(args: IrArgs) -> Result<String, Failure> {
             match args.stage {
                 Stage::Fused => {
                     let program = Compiled::program(&graphs, kind).map_err(in_model(&checked))?;
-                    let plan = codegen::plan_for(program, batch).map_err(in_model(&checked))?;
+                    let plan = codegen::plan_for(program, batch, args.conv.conv).map_err(in_model(&checked))?;
                     return Ok(codegen::print::fused(&plan));
                 }
                 Stage::Clif => {
                     let options = Options {
                         keep_clif: true,
-                        profile: false,
+                        ..args.conv.options()
                     };
                     let routine = Compiled::compile(&graphs, kind, batch, options).map_err(in_model(&checked))?;
                     let mut legend: String = codegen::imports()

@@ -55,6 +55,8 @@ enum Command {
         format: Format,
         #[command(flatten)]
         freeze: transfer::FreezeArgs,
+        #[command(flatten)]
+        conv: common::ConvArgs,
     },
     /// Print the intermediate representation at a stage of the pipeline.
     Ir(ir::IrArgs),
@@ -87,7 +89,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { file, format, freeze } => check::run(&file, format, &freeze),
+        Command::Check {
+            file,
+            format,
+            freeze,
+            conv,
+        } => check::run(&file, format, &freeze, &conv),
         Command::Ir(args) => ir::run(args),
         Command::Grad(args) => grad::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),

@@ -2,7 +2,7 @@
 //! images or of a `.npy` batch (a regression model's output values), and
 //! optionally every output, and the outputs of chosen layers, as `.npy`.
 
-use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained};
+use super::common::{ConvArgs, EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained};
 use crate::parse::ast::Loss;
 use crate::runtime::engine::Engine;
 use crate::runtime::serve::ranked;
@@ -45,6 +45,8 @@ pub struct PredictArgs {
     allow_extra: bool,
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
@@ -66,7 +68,7 @@ pub fn run(args: PredictArgs) -> Result<String, Failure> {
     } = trained(&checked, &args.weights, args.allow_extra)?;
     let graphs = graphs.probing(&checked, &layers).map_err(fail)?;
     let (batch, names) = inputs(&args.inputs, &checked.model.input.shape)?;
-    let mut engine = engine(args.engine, &graphs);
+    let mut engine = engine(args.engine, &args.conv, &graphs);
     let (outputs, layer_values) = probe(
         engine.as_mut(),
         &mut state.values[..state.weights],

@@ -127,7 +127,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         settings.validation_split,
         &selection,
     )?;
-    let mut engine = engine(args.data.engine, &graphs);
+    let mut engine = engine(args.data.engine, &args.data.conv, &graphs);
     // The first Ctrl-C stops after the current step and saves; a second
     // exits at once, which every write being atomic makes safe: each file is
     // whole, and the checkpoint is one of them.

@@ -2,7 +2,7 @@
 //! HTTP, with the live demo page at `/` (`runtime::serve`).
 
 use super::check::summarize;
-use super::common::{Failure, Format, fail, ignored_note, load, trained_or_initial};
+use super::common::{ConvArgs, Failure, Format, fail, ignored_note, load, trained_or_initial};
 use crate::runtime::serve::{self, Options, Service};
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,11 +33,13 @@ pub struct ServeArgs {
     /// ignored, and listed.
     #[arg(long)]
     allow_extra: bool,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 pub fn run(args: ServeArgs) -> Result<String, Failure> {
     let checked = load(&args.file)?;
-    let summary = summarize(&checked, Format::Json)?;
+    let summary = summarize(&checked, Format::Json, &args.conv)?;
     let loaded = trained_or_initial(&checked, args.weights.as_deref(), args.allow_extra)?;
     if let Some(w) = &args.weights {
         eprint!("{}", ignored_note(w, &loaded.ignored));
@@ -52,6 +54,7 @@ pub fn run(args: ServeArgs) -> Result<String, Failure> {
         classes: loaded.classes,
         summary,
         checked,
+        options: args.conv.options(),
     };
     let options = Options {
         host: args.host,

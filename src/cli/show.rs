@@ -4,7 +4,9 @@
 //! else the model's initial ones (its literal `kernel_initializer` values,
 //! say).
 
-use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial};
+use super::common::{
+    ConvArgs, EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial,
+};
 use super::predict::inputs;
 use crate::parse::ast::{Activation, LayerKind};
 use crate::runtime::show::{Panel, Sheet, panels};
@@ -69,6 +71,8 @@ pub struct ModelArgs {
     allow_extra: bool,
     #[arg(long, value_enum, default_value_t = EngineKind::Jit)]
     engine: EngineKind,
+    #[command(flatten)]
+    conv: ConvArgs,
 }
 
 /// A loaded model with its weights, and the note its loading left.
@@ -245,7 +249,7 @@ fn maps(args: &ModelArgs, image: &Path, names: &[String], output: &Path) -> Resu
         ..
     } = loaded.trained;
     let graphs = graphs.probing(checked, &layers).map_err(fail)?;
-    let mut engine = engine(args.engine, &graphs);
+    let mut engine = engine(args.engine, &args.conv, &graphs);
     let probed = engine
         .probe(&mut state.values[..state.weights], batch.view())
         .map_err(fail)?;
@@ -320,7 +324,7 @@ fn saliency(args: &ModelArgs, image: &Path, class: Option<&str>, output: &Path) 
         classes,
         ..
     } = loaded.trained;
-    let mut engine = engine(args.engine, &graphs);
+    let mut engine = engine(args.engine, &args.conv, &graphs);
     let weights = &mut state.values[..state.weights];
     let prediction = engine.predict(weights, batch.view()).map_err(fail)?;
     let scores: Vec<f32> = prediction.iter().copied().collect();

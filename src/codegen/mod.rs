@@ -14,6 +14,7 @@ pub mod object;
 pub mod plan;
 pub mod print;
 pub mod profile;
+pub mod simd;
 mod threads;
 
 use crate::diag::Diagnostic;
@@ -91,13 +92,15 @@ pub fn slots(graph: &Graph) -> Vec<Storage> {
     s
 }
 
-/// Chooses each kernel's lowering for `batch`, plans memory for them, and
-/// checks the plan.
-pub fn plan_for(program: Program, batch: usize) -> Result<Plan, CodegenError> {
+pub use kernels::conv::{Policy as ConvPolicy, names as conv_algorithms};
+
+/// Chooses each kernel's lowering for `batch` (its convolutions' algorithms
+/// by `conv`), plans memory for them, and checks the plan.
+pub fn plan_for(program: Program, batch: usize, conv: ConvPolicy) -> Result<Plan, CodegenError> {
     let lowerings = program
         .kernels
         .iter()
-        .map(|k| kernels::lowering(k, &program.graph, batch))
+        .map(|k| kernels::lowering(k, &program.graph, batch, conv))
         .collect::<Result<_, _>>()?;
     let plan = plan::plan(program, batch, lowerings);
     if cfg!(debug_assertions) {
@@ -108,7 +111,7 @@ pub fn plan_for(program: Program, batch: usize) -> Result<Plan, CodegenError> {
 
 /// The functions generated code calls, in the order every function
 /// declares them: Cranelift names them `fn0`, `fn1`, ... in that order.
-pub fn imports() -> [Import; 3] {
+pub fn imports() -> [Import; 4] {
     [
         Import {
             name: "cnnc_sgemm",
@@ -128,6 +131,12 @@ pub fn imports() -> [Import; 3] {
             what: "which runs a large loop's functions below on every core",
             address: threads::cnnc_parallel as *const u8,
         },
+        Import {
+            name: "cnnc_winograd",
+            params: 5,
+            what: "Winograd's convolution (see --stage fused for which convolutions call it)",
+            address: kernels::conv::cnnc_winograd as *const u8,
+        },
     ]
 }
 
@@ -145,6 +154,7 @@ pub struct Import {
 const SGEMM: usize = 0;
 const MARK: usize = 1;
 const PARALLEL: usize = 2;
+const WINOGRAD: usize = 3;
 
 type Entry = unsafe extern "C" fn(*const *mut f32, *const f32);
 
@@ -228,6 +238,8 @@ pub struct Options {
     pub keep_clif: bool,
     /// Time every kernel (`cnnc bench --profile`).
     pub profile: bool,
+    /// Which algorithms compute the convolutions.
+    pub conv: ConvPolicy,
 }
 
 /// The most working memory a routine may plan: more is refused before
@@ -295,6 +307,7 @@ fn prologue<'p>(
         bases,
         hypers,
         sgemm: refs[SGEMM],
+        winograd: refs[WINOGRAD],
         arena,
     };
     (context, params, refs)

@@ -373,7 +373,7 @@ mod tests {
         let mut graph = crate::lower::lower(&checked, crate::lower::Mode::Training).unwrap();
         crate::autodiff::differentiate(&mut graph).unwrap();
         crate::passes::optimize(&mut graph).unwrap();
-        crate::codegen::plan_for(fuse(graph), 4).unwrap()
+        crate::codegen::plan_for(fuse(graph), 4, Default::default()).unwrap()
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::Error;
 use super::engine::{Engine, Graphs, Kind, Step};
-use crate::codegen::{self, Buffers, HYPERS, Options, Routine};
+use crate::codegen::{self, Buffers, ConvPolicy, HYPERS, Options, Routine};
 use crate::fuse::{self, Program};
 use crate::ir::Output;
 use crate::passes;
@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 pub struct Compiled {
     graphs: Graphs,
+    options: Options,
     programs: HashMap<Kind, Program>,
     cache: HashMap<(Kind, usize), Entry>,
 }
@@ -27,8 +28,15 @@ struct Entry {
 
 impl Compiled {
     pub fn new(graphs: Graphs) -> Compiled {
+        Compiled::with_options(graphs, Options::default())
+    }
+
+    /// An engine whose routines are compiled with `options` (the
+    /// convolutions' algorithms, say).
+    pub fn with_options(graphs: Graphs, options: Options) -> Compiled {
         Compiled {
             graphs,
+            options,
             programs: HashMap::new(),
             cache: HashMap::new(),
         }
@@ -45,7 +53,7 @@ impl Compiled {
     /// the benchmarks do.
     pub fn compile(graphs: &Graphs, kind: Kind, batch: usize, options: Options) -> Result<Routine, Error> {
         let program = Compiled::program(graphs, kind)?;
-        let plan = codegen::plan_for(program, batch)?;
+        let plan = codegen::plan_for(program, batch, options.conv)?;
         Ok(codegen::compile(plan, options)?)
     }
 
@@ -56,8 +64,8 @@ impl Compiled {
                 self.programs.insert(kind, p);
             }
             let program = self.programs[&kind].clone();
-            let plan = codegen::plan_for(program, batch)?;
-            let routine = codegen::compile(plan, Options::default())?;
+            let plan = codegen::plan_for(program, batch, self.options.conv)?;
+            let routine = codegen::compile(plan, self.options)?;
             let g = self.graphs.graph(kind);
             let outputs = g
                 .outputs
@@ -76,12 +84,13 @@ impl Compiled {
 }
 
 /// The arenas the compiled engine plans for a model: inference at batch 1,
-/// a training step at the training block's batch size (else 32).
-pub fn arenas(checked: &Checked) -> Result<crate::summary::Arena, Error> {
+/// a training step at the training block's batch size (else 32), with the
+/// convolutions' algorithms `conv` chooses.
+pub fn arenas(checked: &Checked, conv: ConvPolicy) -> Result<crate::summary::Arena, Error> {
     let graphs = Graphs::of_model(checked)?;
     let batch = checked.model.train.as_ref().and_then(|t| t.batch_size).unwrap_or(32);
     let bytes = |kind: Kind, batch: usize| -> Result<usize, Error> {
-        let plan = codegen::plan_for(Compiled::program(&graphs, kind)?, batch)?;
+        let plan = codegen::plan_for(Compiled::program(&graphs, kind)?, batch, conv)?;
         Ok(plan.arena_bytes())
     };
     Ok(crate::summary::Arena {

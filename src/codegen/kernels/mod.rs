@@ -5,7 +5,7 @@
 //! algorithms in `conv/`; windows for pooling in `pool.rs`; row loops for
 //! softmax and the cross-entropies in `loss.rs`.
 
-mod conv;
+pub mod conv;
 mod loss;
 mod matmul;
 mod pool;
@@ -44,8 +44,14 @@ pub trait Lowering: fmt::Debug + Send + Sync {
     fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize);
 }
 
-/// The lowering of a kernel at a batch size.
-pub fn lowering(kernel: &Kernel, g: &Graph, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
+/// The lowering of a kernel at a batch size, its convolutions' algorithms
+/// chosen by `conv`.
+pub fn lowering(
+    kernel: &Kernel,
+    g: &Graph,
+    batch: usize,
+    conv: conv::Policy,
+) -> Result<Arc<dyn Lowering>, CodegenError> {
     Ok(match kernel {
         Kernel::Map { shape, outputs } => Arc::new(Loop {
             shape: shape.clone(),
@@ -70,12 +76,12 @@ pub fn lowering(kernel: &Kernel, g: &Graph, batch: usize) -> Result<Arc<dyn Lowe
             probs: *probs,
             grad: grad.clone(),
         }),
-        Kernel::Node(n) => node(g, *n, batch)?,
+        Kernel::Node(n) => node(g, *n, batch, conv)?,
     })
 }
 
 /// The kernel of each op that has one of its own.
-fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
+fn node(g: &Graph, n: NodeId, batch: usize, policy: conv::Policy) -> Result<Arc<dyn Lowering>, CodegenError> {
     let x = g.operands(n);
     Ok(match &g[n].op {
         Op::MatMul {
@@ -87,7 +93,7 @@ fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, Codegen
             x: x[0],
             perm: perm.clone(),
         }),
-        Op::Conv2d(c) => conv::choose(g, n, c, batch)?,
+        Op::Conv2d(c) => conv::choose(g, n, c, batch, policy)?,
         Op::MaxPool2d(p) => Arc::new(pool::MaxPool {
             out: n,
             x: x[0],
@@ -211,6 +217,7 @@ pub struct Context<'p> {
     pub bases: HashMap<Storage, Value>,
     pub hypers: HashMap<Hyper, Value>,
     pub sgemm: FuncRef,
+    pub winograd: FuncRef,
     pub arena: Value,
 }
 

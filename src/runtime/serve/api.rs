@@ -31,6 +31,8 @@ pub struct Service {
     pub classes: Vec<String>,
     /// `GET /model`'s body: `cnnc check --format json`'s summary.
     pub summary: String,
+    /// How the workers' engines are compiled.
+    pub options: crate::codegen::Options,
 }
 
 /// The JSON form of a request.
@@ -94,8 +96,8 @@ impl Service {
         let all: Vec<usize> = (0..self.checked.model.layers.len()).collect();
         let tapped = self.graphs.clone().probing(&self.checked, &all)?;
         let mut engines = Engines {
-            plain: Compiled::new(self.graphs.clone()),
-            tapped: Compiled::new(tapped),
+            plain: Compiled::with_options(self.graphs.clone(), self.options),
+            tapped: Compiled::with_options(tapped, self.options),
             weights: self.weights.clone(),
         };
         let mut shape = vec![1];

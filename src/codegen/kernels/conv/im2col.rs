@@ -218,6 +218,9 @@ impl ConvGemm {
 /// The im2col algorithm, for any convolution.
 pub struct Im2col;
 
+/// Its name, as `--conv` takes it.
+pub const NAME: &str = "gemm";
+
 impl Im2col {
     fn lowering_of(g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Im2colGemm {
         let x = g.operands(out);
@@ -232,6 +235,10 @@ impl Im2col {
 }
 
 impl super::Algorithm for Im2col {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
     fn plan(&self, g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Option<Candidate> {
         let lowering = Im2col::lowering_of(g, out, conv, batch);
         // The GEMM's work, and the gather writing every patch and the GEMM
