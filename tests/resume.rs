@@ -442,14 +442,15 @@ mod ctrl_c {
     use std::process::{Command, Output, Stdio};
     use std::time::Duration;
 
-    /// Starts `cnnc run` and sends it SIGINT `times` times once it trains.
-    fn interrupt(out: &Scratch, extra: &[&str], times: usize) -> (Output, String) {
+    /// Starts `cnnc run` with batches of `batch` and sends it SIGINT `times`
+    /// times once it trains.
+    fn interrupt(out: &Scratch, batch: &str, extra: &[&str], times: usize) -> (Output, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
             .args([
                 "run",
                 "models/mnist_cnn.cnn",
                 "--batch",
-                "256",
+                batch,
                 "--epochs",
                 "1",
                 "--out",
@@ -483,10 +484,10 @@ mod ctrl_c {
     #[test]
     fn the_first_ctrl_c_saves_after_the_step_and_the_run_resumes() {
         let dir = Scratch::new("ctrl-c");
-        let (output, printed) = interrupt(&dir, &[], 1);
+        let (output, printed) = interrupt(&dir, "256", &[], 1);
         assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(printed.contains("interrupted at step 1 of 32 of epoch 1"), "{printed}");
-        let (output, printed) = interrupt(&dir, &["--resume"], 1);
+        let (output, printed) = interrupt(&dir, "256", &["--resume"], 1);
         assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(
             printed.contains("resuming epoch 1 of 1 after step 1 of 32"),
@@ -498,7 +499,10 @@ mod ctrl_c {
     #[test]
     fn a_second_ctrl_c_exits_at_once() {
         let dir = Scratch::new("ctrl-c-twice");
-        let (output, printed) = interrupt(&dir, &[], 2);
+        // Steps of 1,024 samples take far longer than the 30 ms between
+        // the signals, even on a loaded machine, so the second one comes
+        // while the first step still runs.
+        let (output, printed) = interrupt(&dir, "1024", &[], 2);
         assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(!printed.contains("interrupted at step"), "{printed}");
     }
