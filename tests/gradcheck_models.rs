@@ -1,7 +1,8 @@
 //! Finite-difference gradient checks of whole models: every model in
 //! `models/`, and variants that cover the convolution and pooling cases the
 //! seed models do not (strides 2, `same` with even kernels, non-square
-//! windows, pool strides unlike the pool, frozen layers, every loss).
+//! windows, pool strides unlike the pool, frozen layers, every loss,
+//! kernel regularizers).
 
 mod common;
 
@@ -73,12 +74,24 @@ train {
 }
 ";
 
+/// Every kind of kernel regularizer, large enough that its penalty weighs
+/// in the gradient, and one on a frozen layer (which Keras leaves out).
+const REGULARIZED: &str = "
+input 6x6x2
+conv2d 2 3x3 activation=tanh kernel_regularizer=l2(0.3) trainable=false
+conv2d 3 2x2 activation=tanh kernel_regularizer=l1(0.2)
+flatten
+dense 4 activation=tanh kernel_regularizer=l1_l2(l1=0.1, l2=0.4)
+dense 3 activation=softmax kernel_regularizer=l2
+";
+
 #[test]
 fn convolution_and_pooling_variants() {
     for (name, source) in [
         ("strides_and_paddings", STRIDES_AND_PADDINGS),
         ("cropped_stride_binary", CROPPED_STRIDE_BINARY),
         ("frozen_edge_filter_mse", FROZEN_EDGE_FILTER_MSE),
+        ("regularized", REGULARIZED),
     ] {
         assert_passes(name, &checked(name, source), 10, &[1, 2]);
     }

@@ -170,24 +170,42 @@ fn every_model_in_models() {
     }
 }
 
+/// A layer's kernel regularizer, if any, as its argument.
+const REGULARIZERS: [&str; 4] = [
+    "",
+    " kernel_regularizer=l2(0.01)",
+    " kernel_regularizer=l1(0.01)",
+    " kernel_regularizer=l1_l2(l1=0.01, l2=0.02)",
+];
+
 /// A random valid model: conv blocks while the image lasts, then dense
-/// layers and a head for one of the three losses, trained by one of the
-/// optimizers. Some are large enough that loops split across cores.
+/// layers and a head for one of the three losses, kernels regularized or
+/// not, trained by one of the optimizers. Some are large enough that loops
+/// split across cores.
 fn random_model() -> impl Strategy<Value = String> {
     let activation = prop::sample::select(vec!["relu", "sigmoid", "tanh", "linear"]);
     let conv = (
         (1usize..4, (1usize..4, 1usize..4), (1usize..3, 1usize..3)),
         (any::<bool>(), activation.clone(), any::<bool>(), any::<bool>()),
-        (0usize..3, any::<bool>()),
+        (0usize..3, any::<bool>(), 0usize..REGULARIZERS.len()),
         prop::option::of(((1usize..4, 1usize..3), (1usize..3, 1usize..3), any::<bool>())),
         prop::option::of(0.1f64..0.6),
     );
-    let dense = (1usize..6, activation.clone(), any::<bool>(), any::<bool>());
+    let dense = (
+        1usize..6,
+        activation.clone(),
+        any::<bool>(),
+        any::<bool>(),
+        0usize..REGULARIZERS.len(),
+    );
     let optimizer = prop::sample::select(vec![
         "adam",
         "sgd learning_rate=0.05",
         "sgd learning_rate=0.05 momentum=0.9",
         "sgd learning_rate=0.05 momentum=0.9 nesterov=true",
+        "rmsprop",
+        "rmsprop learning_rate=0.01 rho=0.8 momentum=0.5",
+        "rmsprop learning_rate=0.01 momentum=0.9 centered=true",
     ]);
     (
         (2usize..10, 2usize..10, 1usize..4, any::<bool>()),
@@ -200,15 +218,15 @@ fn random_model() -> impl Strategy<Value = String> {
             // Large inputs make maps of more than 32K elements at small batches.
             let (h, w) = if large { (h * 6, w * 6) } else { (h, w) };
             let mut m = format!("input {h}x{w}x{c}\n");
-            for ((filters, (kh, kw), (sh, sw)), (same, act, bn, bias), (separate, frozen), pool, drop) in convs {
+            for ((filters, (kh, kw), (sh, sw)), (same, act, bn, bias), (separate, frozen, reg), pool, drop) in convs {
                 let padding = if same { "same" } else { "valid" };
                 let (inline, layer) = match separate {
                     0 => (act, None),
                     _ => ("linear", Some(act)),
                 };
                 m += &format!(
-                    "conv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation={inline} use_bias={bias} trainable={}\n",
-                    !frozen
+                    "conv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation={inline} use_bias={bias} trainable={}{}\n",
+                    !frozen, REGULARIZERS[reg]
                 );
                 if bn {
                     m += "batchnorm\n";
@@ -225,8 +243,8 @@ fn random_model() -> impl Strategy<Value = String> {
                 }
             }
             m += "flatten\n";
-            for (units, act, bn, bias) in denses {
-                m += &format!("dense {units} activation={act} use_bias={bias}\n");
+            for (units, act, bn, bias, reg) in denses {
+                m += &format!("dense {units} activation={act} use_bias={bias}{}\n", REGULARIZERS[reg]);
                 if bn {
                     m += "batchnorm center=false\n";
                 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use cnnc::parse::ast::Optimizer;
+use cnnc::parse::ast::{Augment, FillMode, Flip, Interpolation, Optimizer};
 use cnnc::runtime::checkpoint;
 use cnnc::runtime::data::{self, Splits};
 use cnnc::runtime::engine::Graphs;
@@ -59,6 +59,7 @@ fn settings(out: &Path, epochs: usize) -> Settings {
         epochs,
         seed: 5,
         patience: None,
+        augment: None,
         validation_split: None,
         out_dir: out.to_path_buf(),
         resume: false,
@@ -179,6 +180,39 @@ fn interrupts_in_the_middle_of_epochs_resume_exactly() {
     assert!(out.contains("resuming epoch 2 of 2 after step 37"), "{out}");
     assert_eq!(report.ending, Ending::Completed);
     assert!(files(&dir) == *uninterrupted(), "the resumed run differs");
+}
+
+/// Augmented batches are drawn from the run's seed, epoch and step, so an
+/// augmented run interrupted mid-epoch twice resumes to the files of the
+/// uninterrupted augmented run, bit for bit; and augmentation does change
+/// what the run learns.
+#[test]
+fn augmented_runs_resume_exactly() {
+    let augmented = |out: &Path| Settings {
+        augment: Some(Augment {
+            flip: Some(Flip::Horizontal),
+            rotation: Some(0.05),
+            translation: Some([0.1, 0.1]),
+            fill_mode: FillMode::Reflect,
+            interpolation: Interpolation::Bilinear,
+            fill_value: 0.0,
+            span: Default::default(),
+        }),
+        ..settings(out, 2)
+    };
+    let reference = Scratch::new("augmented-reference");
+    train(&augmented(&reference), None);
+    let reference = files(&reference);
+    assert!(reference != *uninterrupted(), "augmentation changed nothing");
+
+    let dir = Scratch::new("augmented");
+    let (_, out) = train(&augmented(&dir), Some(40));
+    assert!(out.contains("interrupted at step 40 of 125 of epoch 1"), "{out}");
+    let (_, out) = train(&resumed(&augmented(&dir)), Some(STEPS - 40 + 37));
+    assert!(out.contains("interrupted at step 37 of 125 of epoch 2"), "{out}");
+    let (report, _) = train(&resumed(&augmented(&dir)), None);
+    assert_eq!(report.ending, Ending::Completed);
+    assert!(files(&dir) == reference, "the resumed augmented run differs");
 }
 
 /// The error of a run of `checked` on `splits` that should fail.

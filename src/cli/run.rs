@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum OptimizerName {
     Sgd,
     Adam,
+    Rmsprop,
 }
 
 #[derive(clap::Args)]
@@ -85,8 +86,10 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
     let mut optimizer = match (args.optimizer, block.optimizer) {
         (Some(OptimizerName::Sgd), Some(o @ Optimizer::Sgd { .. })) => o,
         (Some(OptimizerName::Adam), Some(o @ Optimizer::Adam { .. })) => o,
+        (Some(OptimizerName::Rmsprop), Some(o @ Optimizer::Rmsprop { .. })) => o,
         (Some(OptimizerName::Sgd), _) => Optimizer::SGD,
         (Some(OptimizerName::Adam), _) => Optimizer::ADAM,
+        (Some(OptimizerName::Rmsprop), _) => Optimizer::RMSPROP,
         (None, o) => o.unwrap_or(Optimizer::ADAM),
     };
     if let Some(lr) = args.lr {
@@ -98,6 +101,7 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         epochs: args.epochs.map(|e| e as usize).or(block.epochs).unwrap_or(1),
         seed: args.seed.or(block.seed).unwrap_or(0),
         patience: args.patience.map(|p| p as usize).or(block.patience),
+        augment: block.augment,
         validation_split: args.validation_split.or(block.validation_split),
         out_dir: args.out.join(&checked.model.name),
         resume: args.resume,
@@ -147,6 +151,9 @@ pub fn run(args: RunArgs) -> Result<String, Failure> {
         describe(&settings.optimizer),
         settings.seed
     );
+    if let Some(augment) = &settings.augment {
+        println!("augmenting the training images: {}", augment.text());
+    }
     let mut stdout = std::io::stdout();
     let report = train::train(
         &checked,
@@ -196,6 +203,17 @@ fn describe(o: &Optimizer) -> String {
             epsilon,
         } => format!(
             "learning_rate {}, beta_1 {beta_1}, beta_2 {beta_2}, epsilon {}",
+            compact(*learning_rate),
+            compact(*epsilon)
+        ),
+        Optimizer::Rmsprop {
+            learning_rate,
+            rho,
+            momentum,
+            epsilon,
+            centered,
+        } => format!(
+            "learning_rate {}, rho {rho}, momentum {momentum}, epsilon {}, centered {centered}",
             compact(*learning_rate),
             compact(*epsilon)
         ),

@@ -13,7 +13,7 @@
 //! names the layer and its class.
 
 use crate::convert::{Imported, Stack, Weights};
-use crate::parse::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding};
+use crate::parse::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding, Regularizer};
 use crate::shape::Role;
 use hdf5_reader::Hdf5File;
 use serde_json::{Map, Value};
@@ -299,6 +299,37 @@ impl<'a> Layer<'a> {
         })
     }
 
+    /// Keras's L1, L2 and L1L2 as cnnc's; another (orthogonal, custom) is
+    /// dropped with a note.
+    fn regularizer(&self, key: &str, notes: &mut Vec<String>) -> Option<Regularizer> {
+        let v = self.get(key)?;
+        let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+        // Keras keeps L1's factor as a float32 (0.0020000000949949026),
+        // and applies every factor as one: its shortest float32 digits.
+        let factor = |k: &str| {
+            v.get("config")
+                .and_then(|c| c.get(k))
+                .and_then(Value::as_f64)
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f <= f64::from(f32::MAX))
+                .and_then(|f| (f as f32).to_string().parse::<f64>().ok())
+        };
+        let read = match class {
+            "L1" => factor("l1").map(Regularizer::L1),
+            "L2" => factor("l2").map(Regularizer::L2),
+            "L1L2" => factor("l1")
+                .zip(factor("l2"))
+                .map(|(l1, l2)| Regularizer::L1L2 { l1, l2 }),
+            _ => None,
+        };
+        if read.is_none() {
+            notes.push(format!(
+                "{}: cnnc does not apply its {key} {class} when training (it has l1, l2 and l1_l2)",
+                self.label()
+            ));
+        }
+        read
+    }
+
     /// A note for each setting that changes only how the layer trains.
     fn training_only(&self, keys: &[&str], notes: &mut Vec<String>) {
         for key in keys {
@@ -440,7 +471,6 @@ fn conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
     }
     l.training_only(
         &[
-            "kernel_regularizer",
             "bias_regularizer",
             "activity_regularizer",
             "kernel_constraint",
@@ -463,6 +493,7 @@ fn conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
         use_bias,
         kernel_initializer: l.initializer("kernel_initializer", Init::GlorotUniform, &mut w.notes),
         bias_initializer: l.initializer("bias_initializer", Init::Zeros, &mut w.notes),
+        kernel_regularizer: l.regularizer("kernel_regularizer", &mut w.notes),
     });
     let weights = w.vars(l, roles)?;
     w.push(l, kind, weights)
@@ -474,7 +505,6 @@ fn dense(w: &mut Walk, l: &Layer) -> Result<(), String> {
     }
     l.training_only(
         &[
-            "kernel_regularizer",
             "bias_regularizer",
             "activity_regularizer",
             "kernel_constraint",
@@ -494,6 +524,7 @@ fn dense(w: &mut Walk, l: &Layer) -> Result<(), String> {
         use_bias,
         kernel_initializer: l.initializer("kernel_initializer", Init::GlorotUniform, &mut w.notes),
         bias_initializer: l.initializer("bias_initializer", Init::Zeros, &mut w.notes),
+        kernel_regularizer: l.regularizer("kernel_regularizer", &mut w.notes),
     });
     let weights = w.vars(l, roles)?;
     w.push(l, kind, weights)
@@ -595,6 +626,45 @@ fn softmax(w: &mut Walk, l: &Layer) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_regularizers_are_read_as_keras_3_writes_them() {
+        let config = |regularizer: &str| -> Value {
+            serde_json::from_str(&format!(
+                r#"{{"class_name": "Dense", "config": {{"name": "dense", "kernel_regularizer": {regularizer}}}}}"#
+            ))
+            .unwrap()
+        };
+        let keras = |class: &str, config: &str| {
+            format!(
+                r#"{{"module": "keras.regularizers", "class_name": "{class}", "config": {config}, "registered_name": null}}"#
+            )
+        };
+        for (json, read) in [
+            (keras("L2", r#"{"l2": 0.01}"#), Some(Regularizer::L2(0.01))),
+            (
+                keras("L1", r#"{"l1": 0.0020000000949949026}"#),
+                Some(Regularizer::L1(0.002)),
+            ),
+            (
+                keras("L1L2", r#"{"l1": 0.001, "l2": 0.02}"#),
+                Some(Regularizer::L1L2 { l1: 0.001, l2: 0.02 }),
+            ),
+            (
+                keras("OrthogonalRegularizer", r#"{"factor": 0.01, "mode": "rows"}"#),
+                None,
+            ),
+            (keras("L2", r#"{"l2": -1}"#), None),
+            ("null".to_string(), None),
+        ] {
+            let value = config(&json);
+            let layer = Layer::new(&value, 0).unwrap();
+            let mut notes = Vec::new();
+            assert_eq!(layer.regularizer("kernel_regularizer", &mut notes), read, "{json}");
+            let dropped = read.is_none() && json != "null";
+            assert_eq!(notes.len(), usize::from(dropped), "{json}: {notes:?}");
+        }
+    }
 
     #[test]
     fn layers_are_stored_under_keras_snake_case() {

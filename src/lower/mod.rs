@@ -86,6 +86,7 @@ fn lower_tapped(checked: &Checked, mode: Mode, taps: &[usize]) -> Result<Graph, 
         b: Builder::new(&mut graph, origin),
         mode,
         weights,
+        var_nodes: HashMap::new(),
         layer: 0,
         next_mask: 0,
         assigns: Vec::new(),
@@ -114,7 +115,8 @@ fn lower_tapped(checked: &Checked, mode: Mode, taps: &[usize]) -> Result<Graph, 
             span: train.and_then(|t| t.loss_span).unwrap_or_default(),
             ..Origin::default()
         };
-        outputs.push((Output::Loss, l.loss(checked.loss(), x)?));
+        let loss = l.loss(checked.loss(), x)?;
+        outputs.push((Output::Loss, l.penalties(checked, loss)?));
         outputs.append(&mut l.assigns);
     }
     graph.outputs = outputs;
@@ -128,6 +130,9 @@ struct Lowering<'g> {
     /// Each layer's weights by role (the layer's index in the model), as
     /// the shape checker declared them.
     weights: HashMap<(usize, Role), VarId>,
+    /// The node of each variable read so far: one per variable, as
+    /// autodiff gives each variable node its own gradient output.
+    var_nodes: HashMap<VarId, NodeId>,
     /// The layer being lowered.
     layer: usize,
     next_mask: usize,
@@ -141,8 +146,13 @@ impl Lowering<'_> {
             message: format!("the layer has no {} weight", role.keras_name()),
             origin: self.b.origin.clone(),
         })?;
+        if let Some(&node) = self.var_nodes.get(&id) {
+            return Ok(node);
+        }
         let shape = Shape::fixed(&self.b.graph.vars[id].shape);
-        self.b.shaped(Op::Var(id), &[], shape)
+        let node = self.b.shaped(Op::Var(id), &[], shape)?;
+        self.var_nodes.insert(id, node);
+        Ok(node)
     }
 
     fn layer(&mut self, layer: &Layer, info: &LayerInfo, x: NodeId) -> Result<NodeId, IrError> {
@@ -274,6 +284,52 @@ impl Lowering<'_> {
         let updated = self.b.binary(Binary::Add, old, new)?;
         self.assigns.push((Output::Assign(id), updated));
         Ok(())
+    }
+
+    /// `loss` plus every trainable kernel's regularization penalty, which
+    /// Keras 3 adds to the loss it minimizes and to the loss it reports, in
+    /// training and in evaluation: `l1 * sum(|w|) + l2 * sum(w^2)`, with
+    /// `|w|` as `max(w, -w)` (whose gradient at 0 is 1, as JAX's `abs`).
+    fn penalties(&mut self, checked: &Checked, loss: NodeId) -> Result<NodeId, IrError> {
+        let mut total = loss;
+        for (i, layer) in checked.model.layers.iter().enumerate() {
+            let Some(regularizer) = layer.kind.kernel_regularizer() else {
+                continue;
+            };
+            let trainable = self
+                .weights
+                .get(&(i, Role::Kernel))
+                .map(|&id| self.b.graph.vars[id].trainable);
+            if trainable != Some(true) {
+                continue;
+            }
+            self.layer = i;
+            self.b.origin = Origin {
+                what: format!("{}/kernel {}", layer.name, regularizer.text()),
+                line: layer.line,
+                span: layer.span,
+                ..Origin::default()
+            };
+            let w = self.var(Role::Kernel)?;
+            let axes: Vec<usize> = (0..self.b.shape(w).rank()).collect();
+            for (factor, squared) in [(regularizer.l1(), false), (regularizer.l2(), true)] {
+                if factor == 0.0 {
+                    continue;
+                }
+                let size = if squared {
+                    self.b.binary(Binary::Mul, w, w)?
+                } else {
+                    let negated = self.b.unary(Unary::Neg, w)?;
+                    self.b.binary(Binary::Max, w, negated)?
+                };
+                let sum = self.b.sum(size, axes.clone())?;
+                let sum = self.b.reshape(sum, Shape::scalar())?;
+                let factor = self.b.constant(factor)?;
+                let penalty = self.b.binary(Binary::Mul, sum, factor)?;
+                total = self.b.binary(Binary::Add, total, penalty)?;
+            }
+        }
+        Ok(total)
     }
 
     fn loss(&mut self, loss: Loss, prediction: NodeId) -> Result<NodeId, IrError> {

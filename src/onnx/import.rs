@@ -523,6 +523,7 @@ fn conv(w: &mut Walk, node: &Node) -> Result<(), String> {
         use_bias,
         kernel_initializer: Init::GlorotUniform,
         bias_initializer: Init::Zeros,
+        kernel_regularizer: None,
     });
     w.stack.push(None, kind, true, weights);
     Ok(())
@@ -650,6 +651,7 @@ fn dense(
         use_bias,
         kernel_initializer: Init::GlorotUniform,
         bias_initializer: Init::Zeros,
+        kernel_regularizer: None,
     });
     w.stack.push(None, kind, true, weights);
     Ok(())

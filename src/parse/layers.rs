@@ -2,7 +2,7 @@
 //! Keras's order for the positional ones) and Keras's default for each.
 
 use super::args::{self, Args};
-use super::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding};
+use super::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding, Regularizer};
 use super::syntax::{Value, ValueKind};
 use crate::diag::Diagnostic;
 
@@ -25,14 +25,25 @@ pub const LAYERS: [LayerSpec; 7] = [
         keyword: "conv2d",
         aliases: &[],
         positional: &["filters", "kernel_size", "strides", "padding"],
-        named: &["activation", "use_bias", "kernel_initializer", "bias_initializer"],
+        named: &[
+            "activation",
+            "use_bias",
+            "kernel_initializer",
+            "bias_initializer",
+            "kernel_regularizer",
+        ],
         build: conv2d,
     },
     LayerSpec {
         keyword: "dense",
         aliases: &[],
         positional: &["units", "activation"],
-        named: &["use_bias", "kernel_initializer", "bias_initializer"],
+        named: &[
+            "use_bias",
+            "kernel_initializer",
+            "bias_initializer",
+            "kernel_regularizer",
+        ],
         build: dense,
     },
     LayerSpec {
@@ -126,6 +137,12 @@ fn initializer_arg(a: &mut Args, name: &str, default: Init) -> Option<Init> {
     })
 }
 
+fn regularizer_arg(a: &mut Args) -> Option<Option<Regularizer>> {
+    a.or("kernel_regularizer", None, |v| {
+        super::regularizer::regularizer(v, "kernel_regularizer").map(Some)
+    })
+}
+
 /// A count, with `help` when the value is zero or negative.
 fn count(v: &Value, what: &str, help: &str) -> Result<usize, Diagnostic> {
     args::count(v, what).map_err(|e| match v.kind {
@@ -167,6 +184,7 @@ fn conv2d(a: &mut Args) -> Option<LayerKind> {
     let use_bias = a.or("use_bias", true, |v| args::boolean(v, "use_bias"));
     let kernel_initializer = initializer_arg(a, "kernel_initializer", Init::GlorotUniform);
     let bias_initializer = initializer_arg(a, "bias_initializer", Init::Zeros);
+    let kernel_regularizer = regularizer_arg(a);
     Some(LayerKind::Conv2D(Conv2D {
         filters: filters?,
         kernel_size: kernel_size?,
@@ -176,6 +194,7 @@ fn conv2d(a: &mut Args) -> Option<LayerKind> {
         use_bias: use_bias?,
         kernel_initializer: kernel_initializer?,
         bias_initializer: bias_initializer?,
+        kernel_regularizer: kernel_regularizer?,
     }))
 }
 
@@ -191,12 +210,14 @@ fn dense(a: &mut Args) -> Option<LayerKind> {
     let use_bias = a.or("use_bias", true, |v| args::boolean(v, "use_bias"));
     let kernel_initializer = initializer_arg(a, "kernel_initializer", Init::GlorotUniform);
     let bias_initializer = initializer_arg(a, "bias_initializer", Init::Zeros);
+    let kernel_regularizer = regularizer_arg(a);
     Some(LayerKind::Dense(Dense {
         units: units?,
         activation: activation?,
         use_bias: use_bias?,
         kernel_initializer: kernel_initializer?,
         bias_initializer: bias_initializer?,
+        kernel_regularizer: kernel_regularizer?,
     }))
 }
 

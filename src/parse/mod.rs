@@ -12,6 +12,7 @@ pub mod args;
 pub mod ast;
 pub mod layers;
 pub mod print;
+pub mod regularizer;
 pub mod syntax;
 pub mod train;
 

@@ -9,7 +9,7 @@
 //! imported models have none.
 
 use super::AutoNames;
-use super::ast::{Activation, Init, Layer, LayerKind, Model, Padding};
+use super::ast::{Activation, Init, Layer, LayerKind, Model, Padding, Regularizer};
 use std::fmt::Write;
 
 /// The model as `.cnn` text, or the name that the language cannot write
@@ -43,6 +43,7 @@ fn statement(layer: &Layer, names: &mut AutoNames) -> Result<String, String> {
                 &c.kernel_initializer,
                 &c.bias_initializer,
             ));
+            words.extend(regularizer(c.kernel_regularizer));
         }
         LayerKind::Dense(d) => {
             words.push(format!("dense {}", d.units));
@@ -52,6 +53,7 @@ fn statement(layer: &Layer, names: &mut AutoNames) -> Result<String, String> {
                 &d.kernel_initializer,
                 &d.bias_initializer,
             ));
+            words.extend(regularizer(d.kernel_regularizer));
         }
         LayerKind::MaxPool2D(p) => {
             words.push(format!("maxpool2d {}", size(&p.pool_size)));
@@ -115,6 +117,10 @@ fn bias_and_initializers(use_bias: bool, kernel: &Init, bias: &Init) -> Vec<Stri
         words.push(format!("bias_initializer={}", initializer(bias)));
     }
     words
+}
+
+fn regularizer(r: Option<Regularizer>) -> Option<String> {
+    r.map(|r| format!("kernel_regularizer={}", r.text()))
 }
 
 fn initializer(init: &Init) -> String {
@@ -205,11 +211,11 @@ mod tests {
         round_trip(
             "model \"my model\"\ninput 9x7x2\n\
              conv2d 3 2x1 strides=2x1 padding=same activation=tanh use_bias=false kernel_initializer=he_normal name=first trainable=false\n\
-             conv2d 2 1x1 kernel_initializer=[1, -0.5, 0.25, 1e-7] bias_initializer=ones name=\"2nd\"\n\
+             conv2d 2 1x1 kernel_initializer=[1, -0.5, 0.25, 1e-7] bias_initializer=ones kernel_regularizer=l1(0.5) name=\"2nd\"\n\
              maxpool2d 3x2 strides=1x2 padding=same\n\
              batchnorm momentum=0.9 epsilon=0.00001 center=false scale=false\n\
              activation sigmoid name=conv2d\n\
-             flatten\ndropout 0.125\ndense 4 activation=softmax bias_initializer=random_normal name=dense_1\ndense 2\n",
+             flatten\ndropout 0.125\ndense 4 activation=softmax bias_initializer=random_normal kernel_regularizer=l1_l2(l1=0.001, l2=0.02) name=dense_1\ndense 2 kernel_regularizer=l2(0.01)\n",
         );
     }
 

@@ -48,6 +48,9 @@ pub enum ValueKind {
     Name(String),
     Str(String),
     List(Vec<Value>),
+    /// `l2(0.01)`: a name applied to arguments, as Keras writes a
+    /// regularizer.
+    Call(String, Vec<Argument>),
 }
 
 impl ValueKind {
@@ -62,6 +65,16 @@ impl ValueKind {
                 "[{}]",
                 items.iter().map(|v| v.kind.text()).collect::<Vec<_>>().join(", ")
             ),
+            ValueKind::Call(name, args) => {
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|a| match &a.key {
+                        Some(k) => format!("{}={}", k.text, a.value.kind.text()),
+                        None => a.value.kind.text(),
+                    })
+                    .collect();
+                format!("{name}({})", args.join(", "))
+            }
         }
     }
 
@@ -76,6 +89,7 @@ impl ValueKind {
             ValueKind::Name(n) => format!("`{n}`"),
             ValueKind::Str(s) => format!("the string \"{s}\""),
             ValueKind::List(items) => format!("a list of {} values", items.len()),
+            ValueKind::Call(..) => format!("`{}`", self.text()),
         }
     }
 }
@@ -95,6 +109,14 @@ pub fn parse(source: &str) -> Result<Vec<Statement>, Diagnostic> {
         )
         .label("too deep")
         .note("a conv2d kernel, the deepest weight, nests four levels: height, width, in, out"));
+    }
+    if let Some(at) = delimiters.calls_too_deep {
+        return Err(Diagnostic::error(
+            Span::new(at, at + 1),
+            format!("calls nest more than {MAX_LIST_NESTING} deep"),
+        )
+        .label("too deep")
+        .note("a regularizer such as `l2(0.01)` is a call one level deep"));
     }
     let mut pairs = CnnParser::parse(Rule::file, source).map_err(|e| syntax_error(source, &delimiters, e))?;
     let file = pairs.next().map(Pair::into_inner);
@@ -118,20 +140,7 @@ fn statement(pair: Pair<Rule>) -> Result<Statement, Diagnostic> {
     for p in inner {
         match p.as_rule() {
             Rule::statement => body.push(statement(p)?),
-            Rule::keyword_arg => {
-                let mut kv = p.into_inner();
-                let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
-                    return Err(Diagnostic::error(span, "malformed `key=value`"));
-                };
-                args.push(Argument {
-                    key: Some(word(&k)),
-                    value: value(v)?,
-                });
-            }
-            _ => args.push(Argument {
-                key: None,
-                value: value(p)?,
-            }),
+            _ => args.push(argument(p)?),
         }
     }
     Ok(Statement {
@@ -139,6 +148,25 @@ fn statement(pair: Pair<Rule>) -> Result<Statement, Diagnostic> {
         args,
         block: is_block.then_some(body),
         span,
+    })
+}
+
+/// A `key=value` pair or a bare value.
+fn argument(pair: Pair<Rule>) -> Result<Argument, Diagnostic> {
+    if pair.as_rule() != Rule::keyword_arg {
+        return Ok(Argument {
+            key: None,
+            value: value(pair)?,
+        });
+    }
+    let span = Span::from(pair.as_span());
+    let mut kv = pair.into_inner();
+    let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+        return Err(Diagnostic::error(span, "malformed `key=value`"));
+    };
+    Ok(Argument {
+        key: Some(word(&k)),
+        value: value(v)?,
     })
 }
 
@@ -189,6 +217,11 @@ fn value(pair: Pair<Rule>) -> Result<Value, Diagnostic> {
         Rule::name => ValueKind::Name(text.to_string()),
         Rule::string => ValueKind::Str(pair.into_inner().as_str().to_string()),
         Rule::list => ValueKind::List(pair.into_inner().map(value).collect::<Result<_, _>>()?),
+        Rule::call => {
+            let mut inner = pair.into_inner();
+            let name = inner.next().map(|n| n.as_str().to_string()).unwrap_or_default();
+            ValueKind::Call(name, inner.map(argument).collect::<Result<_, _>>()?)
+        }
         other => return Err(Diagnostic::error(span, format!("unexpected {other:?}"))),
     };
     Ok(Value { kind, span })
@@ -201,6 +234,8 @@ struct Delimiters {
     unclosed_lists: Vec<usize>,
     unclosed_blocks: Vec<usize>,
     too_deep: Option<usize>,
+    /// Where `(` first opens a call nested too deep (on one line).
+    calls_too_deep: Option<usize>,
 }
 
 impl Delimiters {
@@ -208,12 +243,15 @@ impl Delimiters {
         let mut lists = Vec::new();
         let mut blocks = Vec::new();
         let mut too_deep = None;
+        let mut calls = 0usize;
+        let mut calls_too_deep = None;
         let mut in_comment = false;
         let mut in_string = false;
         for (i, c) in source.char_indices() {
             if c == '\n' || c == '\r' {
                 in_comment = false;
                 in_string = false;
+                calls = 0;
                 continue;
             }
             if in_comment {
@@ -235,6 +273,13 @@ impl Delimiters {
                 ']' => {
                     lists.pop();
                 }
+                '(' => {
+                    calls += 1;
+                    if calls > MAX_LIST_NESTING && calls_too_deep.is_none() {
+                        calls_too_deep = Some(i);
+                    }
+                }
+                ')' => calls = calls.saturating_sub(1),
                 '{' => blocks.push(i),
                 '}' => {
                     blocks.pop();
@@ -246,6 +291,7 @@ impl Delimiters {
             unclosed_lists: lists,
             unclosed_blocks: blocks,
             too_deep,
+            calls_too_deep,
         }
     }
 }
@@ -368,7 +414,7 @@ fn describe_rules(rules: &[Rule]) -> String {
         .map(|r| match r {
             Rule::keyword | Rule::statement | Rule::block | Rule::name => "a name",
             Rule::keyword_arg => "an argument `name=value`",
-            Rule::value | Rule::number | Rule::dims | Rule::string | Rule::list => "a value",
+            Rule::value | Rule::number | Rule::dims | Rule::string | Rule::list | Rule::call => "a value",
             Rule::EOI | Rule::line_end => "the end of the line",
             _ => "something else",
         })

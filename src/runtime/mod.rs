@@ -32,6 +32,7 @@ pub mod purpose {
     pub const SHUFFLE: u64 = 3;
     pub const GRADCHECK: u64 = 4;
     pub const SELECT: u64 = 5;
+    pub const AUGMENT: u64 = 6;
 }
 
 fn cast<T: Float>(x: f64) -> T {

@@ -191,7 +191,23 @@ pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnost
         source: source.to_string(),
     };
     check_loss(&checked).map_err(fail)?;
+    check_augment(&checked).map_err(fail)?;
     Ok(checked)
+}
+
+/// Augmentation flips, turns and shifts images: the input must be one.
+fn check_augment(checked: &Checked) -> Result<(), Diagnostic> {
+    let input = &checked.model.input;
+    match (
+        checked.model.train.as_ref().and_then(|t| t.augment.as_ref()),
+        &input.shape[..],
+    ) {
+        (Some(augment), [_]) => Err(Diagnostic::error(augment.span, "`augment` needs image input")
+            .label("flips, turns and shifts images")
+            .related(input.span, format!("the input is {}", describe(&input.shape)))
+            .help("augment models whose input is an image (`input 28x28x1`), or remove `augment`")),
+        _ => Ok(()),
+    }
 }
 
 /// What feeds a layer: the input or the layer above, for errors that say

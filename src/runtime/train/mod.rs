@@ -19,12 +19,12 @@ pub use progress::epoch_line;
 pub use resume::{Loaded, load_some_weights, load_weights};
 pub use transfer::{Initial, Start, initial_from};
 
-use super::data::{Dataset, Splits};
+use super::data::{Dataset, Splits, augment};
 use super::engine::{Engine, Graphs, Step};
 use super::metrics::{EpochMetrics, MetricsLog};
 use super::rng::Rng;
 use super::{Error, dropout_masks, initial_weights, optim, purpose};
-use crate::parse::ast::Optimizer;
+use crate::parse::ast::{Augment, Optimizer};
 use crate::shape::Checked;
 use evaluate::has_accuracy;
 use fingerprint::Fingerprint;
@@ -43,6 +43,8 @@ pub struct Settings {
     pub epochs: usize,
     pub seed: u64,
     pub patience: Option<usize>,
+    /// Random flips, rotations and shifts of the training images.
+    pub augment: Option<Augment>,
     /// The fraction of the training data the splits were cut with, if any:
     /// recorded with the data's fingerprint.
     pub validation_split: Option<f64>,
@@ -366,16 +368,24 @@ impl Fit<'_> {
         let bar = progress::bar(epoch, settings.epochs, self.steps, done);
         let mut shuffle = Rng::stream(settings.seed.wrapping_add(epoch), purpose::SHUFFLE);
         let mut dropout = Rng::stream(settings.seed.wrapping_add(epoch), purpose::DROPOUT);
+        let mut augmenting = Rng::stream(settings.seed.wrapping_add(epoch), purpose::AUGMENT);
         let order = train.epoch_order(&mut shuffle);
         let mut batches = order.chunks(settings.batch_size);
-        // Draws the masks of the steps done before an interrupt again, and
-        // drops them, so that the rest of the epoch gets the masks it would
-        // have got without the interrupt.
+        // Draws the masks and augmentations of the steps done before an
+        // interrupt again, and drops them, so that the rest of the epoch
+        // gets those it would have got without the interrupt.
         for chunk in batches.by_ref().take(done.step) {
             dropout_masks::<f32>(train_graph, chunk.len(), &mut dropout);
+            if let Some(a) = &settings.augment {
+                augment::draw(a, chunk.len(), &mut augmenting);
+            }
         }
         for chunk in batches {
-            let batch = train.batch(chunk);
+            let mut batch = train.batch(chunk);
+            if let Some(a) = &settings.augment {
+                let transforms = augment::draw(a, chunk.len(), &mut augmenting);
+                augment::apply(a, &mut batch.inputs, &transforms);
+            }
             let masks = dropout_masks::<f32>(train_graph, chunk.len(), &mut dropout);
             let iterations = self.state.iterations;
             let hyper = |h| optim::hyper(&settings.optimizer, iterations, h);
