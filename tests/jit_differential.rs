@@ -186,9 +186,6 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
 #[test]
 fn every_model_in_models() {
     for path in common::models() {
-        if path.ends_with("celeb8.cnn") {
-            continue;
-        } // TEMP
         let checked = common::checked_file(&path);
         for batch in [1, 3] {
             compare(&checked, batch, 11).unwrap_or_else(|e| panic!("{e}"));
