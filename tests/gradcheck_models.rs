@@ -28,8 +28,13 @@ fn every_model_in_models() {
         if model.weights().all(|w| !w.trainable) {
             continue;
         }
-        // celeb8 is large for an interpreter in f64: fewer elements, one seed.
-        let (per_var, seeds): (usize, &[u64]) = if name == "celeb8" { (2, &[1]) } else { (8, &[1, 2]) };
+        // celeb8 is large for an interpreter in f64: fewer elements, one
+        // seed; layer_tour has 19 weights: fewer elements of each.
+        let (per_var, seeds): (usize, &[u64]) = match name.as_str() {
+            "celeb8" => (2, &[1]),
+            "layer_tour" => (3, &[1, 2]),
+            _ => (8, &[1, 2]),
+        };
         assert_passes(&name, &model, per_var, seeds);
     }
 }
@@ -132,7 +137,11 @@ fn every_model_with_the_compiled_engine() {
         let c = checked_file(&path);
         let graphs = cnnc::runtime::engine::Graphs::new(&c, &cnnc::parse::ast::Optimizer::ADAM).unwrap();
         let mut engine = cnnc::runtime::jit::Compiled::new(graphs);
-        let per_var = if name == "celeb8" { 2 } else { 8 };
+        let per_var = match name.as_str() {
+            "celeb8" => 2,
+            "layer_tour" => 3,
+            _ => 8,
+        };
         let report = check_model(&c, 1, 3, per_var, Some(&mut engine)).unwrap();
         assert_eq!(report.precision, cnnc::runtime::gradcheck::F32);
         assert!(report.passed(), "{name}: {:?}\n{report}", report.worst());

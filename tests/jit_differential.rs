@@ -2,15 +2,15 @@
 //! layer's output, loss, every parameter gradient, a whole training step and
 //! (against the interpreter in f64) the input's gradient agree on every model
 //! in `models/` and on a few hundred random models (random stacks of the
-//! language's layers with random shapes, strides, paddings and batch sizes,
-//! 1 included). Debug builds also check every memory plan's invariants
-//! (`plan::verify`, run by `codegen::plan_for`).
+//! language's layers and activations with random shapes, strides, paddings
+//! and batch sizes, 1 included). Debug builds also check every memory
+//! plan's invariants (`plan::verify`, run by `codegen::plan_for`).
 
 mod common;
 
 use cnnc::codegen;
 use cnnc::interp::Feeds;
-use cnnc::ir::{Builder, Conv, Hyper, NodeId, Op, Output};
+use cnnc::ir::{Builder, Conv, Hyper, NodeId, Op, Output, Pool};
 use cnnc::parse::ast::Optimizer;
 use cnnc::runtime::engine::{Engine, Graphs, Interpreter, Kind, Step};
 use cnnc::runtime::jit::Compiled;
@@ -21,21 +21,39 @@ use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};
 
-/// `|a - b| <= 1e-4 * scale + 1e-5` elementwise, `scale` the larger of the
+/// `|a - b| <= 1e-4 * scale + floor` elementwise, `scale` the larger of the
 /// two tensors' magnitudes: relative agreement, with an absolute floor for
 /// values that are zero up to f32 rounding (a bias before batch
-/// normalization has an exactly-zero gradient, computed as rounding noise).
-fn agree(what: &str, jit: &ArrayD<f32>, interp: &ArrayD<f32>) -> Result<(), String> {
+/// normalization has an exactly-zero gradient, computed as rounding noise
+/// of the gradients it is summed from: `gradient_floor`).
+fn agree(what: &str, jit: &ArrayD<f32>, interp: &ArrayD<f32>, floor: f32) -> Result<(), String> {
     if jit.shape() != interp.shape() {
         return Err(format!("{what}: shapes {:?} and {:?}", jit.shape(), interp.shape()));
     }
     let scale = jit.iter().chain(interp.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
     let worst = jit.iter().zip(interp).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    if worst <= 1e-4 * scale + 1e-5 {
+    if worst <= 1e-4 * scale + floor {
         Ok(())
     } else {
         Err(format!("{what}: differs by {worst} at scale {scale}"))
     }
+}
+
+/// The absolute floor of values that are zero up to f32 rounding.
+const FLOOR: f32 = 1e-5;
+
+/// The floor of a routine's gradients: an exactly-zero gradient is
+/// computed as a sum of the terms the others are made of, and rounds in
+/// proportion to them (a 1x1 convolution of one filter before batch
+/// normalization, with gradients of 0.6 beside it, gives 2e-5 for its
+/// bias's zero, in f32).
+fn gradient_floor(outputs: &[(Output, ArrayD<f32>)]) -> f32 {
+    let largest = outputs
+        .iter()
+        .filter(|(o, _)| matches!(o, Output::Grad(_)))
+        .flat_map(|(_, v)| v.iter())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    FLOOR * largest.max(1.0)
 }
 
 /// The input's gradient (saliency) against the interpreter in f64. One
@@ -142,18 +160,23 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
                 kinds(&out_b)
             ));
         }
+        let gradients = gradient_floor(&out_b);
         for ((o, va), (_, vb)) in out_a.iter().zip(&out_b) {
-            let what = match o {
-                Output::Grad(v) => format!("{name} {kind:?} grad {}", graphs.train.vars[*v].name),
-                _ => format!("{name} {kind:?} {o:?}"),
+            let (what, floor) = match o {
+                Output::Grad(v) => (
+                    format!("{name} {kind:?} grad {}", graphs.train.vars[*v].name),
+                    gradients,
+                ),
+                _ => (format!("{name} {kind:?} {o:?}"), FLOOR),
             };
-            agree(&what, va, vb)?;
+            agree(&what, va, vb, floor)?;
         }
         for (i, (va, vb)) in a.iter().zip(&b).enumerate() {
             agree(
                 &format!("{name} {kind:?} updated {}", graphs.train.vars[i].name),
                 va,
                 vb,
+                FLOOR,
             )?;
         }
     }
@@ -178,17 +201,35 @@ const REGULARIZERS: [&str; 4] = [
     " kernel_regularizer=l1_l2(l1=0.01, l2=0.02)",
 ];
 
-/// A random valid model: conv blocks while the image lasts, then dense
-/// layers and a head for one of the three losses, kernels regularized or
-/// not, trained by one of the optimizers. Some are large enough that loops
-/// split across cores.
+/// A random valid model: conv blocks (convolutions or depthwise ones,
+/// every activation inline or as a layer, max or average pooling) while
+/// the image lasts, then a flatten or a global pooling, dense layers and a
+/// head for one of the three losses, kernels regularized or not, trained by
+/// one of the optimizers. Some are large enough that loops split across
+/// cores.
 fn random_model() -> impl Strategy<Value = String> {
-    let activation = prop::sample::select(vec!["relu", "sigmoid", "tanh", "linear"]);
+    let activation = prop::sample::select(vec![
+        "relu",
+        "sigmoid",
+        "tanh",
+        "linear",
+        "elu",
+        "selu",
+        "leaky_relu",
+        "gelu",
+        "swish",
+        "softplus",
+    ]);
     let conv = (
         (1usize..4, (1usize..4, 1usize..4), (1usize..3, 1usize..3)),
         (any::<bool>(), activation.clone(), any::<bool>(), any::<bool>()),
-        (0usize..3, any::<bool>(), 0usize..REGULARIZERS.len()),
-        prop::option::of(((1usize..4, 1usize..3), (1usize..3, 1usize..3), any::<bool>())),
+        (0usize..4, any::<bool>(), prop::option::of(1usize..3), 0usize..REGULARIZERS.len()),
+        prop::option::of((
+            (1usize..4, 1usize..3),
+            (1usize..3, 1usize..3),
+            any::<bool>(),
+            any::<bool>(),
+        )),
         prop::option::of(0.1f64..0.6),
     );
     let dense = (
@@ -210,39 +251,55 @@ fn random_model() -> impl Strategy<Value = String> {
     (
         (2usize..10, 2usize..10, 1usize..4, any::<bool>()),
         prop::collection::vec(conv, 0..4),
+        (0usize..3, any::<bool>()),
         prop::collection::vec(dense, 0..3),
         (0usize..3, 2usize..5),
         optimizer,
     )
-        .prop_map(|((h, w, c, large), convs, denses, (head, classes), optimizer)| {
+        .prop_map(|((h, w, c, large), convs, (to_vector, keep), denses, (head, classes), optimizer)| {
             // Large inputs make maps of more than 32K elements at small batches.
             let (h, w) = if large { (h * 6, w * 6) } else { (h, w) };
             let mut m = format!("input {h}x{w}x{c}\n");
-            for ((filters, (kh, kw), (sh, sw)), (same, act, bn, bias), (separate, frozen, reg), pool, drop) in convs {
+            for ((filters, (kh, kw), (sh, sw)), (same, act, bn, bias), (separate, frozen, depthwise, reg), pool, drop) in
+                convs
+            {
                 let padding = if same { "same" } else { "valid" };
-                let (inline, layer) = match separate {
-                    0 => (act, None),
-                    _ => ("linear", Some(act)),
+                let inline = if separate == 0 { act } else { "linear" };
+                let layer = match depthwise {
+                    Some(multiplier) => format!("depthwiseconv2d {kh}x{kw} depth_multiplier={multiplier}"),
+                    None => format!("conv2d {filters} {kh}x{kw}"),
                 };
                 m += &format!(
-                    "conv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation={inline} use_bias={bias} trainable={}{}\n",
-                    !frozen, REGULARIZERS[reg]
+                    "{layer} strides={sh}x{sw} padding={padding} activation={inline} use_bias={bias} trainable={}{}\n",
+                    !frozen,
+                    // Keras's DepthwiseConv2D has no kernel_regularizer.
+                    if depthwise.is_some() { "" } else { REGULARIZERS[reg] }
                 );
                 if bn {
                     m += "batchnorm\n";
                 }
-                if let Some(act) = layer {
-                    m += &format!("activation {act}\n");
+                match separate {
+                    1 => m += &format!("activation {act}\n"),
+                    2 => m += &format!("leakyrelu {:.2}\n", 0.05 * filters as f64),
+                    3 => m += &format!("elu alpha={:.2}\n", 0.4 * filters as f64),
+                    _ => {}
                 }
-                if let Some(((ph, pw), (qh, qw), same)) = pool {
+                if let Some(((ph, pw), (qh, qw), same, average)) = pool {
                     let padding = if same { "same" } else { "valid" };
-                    m += &format!("maxpool2d {ph}x{pw} strides={qh}x{qw} padding={padding}\n");
+                    let kind = if average { "avgpool2d" } else { "maxpool2d" };
+                    m += &format!("{kind} {ph}x{pw} strides={qh}x{qw} padding={padding}\n");
                 }
                 if let Some(rate) = drop {
                     m += &format!("dropout {rate:.2}\n");
                 }
             }
-            m += "flatten\n";
+            m += match (to_vector, keep) {
+                (0, _) => "flatten\n",
+                (1, false) => "globalavgpool2d\n",
+                (1, true) => "globalavgpool2d keepdims=true\nflatten\n",
+                (_, false) => "globalmaxpool2d\n",
+                (_, true) => "globalmaxpool2d keepdims=true\nflatten\n",
+            };
             for (units, act, bn, bias, reg) in denses {
                 m += &format!("dense {units} activation={act} use_bias={bias}{}\n", REGULARIZERS[reg]);
                 if bn {
@@ -315,7 +372,7 @@ fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeI
         })
         .unwrap();
     for ((o, want), got) in reference.iter().zip(&outputs) {
-        agree(&format!("{name} {o:?}"), got, want).unwrap_or_else(|e| panic!("{e}"));
+        agree(&format!("{name} {o:?}"), got, want, FLOOR).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -336,4 +393,25 @@ fn grouped_convolutions_and_transposes() {
     compare_op("transpose", &[&[3, 5, 7, 2]], |b, x| {
         b.op(Op::Transpose { perm: vec![0, 3, 1, 2] }, &[x[0]]).unwrap()
     });
+}
+
+#[test]
+fn average_pooling_and_its_gradient() {
+    for (input, window, strides, padding) in [
+        ([6, 6], [2, 2], [2, 2], [(0, 0), (0, 0)]),
+        ([7, 7], [3, 3], [2, 2], [(1, 1), (1, 1)]),
+        ([5, 8], [3, 2], [1, 3], [(1, 1), (0, 1)]),
+    ] {
+        let pool = Pool {
+            window,
+            strides,
+            padding,
+        };
+        // 5 channels: a vector of four and a scalar tail.
+        compare_op(
+            &format!("avgpool {input:?} {window:?}"),
+            &[&[3, input[0], input[1], 5]],
+            |b, x| b.op(Op::AvgPool2d(pool), &[x[0]]).unwrap(),
+        );
+    }
 }

@@ -126,7 +126,12 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
     let loaded = open(args)?;
     let checked = &loaded.checked;
     let convs: Vec<usize> = (0..checked.model.layers.len())
-        .filter(|&i| matches!(checked.model.layers[i].kind, LayerKind::Conv2D(_)))
+        .filter(|&i| {
+            matches!(
+                checked.model.layers[i].kind,
+                LayerKind::Conv2D(_) | LayerKind::DepthwiseConv2D(_)
+            )
+        })
         .collect();
     let names = |list: &[usize]| {
         let names: Vec<&str> = list.iter().map(|&i| checked.model.layers[i].name.as_str()).collect();
@@ -136,11 +141,11 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
         Some(name) => layer_index(checked, name)?,
         None => *convs
             .first()
-            .ok_or_else(|| Failure::new("the model has no conv2d layer, so no filters to draw"))?,
+            .ok_or_else(|| Failure::new("the model has no conv2d or depthwiseconv2d layer, so no filters to draw"))?,
     };
     if !convs.contains(&index) {
         return Err(Failure::new(format!(
-            "`{}` is a {} layer: filters are drawn for conv2d layers\n  = help: the model's are: {}",
+            "`{}` is a {} layer: filters are drawn for conv2d and depthwiseconv2d layers\n  = help: the model's are: {}",
             checked.model.layers[index].name,
             checked.model.layers[index].kind.keras_class(),
             if convs.is_empty() { "none".into() } else { names(&convs) }
@@ -210,7 +215,13 @@ fn drawable(checked: &Checked, i: usize) -> bool {
     image
         && matches!(
             kind,
-            LayerKind::Conv2D(_) | LayerKind::MaxPool2D(_) | LayerKind::Activation(_)
+            LayerKind::Conv2D(_)
+                | LayerKind::DepthwiseConv2D(_)
+                | LayerKind::MaxPool2D(_)
+                | LayerKind::AvgPool2D(_)
+                | LayerKind::Activation(_)
+                | LayerKind::LeakyRelu { .. }
+                | LayerKind::Elu { .. }
         )
 }
 

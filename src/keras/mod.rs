@@ -9,11 +9,14 @@
 //! stack, whatever its name, are the datasets `layers/conv2d_1/vars/0`
 //! (kernel) and `.../1` (bias); a batchnorm's are gamma, beta, moving mean
 //! and moving variance in that order (gamma absent with `scale=False`, beta
-//! with `center=False`). A layer or setting cnnc cannot express is an error that
-//! names the layer and its class.
+//! with `center=False`); a DepthwiseConv2D's kernel is (KH, KW, C, M), as
+//! cnnc's. A layer or setting cnnc cannot express is an error that names
+//! the layer and its class.
 
 use crate::convert::{Imported, Stack, Weights};
-use crate::parse::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding, Regularizer};
+use crate::parse::ast::{
+    Activation, BatchNorm, Conv2D, Dense, DepthwiseConv2D, Init, LayerKind, Padding, Pool2D, Regularizer,
+};
 use crate::shape::Role;
 use hdf5_reader::Hdf5File;
 use serde_json::{Map, Value};
@@ -21,17 +24,25 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 /// The Keras classes read, each with its reader.
-const CLASSES: [(&str, Reader); 11] = [
+const CLASSES: [(&str, Reader); 19] = [
     ("Conv2D", conv2d),
+    ("DepthwiseConv2D", depthwise_conv2d),
     ("Dense", dense),
     ("MaxPooling2D", max_pooling2d),
     ("MaxPool2D", max_pooling2d),
     ("AveragePooling2D", average_pooling2d),
+    ("AvgPool2D", average_pooling2d),
+    ("GlobalAveragePooling2D", |w, l| global_pooling2d(w, l, true)),
+    ("GlobalAvgPool2D", |w, l| global_pooling2d(w, l, true)),
+    ("GlobalMaxPooling2D", |w, l| global_pooling2d(w, l, false)),
+    ("GlobalMaxPool2D", |w, l| global_pooling2d(w, l, false)),
     ("Flatten", flatten),
     ("Dropout", dropout),
     ("BatchNormalization", batch_normalization),
     ("Activation", activation),
     ("ReLU", relu),
+    ("LeakyReLU", leaky_relu),
+    ("ELU", elu),
     ("Softmax", softmax),
 ];
 
@@ -104,11 +115,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, String> {
             walk.rank = input.as_ref().map_or(0, Vec::len);
         }
         let Some(&(_, read)) = CLASSES.iter().find(|(c, _)| *c == layer.class) else {
-            let known: Vec<&str> = CLASSES
-                .iter()
-                .map(|(c, _)| *c)
-                .filter(|c| *c != "AveragePooling2D")
-                .collect();
+            let known: Vec<&str> = CLASSES.iter().map(|(c, _)| *c).collect();
             return Err(format!(
                 "{}: cnnc has no such layer\n  = note: cnnc reads {}",
                 layer.label(),
@@ -530,20 +537,74 @@ fn dense(w: &mut Walk, l: &Layer) -> Result<(), String> {
     w.push(l, kind, weights)
 }
 
-fn max_pooling2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+fn depthwise_conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    l.channels_last()?;
+    if l.pair("dilation_rate")?.is_some_and(|d| d != [1, 1]) {
+        return Err("is dilated (dilation_rate); cnnc's convolutions are not".into());
+    }
+    l.training_only(
+        &[
+            "depthwise_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "depthwise_constraint",
+            "bias_constraint",
+        ],
+        &mut w.notes,
+    );
+    let use_bias = l.boolean("use_bias", true)?;
+    let roles: &[Role] = if use_bias {
+        &[Role::Kernel, Role::Bias]
+    } else {
+        &[Role::Kernel]
+    };
+    let kind = LayerKind::DepthwiseConv2D(DepthwiseConv2D {
+        kernel_size: l.pair("kernel_size")?.ok_or("has no kernel_size")?,
+        strides: l.pair("strides")?.unwrap_or([1, 1]),
+        padding: l.padding()?,
+        depth_multiplier: l.count("depth_multiplier")?,
+        activation: l.activation()?,
+        use_bias,
+        depthwise_initializer: l.initializer("depthwise_initializer", Init::GlorotUniform, &mut w.notes),
+        bias_initializer: l.initializer("bias_initializer", Init::Zeros, &mut w.notes),
+    });
+    let weights = w.vars(l, roles)?;
+    w.push(l, kind, weights)
+}
+
+/// A pooling layer's window; Keras's strides default to the pool size.
+fn pool(l: &Layer) -> Result<Pool2D, String> {
     l.channels_last()?;
     let pool_size = l.pair("pool_size")?.unwrap_or([2, 2]);
-    let kind = LayerKind::MaxPool2D(MaxPool2D {
+    Ok(Pool2D {
         pool_size,
-        // Keras: strides default to the pool size.
         strides: l.pair("strides")?.unwrap_or(pool_size),
         padding: l.padding()?,
-    });
+    })
+}
+
+fn max_pooling2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let kind = LayerKind::MaxPool2D(pool(l)?);
     w.push(l, kind, Vec::new())
 }
 
-fn average_pooling2d(_: &mut Walk, _: &Layer) -> Result<(), String> {
-    Err("cnnc has no average pooling layer (its pooling layer is maxpool2d)".into())
+fn average_pooling2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let kind = LayerKind::AvgPool2D(pool(l)?);
+    w.push(l, kind, Vec::new())
+}
+
+fn global_pooling2d(w: &mut Walk, l: &Layer, average: bool) -> Result<(), String> {
+    l.channels_last()?;
+    let keepdims = l.boolean("keepdims", false)?;
+    if !keepdims {
+        w.rank = 1;
+    }
+    let kind = if average {
+        LayerKind::GlobalAvgPool2D { keepdims }
+    } else {
+        LayerKind::GlobalMaxPool2D { keepdims }
+    };
+    w.push(l, kind, Vec::new())
 }
 
 fn flatten(w: &mut Walk, l: &Layer) -> Result<(), String> {
@@ -604,13 +665,39 @@ fn activation(w: &mut Walk, l: &Layer) -> Result<(), String> {
     w.push(l, LayerKind::Activation(a), Vec::new())
 }
 
+/// ReLU: max(x, 0), or with a negative slope a LeakyReLU.
 fn relu(w: &mut Walk, l: &Layer) -> Result<(), String> {
-    let plain =
-        l.get("max_value").is_none() && l.number("negative_slope", 0.0)? == 0.0 && l.number("threshold", 0.0)? == 0.0;
-    if !plain {
-        return Err("has max_value, negative_slope or threshold; cnnc's relu is max(x, 0)".into());
+    if l.get("max_value").is_some() || l.number("threshold", 0.0)? != 0.0 {
+        return Err("has max_value or threshold; cnnc's relu is max(x, 0)".into());
     }
-    w.push(l, LayerKind::Activation(Activation::Relu), Vec::new())
+    let negative_slope = l.number("negative_slope", 0.0)?;
+    if negative_slope == 0.0 {
+        w.push(l, LayerKind::Activation(Activation::Relu), Vec::new())
+    } else if negative_slope > 0.0 {
+        w.push(l, LayerKind::LeakyRelu { negative_slope }, Vec::new())
+    } else {
+        Err(format!(
+            "has negative_slope {negative_slope}; cnnc's slope is 0 or more"
+        ))
+    }
+}
+
+fn leaky_relu(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let negative_slope = l.number("negative_slope", crate::parse::layers::LEAKY_RELU_LAYER_SLOPE)?;
+    if negative_slope < 0.0 {
+        return Err(format!(
+            "has negative_slope {negative_slope}; cnnc's slope is 0 or more"
+        ));
+    }
+    w.push(l, LayerKind::LeakyRelu { negative_slope }, Vec::new())
+}
+
+fn elu(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let alpha = l.number("alpha", Activation::ELU_ALPHA)?;
+    if alpha <= 0.0 {
+        return Err(format!("has alpha {alpha}; cnnc's ELU takes an alpha above 0"));
+    }
+    w.push(l, LayerKind::Elu { alpha }, Vec::new())
 }
 
 fn softmax(w: &mut Walk, l: &Layer) -> Result<(), String> {

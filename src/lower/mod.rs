@@ -8,7 +8,7 @@
 use crate::ir::{
     Binary, Builder, Conv, Graph, IrError, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, VarId, verify,
 };
-use crate::parse::ast::{Activation, Layer, LayerKind, Loss};
+use crate::parse::ast::{Activation, Layer, LayerKind, Loss, Pool2D};
 use crate::shape::{Checked, LayerInfo, Role, window};
 use std::collections::HashMap;
 
@@ -181,15 +181,38 @@ impl Lowering<'_> {
                 let y = self.bias(y, d.use_bias)?;
                 self.activation(d.activation, y)
             }
-            LayerKind::MaxPool2D(p) => {
-                let pad =
-                    |axis: usize| window::padding(info.input[axis], p.pool_size[axis], p.strides[axis], p.padding);
-                let pool = Pool {
-                    window: p.pool_size,
-                    strides: p.strides,
-                    padding: [pad(0), pad(1)],
+            LayerKind::DepthwiseConv2D(c) => {
+                let pad = |axis: usize| {
+                    let (lo, hi) = window::padding(info.input[axis], c.kernel_size[axis], c.strides[axis], c.padding);
+                    (lo as i64, hi as i64)
                 };
-                self.b.op(Op::MaxPool2d(pool), &[x])
+                // Keras keeps the kernel (KH, KW, C, M); as one group per
+                // channel it is (KH, KW, 1, C*M), the same values in order.
+                let channels = info.input[2];
+                let kernel = self.var(Role::Kernel)?;
+                let [kh, kw] = c.kernel_size;
+                let grouped = self.b.reshape(kernel, Shape::fixed(&[kh, kw, 1, info.output[2]]))?;
+                let conv = Conv::forward(c.strides, [pad(0), pad(1)], channels);
+                let y = self.b.op(Op::Conv2d(conv), &[x, grouped])?;
+                let y = self.bias(y, c.use_bias)?;
+                self.activation(c.activation, y)
+            }
+            LayerKind::MaxPool2D(p) => self.b.op(Op::MaxPool2d(pool(p, info)), &[x]),
+            LayerKind::AvgPool2D(p) => self.b.op(Op::AvgPool2d(pool(p, info)), &[x]),
+            LayerKind::GlobalAvgPool2D { .. } => {
+                let sum = self.b.sum(x, vec![1, 2])?;
+                let scale = self.b.constant(1.0 / (info.input[0] * info.input[1]) as f64)?;
+                let mean = self.b.binary(Binary::Mul, sum, scale)?;
+                self.b.reshape(mean, Shape::batch_of(&info.output))
+            }
+            LayerKind::GlobalMaxPool2D { .. } => {
+                let whole = Pool {
+                    window: [info.input[0], info.input[1]],
+                    strides: [info.input[0], info.input[1]],
+                    padding: [(0, 0); 2],
+                };
+                let max = self.b.op(Op::MaxPool2d(whole), &[x])?;
+                self.b.reshape(max, Shape::batch_of(&info.output))
             }
             LayerKind::Flatten => self.b.reshape(x, Shape::batch_of(&info.output)),
             LayerKind::Dropout { rate } => {
@@ -231,6 +254,13 @@ impl Lowering<'_> {
                 Ok(y)
             }
             LayerKind::Activation(a) => self.activation(*a, x),
+            LayerKind::LeakyRelu { negative_slope } => self.b.unary(
+                Unary::LeakyRelu {
+                    negative_slope: *negative_slope,
+                },
+                x,
+            ),
+            LayerKind::Elu { alpha } => self.b.unary(Unary::Elu { alpha: *alpha }, x),
         }
     }
 
@@ -249,6 +279,22 @@ impl Lowering<'_> {
             Activation::Sigmoid => self.b.unary(Unary::Sigmoid, x),
             Activation::Tanh => self.b.unary(Unary::Tanh, x),
             Activation::Softmax => self.b.op(Op::Softmax, &[x]),
+            Activation::Elu => self.b.unary(
+                Unary::Elu {
+                    alpha: Activation::ELU_ALPHA,
+                },
+                x,
+            ),
+            Activation::Selu => self.b.unary(Unary::Selu, x),
+            Activation::LeakyRelu => self.b.unary(
+                Unary::LeakyRelu {
+                    negative_slope: Activation::LEAKY_RELU_SLOPE,
+                },
+                x,
+            ),
+            Activation::Gelu => self.b.unary(Unary::Gelu, x),
+            Activation::Silu => self.b.unary(Unary::Silu, x),
+            Activation::Softplus => self.b.unary(Unary::Softplus, x),
         }
     }
 
@@ -361,6 +407,16 @@ impl Lowering<'_> {
                 self.b.reshape(mean, Shape::scalar())
             }
         }
+    }
+}
+
+/// A pooling layer's window, with Keras's padding of the layer's input.
+fn pool(p: &Pool2D, info: &LayerInfo) -> Pool {
+    let pad = |axis: usize| window::padding(info.input[axis], p.pool_size[axis], p.strides[axis], p.padding);
+    Pool {
+        window: p.pool_size,
+        strides: p.strides,
+        padding: [pad(0), pad(1)],
     }
 }
 

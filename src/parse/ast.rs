@@ -37,12 +37,33 @@ pub struct Layer {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
     Conv2D(Conv2D),
+    DepthwiseConv2D(DepthwiseConv2D),
     Dense(Dense),
-    MaxPool2D(MaxPool2D),
+    MaxPool2D(Pool2D),
+    AvgPool2D(Pool2D),
+    /// The mean over height and width; `keepdims` keeps them, of size 1.
+    GlobalAvgPool2D {
+        keepdims: bool,
+    },
+    /// The maximum over height and width.
+    GlobalMaxPool2D {
+        keepdims: bool,
+    },
     Flatten,
-    Dropout { rate: f64 },
+    Dropout {
+        rate: f64,
+    },
     BatchNorm(BatchNorm),
     Activation(Activation),
+    /// Keras's LeakyReLU layer, whose default slope (0.3) is not the
+    /// `leaky_relu` activation's (0.2).
+    LeakyRelu {
+        negative_slope: f64,
+    },
+    /// Keras's ELU layer.
+    Elu {
+        alpha: f64,
+    },
 }
 
 impl LayerKind {
@@ -50,12 +71,18 @@ impl LayerKind {
     pub fn keras_class(&self) -> &'static str {
         match self {
             LayerKind::Conv2D(_) => "Conv2D",
+            LayerKind::DepthwiseConv2D(_) => "DepthwiseConv2D",
             LayerKind::Dense(_) => "Dense",
             LayerKind::MaxPool2D(_) => "MaxPooling2D",
+            LayerKind::AvgPool2D(_) => "AveragePooling2D",
+            LayerKind::GlobalAvgPool2D { .. } => "GlobalAveragePooling2D",
+            LayerKind::GlobalMaxPool2D { .. } => "GlobalMaxPooling2D",
             LayerKind::Flatten => "Flatten",
             LayerKind::Dropout { .. } => "Dropout",
             LayerKind::BatchNorm(_) => "BatchNormalization",
             LayerKind::Activation(_) => "Activation",
+            LayerKind::LeakyRelu { .. } => "LeakyReLU",
+            LayerKind::Elu { .. } => "ELU",
         }
     }
 
@@ -64,24 +91,37 @@ impl LayerKind {
         match self {
             LayerKind::Conv2D(c) => c.kernel_regularizer,
             LayerKind::Dense(d) => d.kernel_regularizer,
-            LayerKind::MaxPool2D(_)
+            LayerKind::DepthwiseConv2D(_)
+            | LayerKind::MaxPool2D(_)
+            | LayerKind::AvgPool2D(_)
+            | LayerKind::GlobalAvgPool2D { .. }
+            | LayerKind::GlobalMaxPool2D { .. }
             | LayerKind::Flatten
             | LayerKind::Dropout { .. }
             | LayerKind::BatchNorm(_)
-            | LayerKind::Activation(_) => None,
+            | LayerKind::Activation(_)
+            | LayerKind::LeakyRelu { .. }
+            | LayerKind::Elu { .. } => None,
         }
     }
 
-    /// The prefix of Keras's automatic layer names.
+    /// The prefix of Keras's automatic layer names: its `to_snake_case` of
+    /// the class name.
     pub fn keras_name_prefix(&self) -> &'static str {
         match self {
             LayerKind::Conv2D(_) => "conv2d",
+            LayerKind::DepthwiseConv2D(_) => "depthwise_conv2d",
             LayerKind::Dense(_) => "dense",
             LayerKind::MaxPool2D(_) => "max_pooling2d",
+            LayerKind::AvgPool2D(_) => "average_pooling2d",
+            LayerKind::GlobalAvgPool2D { .. } => "global_average_pooling2d",
+            LayerKind::GlobalMaxPool2D { .. } => "global_max_pooling2d",
             LayerKind::Flatten => "flatten",
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::BatchNorm(_) => "batch_normalization",
             LayerKind::Activation(_) => "activation",
+            LayerKind::LeakyRelu { .. } => "leaky_re_lu",
+            LayerKind::Elu { .. } => "elu",
         }
     }
 }
@@ -99,6 +139,20 @@ pub struct Conv2D {
     pub kernel_regularizer: Option<Regularizer>,
 }
 
+/// Keras's DepthwiseConv2D: each input channel convolved with
+/// `depth_multiplier` filters of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DepthwiseConv2D {
+    pub kernel_size: [usize; 2],
+    pub strides: [usize; 2],
+    pub padding: Padding,
+    pub depth_multiplier: usize,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub depthwise_initializer: Init,
+    pub bias_initializer: Init,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
     pub units: usize,
@@ -109,8 +163,9 @@ pub struct Dense {
     pub kernel_regularizer: Option<Regularizer>,
 }
 
+/// A pooling window: max pooling's, or average pooling's.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MaxPool2D {
+pub struct Pool2D {
     pub pool_size: [usize; 2],
     pub strides: [usize; 2],
     pub padding: Padding,
@@ -133,17 +188,39 @@ pub enum Activation {
     Sigmoid,
     Tanh,
     Softmax,
+    Elu,
+    Selu,
+    LeakyRelu,
+    Gelu,
+    Silu,
+    Softplus,
 }
 
 impl Activation {
-    pub const ALL: [(&'static str, Activation); 5] = [
+    /// Every name `activation=` takes, Keras's; `swish` is Keras's other
+    /// name for `silu`.
+    pub const ALL: [(&'static str, Activation); 12] = [
         ("linear", Activation::Linear),
         ("relu", Activation::Relu),
         ("sigmoid", Activation::Sigmoid),
         ("tanh", Activation::Tanh),
         ("softmax", Activation::Softmax),
+        ("elu", Activation::Elu),
+        ("selu", Activation::Selu),
+        ("leaky_relu", Activation::LeakyRelu),
+        ("gelu", Activation::Gelu),
+        ("silu", Activation::Silu),
+        ("swish", Activation::Silu),
+        ("softplus", Activation::Softplus),
     ];
 
+    /// Keras's `elu` activation's `alpha`.
+    pub const ELU_ALPHA: f64 = 1.0;
+    /// Keras's `leaky_relu` activation's `negative_slope` (the LeakyReLU
+    /// layer's default is 0.3).
+    pub const LEAKY_RELU_SLOPE: f64 = 0.2;
+
+    /// The name Keras serializes it by.
     pub fn name(self) -> &'static str {
         match self {
             Activation::Linear => "linear",
@@ -151,6 +228,12 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Softmax => "softmax",
+            Activation::Elu => "elu",
+            Activation::Selu => "selu",
+            Activation::LeakyRelu => "leaky_relu",
+            Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
+            Activation::Softplus => "softplus",
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod ast;
+pub mod habits;
 pub mod layers;
 pub mod print;
 pub mod regularizer;
@@ -131,6 +132,10 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
                     }
                 }
                 None => {
+                    if let Some(d) = habits::activation_as_layer(keyword, s.keyword.span) {
+                        errors.push(d);
+                        continue;
+                    }
                     let all = MODEL_KEYWORDS.iter().copied().chain(layers::spellings());
                     let names: Vec<&str> = layers::LAYERS.iter().map(|l| l.keyword).collect();
                     errors.push(

@@ -312,6 +312,10 @@ fn syntax_error(source: &str, delimiters: &Delimiters, error: pest::error::Error
     while !source.is_char_boundary(start) {
         start -= 1;
     }
+    // Keras pasted in: its brackets are what pest stumbles on.
+    if let Some(keras) = super::habits::pasted_keras(source, start) {
+        return keras;
+    }
     let expected = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => describe_rules(positives),
         ErrorVariant::CustomError { message } => message.clone(),

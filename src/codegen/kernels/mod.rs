@@ -2,8 +2,8 @@
 //! says how each is lowered ([`lowering`]): strided loop nests for maps and
 //! reductions (f32x4 along the innermost axis where it is contiguous)
 //! here; a GEMM call for matmuls in `matmul.rs`; convolutions by one of the
-//! algorithms in `conv/`; windows for pooling in `pool.rs`; row loops for
-//! softmax and the cross-entropies in `loss.rs`.
+//! algorithms in `conv/`; windows for max and average pooling in
+//! `pool.rs`; row loops for softmax and the cross-entropies in `loss.rs`.
 
 mod conv;
 mod loss;
@@ -14,6 +14,7 @@ use super::CodegenError;
 use super::emit::{Emitter, VECTOR};
 use super::plan::{Plan, Storage};
 use crate::fuse::{Expr, Kernel};
+use crate::ir::op::{SELU_ALPHA, SELU_SCALE};
 use crate::ir::{Binary, Graph, Hyper, NodeId, Op, Shape, Unary};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{FuncRef, InstBuilder, Type, Value, types};
@@ -97,6 +98,16 @@ fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, Codegen
             out: n,
             x: x[0],
             dy: x[1],
+            pool: *p,
+        }),
+        Op::AvgPool2d(p) => Arc::new(pool::AvgPool {
+            out: n,
+            x: x[0],
+            pool: *p,
+        }),
+        Op::AvgPool2dGrad(p) => Arc::new(pool::AvgPoolGrad {
+            out: n,
+            dy: x[0],
             pool: *p,
         }),
         Op::Softmax => Arc::new(loss::Softmax { out: n, z: x[0] }),
@@ -369,6 +380,17 @@ impl Emitter<'_> {
                     }
                     Unary::Sigmoid => self.sigmoid(ty, a),
                     Unary::Tanh => self.tanh(ty, a),
+                    Unary::Elu { alpha } => self.elu(ty, a, *alpha as f32),
+                    Unary::Selu => {
+                        let elu = self.elu(ty, a, SELU_ALPHA as f32);
+                        let scale = self.float(ty, SELU_SCALE as f32);
+                        self.b.ins().fmul(scale, elu)
+                    }
+                    Unary::LeakyRelu { negative_slope } => self.leaky_relu(ty, a, *negative_slope as f32),
+                    Unary::Gelu => self.gelu(ty, a),
+                    Unary::Erf => self.erf(ty, a),
+                    Unary::Silu => self.silu(ty, a),
+                    Unary::Softplus => self.softplus(ty, a),
                 }
             }
             Expr::Binary(op, a, b) => {

@@ -1,11 +1,11 @@
-//! Max pooling and its gradient: window loops over NHWC, f32x4 across
-//! channels.
+//! Max and average pooling and their gradients: window loops over NHWC,
+//! f32x4 across channels.
 
 use super::super::emit::{Emitter, LANES};
 use super::{Context, Lowering, fill};
 use crate::ir::{NodeId, Pool};
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, Value, types};
+use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 
 /// The window of output position `o` along one axis, clipped to the input:
 /// `(start, end)` input indices.
@@ -162,6 +162,144 @@ fn maxpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, dy: Node
             }
         });
     });
+}
+
+/// The number of cells of a clipped window, as an f32.
+fn cells(e: &mut Emitter, [(y0, y1), (x0, x1)]: [(Value, Value); 2]) -> Value {
+    let rows = e.b.ins().isub(y1, y0);
+    let columns = e.b.ins().isub(x1, x0);
+    let n = e.b.ins().imul(rows, columns);
+    e.b.ins().fcvt_from_sint(types::F32, n)
+}
+
+/// A scalar as a value of `ty`.
+fn splat(e: &mut Emitter, ty: Type, x: Value) -> Value {
+    if ty.is_vector() { e.b.ins().splat(ty, x) } else { x }
+}
+
+/// Each window's sum over the cells inside the input, divided by their
+/// count, as the interpreter computes it.
+fn avgpool(e: &mut Emitter, ctx: &Context, out: NodeId, x: NodeId, p: &Pool) {
+    let (xs, os) = (ctx.shape(x), ctx.shape(out));
+    let (xa, oa) = (ctx.address(e, x), ctx.address(e, out));
+    let ch = xs[3];
+    pool_pixels(
+        e,
+        p,
+        [xs[0], xs[1], xs[2]],
+        [os[1], os[2]],
+        &mut |e, [n, oy, ox], window| {
+            let [(y0, y1), (x0, x1)] = window;
+            let pixel = e.b.ins().imul_imm_s(n, os[1] as i64);
+            let pixel = e.b.ins().iadd(pixel, oy);
+            let pixel = e.b.ins().imul_imm_s(pixel, os[2] as i64);
+            let pixel = e.b.ins().iadd(pixel, ox);
+            let out_row = e.b.ins().imul_imm_s(pixel, ch as i64);
+            let out_row = e.element(oa, out_row);
+            fill(e, out_row, ch, 0.0);
+            e.for_range(y0, y1, 1, |e, y| {
+                e.for_range(x0, x1, 1, |e, xx| {
+                    let at = e.b.ins().imul_imm_s(n, xs[1] as i64);
+                    let at = e.b.ins().iadd(at, y);
+                    let at = e.b.ins().imul_imm_s(at, xs[2] as i64);
+                    let at = e.b.ins().iadd(at, xx);
+                    let at = e.b.ins().imul_imm_s(at, ch as i64);
+                    let from = e.element(xa, at);
+                    e.walk(ch, &[(from, 1), (out_row, 1)], |e, ty, q| {
+                        let v = e.load(ty, q[0]);
+                        let old = e.load(ty, q[1]);
+                        let new = e.b.ins().fadd(old, v);
+                        e.store(new, q[1]);
+                    });
+                });
+            });
+            let count = cells(e, window);
+            e.walk(ch, &[(out_row, 1)], |e, ty, q| {
+                let count = splat(e, ty, count);
+                let v = e.load(ty, q[0]);
+                let mean = e.b.ins().fdiv(v, count);
+                e.store(mean, q[0]);
+            });
+        },
+    );
+}
+
+/// Each window's gradient divided by its count, added to every cell it
+/// averaged.
+fn avgpool_grad(e: &mut Emitter, ctx: &Context, out: NodeId, dy: NodeId, p: &Pool) {
+    let (xs, ys) = (ctx.shape(out), ctx.shape(dy));
+    let (dya, dxa) = (ctx.address(e, dy), ctx.address(e, out));
+    fill(e, dxa, xs.iter().product(), 0.0);
+    let ch = xs[3];
+    pool_pixels(
+        e,
+        p,
+        [xs[0], xs[1], xs[2]],
+        [ys[1], ys[2]],
+        &mut |e, [n, oy, ox], window| {
+            let [(y0, y1), (x0, x1)] = window;
+            let pixel = e.b.ins().imul_imm_s(n, ys[1] as i64);
+            let pixel = e.b.ins().iadd(pixel, oy);
+            let pixel = e.b.ins().imul_imm_s(pixel, ys[2] as i64);
+            let pixel = e.b.ins().iadd(pixel, ox);
+            let dy_row = e.b.ins().imul_imm_s(pixel, ch as i64);
+            let dy_row = e.element(dya, dy_row);
+            let count = cells(e, window);
+            e.for_range(y0, y1, 1, |e, y| {
+                e.for_range(x0, x1, 1, |e, xx| {
+                    let at = e.b.ins().imul_imm_s(n, xs[1] as i64);
+                    let at = e.b.ins().iadd(at, y);
+                    let at = e.b.ins().imul_imm_s(at, xs[2] as i64);
+                    let at = e.b.ins().iadd(at, xx);
+                    let at = e.b.ins().imul_imm_s(at, ch as i64);
+                    let to = e.element(dxa, at);
+                    e.walk(ch, &[(dy_row, 1), (to, 1)], |e, ty, q| {
+                        let count = splat(e, ty, count);
+                        let g = e.load(ty, q[0]);
+                        let share = e.b.ins().fdiv(g, count);
+                        let old = e.load(ty, q[1]);
+                        let new = e.b.ins().fadd(old, share);
+                        e.store(new, q[1]);
+                    });
+                });
+            });
+        },
+    );
+}
+
+#[derive(Debug)]
+pub struct AvgPool {
+    pub out: NodeId,
+    pub x: NodeId,
+    pub pool: Pool,
+}
+
+impl Lowering for AvgPool {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        avgpool(e, ctx, self.out, self.x, &self.pool);
+    }
+}
+
+/// Each window's gradient spread over its cells.
+#[derive(Debug)]
+pub struct AvgPoolGrad {
+    pub out: NodeId,
+    pub dy: NodeId,
+    pub pool: Pool,
+}
+
+impl Lowering for AvgPoolGrad {
+    fn name(&self) -> String {
+        "loop".into()
+    }
+
+    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
+        avgpool_grad(e, ctx, self.out, self.dy, &self.pool);
+    }
 }
 
 #[derive(Debug)]
