@@ -62,7 +62,10 @@ fn gradient_floor(outputs: &[(Output, ArrayD<f32>)]) -> f32 {
 /// gradient, a sum over the batch and the image, barely moves: on celeb8
 /// the f32 interpreter's gradient is 2.6e-3 (L2) from f64's for that
 /// reason, while every layer's output agrees to 4e-7. The compiled engine
-/// is compared with f64 instead, in the L2 norm, `|a - b| <= 1e-4 |b|`.
+/// is compared with f64 instead, in the L2 norm: `|a - b| <= 1e-4 |b|`,
+/// or, where a tie decides, no further from f64 than twice the f32
+/// interpreter is (on celeb8 the two engines' GEMMs sum in different orders,
+/// and whichever rounds a tie the other way lands 2.6e-3 away).
 fn saliency_agrees(checked: &Checked, graphs: &Graphs, batch: usize, seed: u64) -> Result<(), String> {
     let name = &checked.model.name;
     let (x, y) = random_batch(checked, batch, &mut Rng::new(seed));
@@ -92,14 +95,29 @@ fn saliency_agrees(checked: &Checked, graphs: &Graphs, batch: usize, seed: u64) 
             reference.shape()
         ));
     }
-    let error = jit
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| (f64::from(*a) - b).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let distance = |a: &ArrayD<f32>| {
+        a.iter()
+            .zip(&reference)
+            .map(|(a, b)| (f64::from(*a) - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let error = distance(&jit);
     let scale = reference.iter().map(|v| v * v).sum::<f64>().sqrt();
-    if error <= 1e-4 * scale + 1e-7 {
+    let single = Feeds {
+        input: xf.view(),
+        label: Some(yf.view()),
+        vars: &initial_weights::<f32>(checked, seed),
+        masks: &[],
+        hyper: &|_| 0.0,
+    };
+    let interpreted = cnnc::interp::run(&graphs.saliency, &single)
+        .map_err(|e| format!("{name}: {e}"))?
+        .into_iter()
+        .find(|(o, _)| *o == Output::InputGrad)
+        .ok_or(format!("{name}: no input gradient in f32"))?
+        .1;
+    if error <= (1e-4 * scale).max(2.0 * distance(&interpreted)) + 1e-7 {
         Ok(())
     } else {
         Err(format!("{name} saliency: differs by {error} (L2) at scale {scale}"))
@@ -161,6 +179,54 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
             ));
         }
         let gradients = gradient_floor(&out_b);
+        // Where the two f32 engines disagree, the exact answer decides: an
+        // ill-conditioned output (batch normalization over a batch of 3,
+        // its variance near 0) may round apart in either, and the compiled
+        // engine passes if it is no further from f64 than twice the
+        // interpreter is.
+        let as_close_to_f64 = |failure: String,
+                               kind: Kind,
+                               vars: &[ArrayD<f32>],
+                               step: &Step,
+                               output: Output,
+                               jit: &ArrayD<f32>,
+                               interp: &ArrayD<f32>|
+         -> Result<(), String> {
+            let wide = |a: &ArrayD<f32>| a.mapv(f64::from);
+            let vars: Vec<ArrayD<f64>> = vars.iter().map(wide).collect();
+            let masks: Vec<ArrayD<f64>> = step.masks.iter().map(wide).collect();
+            let (input, target) = (
+                wide(&step.inputs.to_owned()),
+                step.targets.as_ref().map(|t| wide(&t.to_owned())),
+            );
+            let feeds = Feeds {
+                input: input.view(),
+                label: target.as_ref().map(|t| t.view()),
+                vars: &vars,
+                masks: &masks,
+                hyper: &hyper,
+            };
+            let exact = cnnc::interp::run(graphs.graph(kind), &feeds)
+                .map_err(|e| format!("{name}: {e}"))?
+                .into_iter()
+                .find(|(o, _)| *o == output)
+                .ok_or(failure.clone())?
+                .1;
+            let off = |a: &ArrayD<f32>| {
+                a.iter()
+                    .zip(&exact)
+                    .fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()))
+            };
+            if off(jit) <= 2.0 * off(interp) + f64::from(FLOOR) * 1e-2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{failure}; from f64: {} (interpreter {})",
+                    off(jit),
+                    off(interp)
+                ))
+            }
+        };
         for ((o, va), (_, vb)) in out_a.iter().zip(&out_b) {
             let (what, floor) = match o {
                 Output::Grad(v) => (
@@ -169,7 +235,7 @@ fn compare(checked: &Checked, batch: usize, seed: u64) -> Result<(), String> {
                 ),
                 _ => (format!("{name} {kind:?} {o:?}"), FLOOR),
             };
-            agree(&what, va, vb, floor)?;
+            agree(&what, va, vb, floor).or_else(|e| as_close_to_f64(e, kind, &state[..vars], &step, *o, va, vb))?;
         }
         for (i, (va, vb)) in a.iter().zip(&b).enumerate() {
             agree(
@@ -223,7 +289,12 @@ fn random_model() -> impl Strategy<Value = String> {
     let conv = (
         (1usize..4, (1usize..4, 1usize..4), (1usize..3, 1usize..3)),
         (any::<bool>(), activation.clone(), any::<bool>(), any::<bool>()),
-        (0usize..4, any::<bool>(), prop::option::of(1usize..3), 0usize..REGULARIZERS.len()),
+        (
+            0usize..4,
+            any::<bool>(),
+            prop::option::of(1usize..3),
+            0usize..REGULARIZERS.len(),
+        ),
         prop::option::of((
             (1usize..4, 1usize..3),
             (1usize..3, 1usize..3),
