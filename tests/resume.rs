@@ -63,6 +63,7 @@ fn settings(out: &Path, epochs: usize) -> Settings {
         validation_split: None,
         out_dir: out.to_path_buf(),
         resume: false,
+        force: false,
         initial: None,
     }
 }
@@ -152,8 +153,24 @@ fn an_interrupt_at_the_first_step_resumes_exactly() {
         "a run with nothing to train changed the files"
     );
 
-    // Without --resume, a run says it starts over, and does.
-    let (_, out) = train(&settings, Some(1));
+    // Without --resume, a run is refused: the folder holds a finished run.
+    let e = failure(&settings);
+    assert!(
+        e.starts_with(&format!("`{}` already holds a run trained for 2 epochs", dir.display())),
+        "{e}"
+    );
+    assert!(
+        e.contains("continue it with --resume (with a larger --epochs to train it further)"),
+        "{e}"
+    );
+    assert!(e.contains("--out DIR, or replace it with --force"), "{e}");
+    assert!(files(&dir) == *uninterrupted(), "a refused run changed the files");
+    // With --force, it says it starts over, and does.
+    let forced = Settings {
+        force: true,
+        ..settings.clone()
+    };
+    let (_, out) = train(&forced, Some(1));
     assert!(
         out.starts_with(&format!(
             "starting over in `{}`: its checkpoint is replaced at the first save",

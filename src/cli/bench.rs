@@ -3,7 +3,7 @@
 //! only ratios measured together mean much), with compile times, achieved
 //! GFLOP/s and, with `--profile`, the time of every kernel.
 
-use super::common::{Failure, Format, fail, graphs, load};
+use super::common::{Failure, Format, SetArgs, fail, graphs, load};
 use super::transfer::{FreezeArgs, frozen};
 use crate::codegen::print::kernel_line;
 use crate::codegen::{self, Options, profile};
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Samples per step.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
@@ -92,7 +94,7 @@ fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize) -> Result<u64, Failure>
 }
 
 pub fn run(args: BenchArgs) -> Result<String, Failure> {
-    let checked = frozen(load(&args.file)?, &args.freeze)?;
+    let checked = frozen(load(&args.file, &args.set)?, &args.freeze)?;
     let graphs = graphs(&checked)?;
     let b = args.batch as usize;
     let mut rng = Rng::new(7);

@@ -4,7 +4,9 @@
 //! else the model's initial ones (its literal `kernel_initializer` values,
 //! say).
 
-use super::common::{EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial};
+use super::common::{
+    EngineKind, Failure, SetArgs, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial,
+};
 use super::predict::inputs;
 use crate::parse::ast::{Activation, LayerKind};
 use crate::runtime::show::{Panel, Sheet, panels};
@@ -59,6 +61,8 @@ pub enum ShowArgs {
 pub struct ModelArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Trained weights (safetensors with Keras names) [default: the model's
     /// initial weights, seed 0]
     #[arg(long)]
@@ -80,7 +84,7 @@ struct Loaded {
 }
 
 fn open(args: &ModelArgs) -> Result<Loaded, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let trained = trained_or_initial(&checked, args.weights.as_deref(), args.allow_extra)?;
     let (note, source) = match &args.weights {
         Some(w) => (ignored_note(w, &trained.ignored), format!("weights {}", w.display())),

@@ -118,6 +118,10 @@ impl<'a> Args<'a> {
     /// error is recorded).
     pub fn get<T>(&mut self, name: &str, convert: impl FnOnce(&Value) -> Result<T, Diagnostic>) -> Option<T> {
         let value = self.bound.iter().find(|(n, _)| *n == name)?.1;
+        // An unknown parameter, reported where it was found.
+        if value.kind.has_param() {
+            return None;
+        }
         match convert(value) {
             Ok(v) => Some(v),
             Err(e) => {

@@ -10,6 +10,46 @@ pub struct Model {
     pub input: Input,
     pub layers: Vec<Layer>,
     pub train: Option<Train>,
+    /// Declared with `param`, in the file's order.
+    pub params: Vec<Param>,
+}
+
+impl Model {
+    /// The parameters' values, `act=tanh,bn=true` in the file's order: what
+    /// names a variant of the model (its run folder, its checkpoint).
+    /// Empty for a model without parameters.
+    pub fn variant(&self) -> String {
+        self.values().join(",")
+    }
+
+    /// Each parameter as `name=value`.
+    pub fn values(&self) -> Vec<String> {
+        self.params.iter().map(|p| format!("{}={}", p.name, p.value)).collect()
+    }
+
+    /// The name with the parameters' values, as a run names its model:
+    /// `homework (act=tanh, bn=true)`.
+    pub fn title(&self) -> String {
+        match self.params.is_empty() {
+            true => self.name.clone(),
+            false => format!("{} ({})", self.name, self.values().join(", ")),
+        }
+    }
+}
+
+/// A parameter of the model (`param act = relu`), with the value the model
+/// was built with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    /// As the language writes it: `relu`, `0.25`, `[1, 2]`.
+    pub value: String,
+    pub default: String,
+    /// The flag that set the value (`--set act=tanh`), if one did.
+    pub set: Option<String>,
+    /// The default's place in the file, and every `$name` that uses it.
+    pub declared: Span,
+    pub uses: Vec<Span>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -133,8 +133,9 @@ pub const LEAKY_RELU_LAYER_SLOPE: f64 = 0.3;
 /// Builds a layer from its statement; `None` when errors were recorded.
 pub type Builder = fn(&mut Args) -> Option<LayerKind>;
 
-/// Arguments every layer takes.
-pub const COMMON: [&str; 2] = ["name", "trainable"];
+/// Arguments every layer takes; `if=false` leaves the layer out (with a
+/// parameter, `batchnorm if=$bn`, it switches a layer per variant).
+pub const COMMON: [&str; 3] = ["name", "trainable", "if"];
 
 /// The layer a keyword (or one of its aliases) names.
 pub fn spec(keyword: &str) -> Option<&'static LayerSpec> {

@@ -51,6 +51,8 @@ pub enum ValueKind {
     /// `l2(0.01)`: a name applied to arguments, as Keras writes a
     /// regularizer.
     Call(String, Vec<Argument>),
+    /// `$name`: a parameter's value, until `params` substitutes it.
+    Param(String),
 }
 
 impl ValueKind {
@@ -75,6 +77,7 @@ impl ValueKind {
                     .collect();
                 format!("{name}({})", args.join(", "))
             }
+            ValueKind::Param(name) => format!("${name}"),
         }
     }
 
@@ -90,6 +93,18 @@ impl ValueKind {
             ValueKind::Str(s) => format!("the string \"{s}\""),
             ValueKind::List(items) => format!("a list of {} values", items.len()),
             ValueKind::Call(..) => format!("`{}`", self.text()),
+            ValueKind::Param(name) => format!("the parameter `${name}`"),
+        }
+    }
+
+    /// Whether a parameter is left in it, one that named no declared
+    /// parameter (and was reported as such).
+    pub fn has_param(&self) -> bool {
+        match self {
+            ValueKind::Param(_) => true,
+            ValueKind::List(items) => items.iter().any(|v| v.kind.has_param()),
+            ValueKind::Call(_, args) => args.iter().any(|a| a.value.kind.has_param()),
+            _ => false,
         }
     }
 }
@@ -125,6 +140,37 @@ pub fn parse(source: &str) -> Result<Vec<Statement>, Diagnostic> {
         .filter(|p| p.as_rule() != Rule::EOI)
         .map(statement)
         .collect()
+}
+
+/// Parses one value, as the command line gives it (`--set act=relu`);
+/// spans are offsets into `text`.
+pub fn lone_value(text: &str) -> Result<Value, Diagnostic> {
+    let delimiters = Delimiters::scan(text);
+    if let Some(at) = delimiters.too_deep {
+        return Err(Diagnostic::error(
+            Span::new(at, at + 1),
+            format!("lists nest more than {MAX_LIST_NESTING} deep"),
+        )
+        .label("too deep"));
+    }
+    let mut pairs = CnnParser::parse(Rule::lone_value, text).map_err(|e| {
+        let e = syntax_error(text, &delimiters, e);
+        if e.message.contains("never closed") {
+            return e;
+        }
+        // The file's hints speak of lines and keywords; a lone value's
+        // say what values look like.
+        Diagnostic::error(e.span, format!("`{text}` is not a value"))
+            .label("not a value")
+            .help("write it as in a model file: a number `0.5`, a size `3x3`, a name `relu`, a list `[1, 2]` or a string `\"data/\"`")
+    })?;
+    let value = pairs
+        .next()
+        .and_then(|p| p.into_inner().find(|p| p.as_rule() != Rule::EOI));
+    match value {
+        Some(v) => self::value(v),
+        None => Err(Diagnostic::error(Span::new(0, text.len()), "no value").label("expected a value")),
+    }
 }
 
 fn statement(pair: Pair<Rule>) -> Result<Statement, Diagnostic> {
@@ -215,6 +261,7 @@ fn value(pair: Pair<Rule>) -> Result<Value, Diagnostic> {
             ValueKind::Dims(dims)
         }
         Rule::name => ValueKind::Name(text.to_string()),
+        Rule::param => ValueKind::Param(text[1..].to_string()),
         Rule::string => ValueKind::Str(pair.into_inner().as_str().to_string()),
         Rule::list => ValueKind::List(pair.into_inner().map(value).collect::<Result<_, _>>()?),
         Rule::call => {
@@ -299,7 +346,7 @@ impl Delimiters {
 /// Characters that can begin a token of the grammar; anything else is a
 /// stray character and is reported alone.
 fn starts_token(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "_-.\"[]{},=".contains(c)
+    c.is_ascii_alphanumeric() || "_-.\"[]{},=$".contains(c)
 }
 
 /// Turns pest's "expected X, Y" into the user's vocabulary.
@@ -384,6 +431,14 @@ fn syntax_error(source: &str, delimiters: &Delimiters, error: pest::error::Error
         .find(|&(_, c)| c.is_whitespace() || c == ',' || c == ']')
         .map_or(source.len(), |(i, _)| start + i);
     let found = &source[start..token_end];
+    if c == '$' {
+        return Diagnostic::error(
+            Span::new(start, token_end),
+            format!("syntax error: `{found}` is not a parameter"),
+        )
+        .label(format!("expected {expected}"))
+        .help("`$` starts the use of a parameter, `$name`, declared with `param name = VALUE`; or remove it");
+    }
     if c == '"' {
         return Diagnostic::error(Span::new(start, token_end), "syntax error: this string is never closed")
             .label("no closing `\"` on this line")
@@ -418,7 +473,7 @@ fn describe_rules(rules: &[Rule]) -> String {
         .map(|r| match r {
             Rule::keyword | Rule::statement | Rule::block | Rule::name => "a name",
             Rule::keyword_arg => "an argument `name=value`",
-            Rule::value | Rule::number | Rule::dims | Rule::string | Rule::list | Rule::call => "a value",
+            Rule::value | Rule::number | Rule::dims | Rule::string | Rule::list | Rule::call | Rule::param => "a value",
             Rule::EOI | Rule::line_end => "the end of the line",
             _ => "something else",
         })

@@ -3,6 +3,7 @@
 //! and serving a model over HTTP.
 
 pub mod checkpoint;
+pub mod comparison;
 pub mod data;
 pub mod engine;
 pub mod file;

@@ -102,10 +102,12 @@ pub fn numel(shape: &[usize]) -> u64 {
 impl Checked {
     /// An error at a span of this model, ready to render with its line.
     pub fn diagnostics(&self, error: Diagnostic) -> Diagnostics {
+        let mut errors = vec![error];
+        crate::parse::params::explain(&self.model.params, &mut errors);
         Diagnostics {
             file: self.file.clone(),
             source: self.source.clone(),
-            errors: vec![error],
+            errors,
         }
     }
 
@@ -147,10 +149,15 @@ impl Checked {
 /// Checks every layer's shapes in order. Stops at the first shape error:
 /// the layers after it would only report its consequences.
 pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnostics> {
-    let fail = |e: Diagnostic| Diagnostics {
-        file: file.to_string(),
-        source: source.to_string(),
-        errors: vec![e],
+    let params = model.params.clone();
+    let fail = |e: Diagnostic| {
+        let mut errors = vec![e];
+        crate::parse::params::explain(&params, &mut errors);
+        Diagnostics {
+            file: file.to_string(),
+            source: source.to_string(),
+            errors,
+        }
     };
     let inputs = exact(&model.input.shape);
     if inputs > u128::from(MAX_ELEMENTS) {
