@@ -404,9 +404,53 @@ proptest! {
     }
 }
 
+/// A random first layer and what follows it: an image of 1 or 3 channels
+/// through a convolution of up to 70 filters (past the direct kernels'
+/// 32-channel register tile, and leaving vectors and single channels
+/// over), kernels from 1x1 to 5x5, strides and padding; then perhaps a 1x1
+/// convolution (a GEMM reading its input in place), a pooling whose windows
+/// may or may not tile its input, and a head.
+fn random_first_layer() -> impl Strategy<Value = String> {
+    (
+        (3usize..14, 3usize..14, prop::sample::select(vec![1usize, 3])),
+        (1usize..71, (1usize..6, 1usize..6), (1usize..3, 1usize..3), any::<bool>()),
+        (prop::option::of(1usize..8), any::<bool>()),
+    )
+        .prop_map(|((h, w, c), (filters, (kh, kw), (sh, sw), same), (pointwise, pool))| {
+            let padding = if same { "same" } else { "valid" };
+            let mut m = format!(
+                "input {h}x{w}x{c}\nconv2d {filters} {kh}x{kw} strides={sh}x{sw} padding={padding} activation=relu\n"
+            );
+            if let Some(f) = pointwise {
+                m += &format!("conv2d {} 1x1 activation=relu\n", 5 * f);
+            }
+            if pool {
+                m += "maxpool2d 2x2\n";
+            }
+            m + "flatten\ndense 3 activation=softmax\ntrain {\n  loss categorical_crossentropy\n  optimizer sgd learning_rate=0.05\n}\n"
+        })
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 40,
+        rng_seed: RngSeed::Fixed(20261130),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn random_first_layers(source in random_first_layer(), batch in 1usize..6, seed in 0u64..1000) {
+        let Ok(model) = cnnc::parse::parse("random.cnn", &source) else { return Ok(()) };
+        let Ok(checked) = cnnc::shape::check(model, "random.cnn", &source) else { return Ok(()) };
+        prop_assert!(compare(&checked, batch, seed).is_ok(), "{source}\n{:?}", compare(&checked, batch, seed));
+    }
+}
+
 /// `loss = sum(op(vars) * probe)` with its gradients, run by the compiled
 /// engine and the interpreter from the same values: every output agrees.
-fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeId]) -> NodeId) {
+/// Returns how each kernel was computed.
+fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeId]) -> NodeId) -> Vec<String> {
     let mut g = common::probed(name, shapes, op);
     cnnc::autodiff::differentiate(&mut g).unwrap();
     let mut rng = Rng::new(5);
@@ -427,6 +471,7 @@ fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeI
     let mut optimized = g.clone();
     cnnc::passes::optimize(&mut optimized).unwrap();
     let plan = codegen::plan_for(cnnc::fuse::fuse(optimized), 1).unwrap();
+    let lowerings = plan.lowerings.iter().map(|l| l.name()).collect();
     let mut routine = codegen::compile(plan, codegen::Options::default()).unwrap();
     let mut state = vars.clone();
     let mut vars_mut: Vec<&mut [f32]> = state.iter_mut().map(|v| v.as_slice_mut().unwrap()).collect();
@@ -444,6 +489,60 @@ fn compare_op(name: &str, shapes: &[&[usize]], op: impl Fn(&mut Builder, &[NodeI
         .unwrap();
     for ((o, want), got) in reference.iter().zip(&outputs) {
         agree(&format!("{name} {o:?}"), got, want, FLOOR).unwrap_or_else(|e| panic!("{e}"));
+    }
+    lowerings
+}
+
+/// The convolutions the direct kernels and the in-place GEMM compute, each
+/// with its gradients, at the edges of their tiles: channel counts that
+/// leave a partial register tile and single channels (37, 6), rows that
+/// leave a partial pixel tile, padding, strides (the weight gradient's
+/// dilated taps), a 5x5 kernel, 1x1 kernels, and sizes large enough to be
+/// split across the cores (lines of the output; partial sums of the weight
+/// gradient, added in a fixed order).
+#[test]
+fn direct_and_in_place_convolutions() {
+    type Case<'a> = (&'a [usize], &'a [usize], [usize; 2], [(i64, i64); 2], &'a [&'a str]);
+    let cases: [Case; 6] = [
+        (
+            &[2, 9, 11, 1],
+            &[3, 3, 1, 37],
+            [1, 1],
+            [(0, 0); 2],
+            &["direct", "direct reduction"],
+        ),
+        (
+            &[3, 10, 10, 3],
+            &[3, 3, 3, 6],
+            [2, 1],
+            [(1, 1); 2],
+            &["direct", "direct reduction"],
+        ),
+        (
+            &[1, 12, 12, 2],
+            &[5, 5, 2, 4],
+            [1, 1],
+            [(2, 2), (2, 1)],
+            &["direct", "direct reduction"],
+        ),
+        (&[2, 6, 7, 32], &[1, 1, 32, 16], [1, 1], [(0, 0); 2], &["gemm"]),
+        (&[32, 8, 8, 16], &[8, 8, 16, 24], [1, 1], [(0, 0); 2], &["gemm"]),
+        (
+            &[8, 28, 28, 1],
+            &[3, 3, 1, 32],
+            [1, 1],
+            [(0, 0); 2],
+            &["direct", "direct reduction"],
+        ),
+    ];
+    for (x, k, strides, padding, algorithms) in cases {
+        let how = compare_op(&format!("conv {x:?} by {k:?}"), &[x, k], |b, v| {
+            b.op(Op::Conv2d(Conv::forward(strides, padding, 1)), &[v[0], v[1]])
+                .unwrap()
+        });
+        for a in algorithms {
+            assert!(how.iter().any(|h| h == a), "{x:?} by {k:?}: no {a} in {how:?}");
+        }
     }
 }
 

@@ -76,6 +76,23 @@ pub fn kernel_line(g: &Graph, k: &Kernel, how: &str, names: &HashMap<NodeId, Str
             }
             s
         }
+        Kernel::PoolGrad {
+            grad, x, dy, outputs, ..
+        } => {
+            let attrs = attributes(&g[*grad].op);
+            let mut s = format!(
+                "{how} {} = {}({}, {}) {attrs} : {}",
+                names[grad],
+                g[*grad].op.name(),
+                names[x],
+                expr(dy, names),
+                g[*grad].shape
+            );
+            for (n, x) in outputs.iter().filter(|(n, _)| n != grad) {
+                s += &format!("; {} = {}", names[n], expr(x, names));
+            }
+            s
+        }
     }
 }
 

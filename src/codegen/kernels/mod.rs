@@ -43,15 +43,30 @@ pub trait Lowering: fmt::Debug + Send + Sync {
     /// Emits the kernel; `index` is its position in the program, which
     /// finds its scratch space in the plan.
     fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize);
+
+    /// The length of a loop of the kernel whose ranges may run on all the
+    /// cores at once, if the kernel is large enough to be worth it. Its
+    /// `emit` then runs that loop with [`Context::parallel`], and
+    /// `emit_range` is the code of one range.
+    fn split(&self) -> Option<usize> {
+        None
+    }
+
+    /// The range `[start, end)` of the loop [`Lowering::split`] names.
+    fn emit_range(&self, _e: &mut Emitter, _ctx: &Context, _index: usize, _range: (Value, Value)) {}
 }
 
 /// The lowering of a kernel at a batch size.
 pub fn lowering(kernel: &Kernel, g: &Graph, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
     Ok(match kernel {
-        Kernel::Map { shape, outputs } => Arc::new(Loop {
-            shape: shape.clone(),
-            outputs: outputs.clone(),
-        }),
+        Kernel::Map { shape, outputs } => {
+            let extent = map_loop(g, batch, shape, outputs).dims.first().copied().unwrap_or(1);
+            Arc::new(Loop {
+                shape: shape.clone(),
+                outputs: outputs.clone(),
+                split: (shape.numel(batch) >= PARALLEL_ELEMENTS).then_some(extent),
+            })
+        }
         Kernel::Reduce { shape, axes, out, expr } => Arc::new(Reduction {
             shape: shape.clone(),
             axes: axes.clone(),
@@ -70,6 +85,14 @@ pub fn lowering(kernel: &Kernel, g: &Graph, batch: usize) -> Result<Arc<dyn Lowe
             labels: *labels,
             probs: *probs,
             grad: grad.clone(),
+        }),
+        Kernel::PoolGrad { grad, x, dy, outputs } => Arc::new(pool::TiledMaxPoolGrad {
+            grad: *grad,
+            x: *x,
+            dy: dy.clone(),
+            outputs: outputs.clone(),
+            pool: crate::fuse::tiling_pool_grad(g, *grad)
+                .ok_or_else(|| CodegenError::new("a pooling gradient fused as tiling is not").at(&g[*grad].origin))?,
         }),
         Kernel::Node(n) => node(g, *n, batch)?,
     })
@@ -144,11 +167,16 @@ fn node(g: &Graph, n: NodeId, batch: usize) -> Result<Arc<dyn Lowering>, Codegen
     })
 }
 
+/// Maps over at least this many elements run on every core.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
 /// An elementwise loop.
 #[derive(Debug)]
 struct Loop {
     shape: Shape,
     outputs: Vec<(NodeId, Expr)>,
+    /// The length of its outermost axis, if it is split across the cores.
+    split: Option<usize>,
 }
 
 impl Lowering for Loop {
@@ -156,8 +184,19 @@ impl Lowering for Loop {
         "loop".into()
     }
 
-    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
-        map(e, ctx, &self.shape, &self.outputs, None);
+    fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize) {
+        match self.split {
+            Some(n) => ctx.parallel(e, index, n),
+            None => map(e, ctx, &self.shape, &self.outputs, None),
+        }
+    }
+
+    fn split(&self) -> Option<usize> {
+        self.split
+    }
+
+    fn emit_range(&self, e: &mut Emitter, ctx: &Context, _: usize, range: (Value, Value)) {
+        map(e, ctx, &self.shape, &self.outputs, Some(range));
     }
 }
 
@@ -223,11 +262,26 @@ pub struct Context<'p> {
     pub hypers: HashMap<Hyper, Value>,
     pub sgemm: FuncRef,
     pub arena: Value,
+    /// The function's own arguments: the pointer table and the scalars.
+    pub tables: (Value, Value),
+    /// The imported `cnnc_parallel`, and the address of the function
+    /// running a range of each split kernel's loop, by kernel index (none
+    /// inside those functions themselves).
+    pub spread: FuncRef,
+    pub ranges: HashMap<usize, Value>,
 }
 
 impl Context<'_> {
     fn shape(&self, n: NodeId) -> Vec<usize> {
         self.plan.program.graph[n].shape.resolve(self.plan.batch)
+    }
+
+    /// Runs the `n` indices of kernel `index`'s split loop, ranges of them
+    /// on every core (its `emit_range` code), returning when all are done.
+    pub fn parallel(&self, e: &mut Emitter, index: usize, n: usize) {
+        let n = e.int(n as i64);
+        let (table, scalars) = self.tables;
+        e.b.ins().call(self.spread, &[self.ranges[&index], table, scalars, n]);
     }
 
     /// Address of a value's first element.
@@ -434,8 +488,8 @@ struct MapLoop {
     reads: Vec<NodeId>,
 }
 
-fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop {
-    let space = shape.resolve(ctx.plan.batch);
+fn map_loop(g: &Graph, batch: usize, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop {
+    let space = shape.resolve(batch);
     let written: Vec<NodeId> = outputs.iter().map(|(n, _)| *n).collect();
     let mut reads = Vec::new();
     for (_, x) in outputs {
@@ -445,7 +499,11 @@ fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop
     reads.dedup();
     reads.retain(|r| !written.contains(r));
     let mut strides: Vec<Vec<usize>> = written.iter().map(|_| broadcast_strides(&space, &space)).collect();
-    strides.extend(reads.iter().map(|&r| broadcast_strides(&ctx.shape(r), &space)));
+    strides.extend(
+        reads
+            .iter()
+            .map(|&r| broadcast_strides(&g[r].shape.resolve(batch), &space)),
+    );
     let dims = collapse(&space, &mut strides);
     MapLoop {
         dims,
@@ -455,21 +513,16 @@ fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop
     }
 }
 
-/// The length of a map's outermost axis, which a parallel loop splits.
-pub fn map_extent(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> usize {
-    map_loop(ctx, shape, outputs).dims.first().copied().unwrap_or(1)
-}
-
 /// `outputs[i] = expr_i` over `shape` (its outermost axis limited to
 /// `outer`, if given). All of an index's loads come before its stores, so
 /// an output may overwrite an input of its own shape.
-pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)], outer: Option<(Value, Value)>) {
+fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)], outer: Option<(Value, Value)>) {
     let MapLoop {
         dims,
         strides,
         written,
         reads,
-    } = map_loop(ctx, shape, outputs);
+    } = map_loop(&ctx.plan.program.graph, ctx.plan.batch, shape, outputs);
     let bases: Vec<Value> = written.iter().chain(&reads).map(|&n| ctx.address(e, n)).collect();
     let innermost = dims.len().saturating_sub(1);
     let loads: Vec<(NodeId, bool)> = reads

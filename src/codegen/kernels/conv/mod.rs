@@ -4,7 +4,9 @@
 //! own choice). An algorithm lives in a file of its own: adding one means
 //! its file and a line in [`ALGORITHMS`], and no change to the others.
 
+mod direct;
 mod im2col;
+mod view;
 
 use super::Lowering;
 use crate::codegen::CodegenError;
@@ -27,7 +29,7 @@ pub struct Candidate {
 }
 
 /// Every algorithm, in order of preference between equal costs.
-const ALGORITHMS: [&dyn Algorithm; 1] = [&im2col::Im2col];
+const ALGORITHMS: [&dyn Algorithm; 3] = [&im2col::Im2col, &view::View, &direct::Direct];
 
 /// The cost model's time for `flops` of GEMM-like arithmetic and `bytes`
 /// of memory traffic outside it, at round figures for the two cores this
@@ -38,6 +40,24 @@ pub fn seconds(flops: u64, bytes: u64) -> f64 {
     const BYTES_PER_SECOND: f64 = 20e9;
     flops as f64 / FLOPS_PER_SECOND + bytes as f64 / BYTES_PER_SECOND
 }
+
+/// The cost model's time for a GEMM of `[m, k, n]` (m x k by k x n) and
+/// `bytes` of memory traffic around it. The GEMM reaches its peak only
+/// when every dimension fills its register tiles and its packing is paid
+/// for by the work on each packed panel: a short dimension costs as if it
+/// were [`GEMM_FULL`] long.
+pub fn gemm_seconds([m, k, n]: [usize; 3], bytes: u64) -> f64 {
+    let [m, k, n] = [m.max(GEMM_FULL[0]), k.max(GEMM_FULL[1]), n.max(GEMM_FULL[2])];
+    seconds(2 * (m * k * n) as u64, bytes)
+}
+
+/// Below these lengths of m, k and n, the GEMM takes as long as at these
+/// lengths.
+const GEMM_FULL: [usize; 3] = [16, 16, 16];
+
+/// The GEMM's peak (on every core) over generated f32x4 code's rate on one
+/// core: direct algorithms' FLOPs count this many times.
+pub const GEMM_PER_DIRECT: u64 = 4;
 
 /// The cheapest algorithm's lowering of the convolution `out`.
 pub fn choose(g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Result<Arc<dyn Lowering>, CodegenError> {
