@@ -96,6 +96,7 @@ pub fn finish(mut stack: Stack, input: Vec<usize>, header: &[String], file: &str
         },
         layers: stack.layers,
         train: None,
+        params: Vec::new(),
     };
     let body = crate::parse::print::model(&model)
         .map_err(|name| format!("the layer name `{name}` cannot be written in a .cnn file"))?;

@@ -101,6 +101,18 @@ pub fn text(c: &Checked, arena: Option<&Arena>) -> String {
     };
     let rule = |ch: &str| ch.repeat(width.iter().map(|w| w + 2).sum()) + "\n";
     let mut out = format!("Model: \"{}\"\n", c.model.name);
+    if !c.model.params.is_empty() {
+        let params: Vec<String> = c
+            .model
+            .params
+            .iter()
+            .map(|p| match &p.set {
+                Some(_) => format!("{}={} (--set; default {})", p.name, p.value, p.default),
+                None => format!("{}={}", p.name, p.value),
+            })
+            .collect();
+        out += &format!("Parameters: {}\n", params.join(", "));
+    }
     out += &rule("_");
     out += &line(header);
     out += &rule("=");
@@ -175,6 +187,9 @@ pub fn json(c: &Checked, arena: Option<&Arena>) -> Value {
     let t = totals(c);
     json!({
         "model": c.model.name,
+        "params": c.model.params.iter().map(|p| json!({
+            "name": p.name, "value": p.value, "default": p.default, "set": p.set.is_some(),
+        })).collect::<Vec<_>>(),
         "input_shape": c.model.input.shape,
         "layers": layers,
         "total_params": t.params,

@@ -1,8 +1,13 @@
 //! Forward semantics equal Keras's: a convolution with `same` padding and an
 //! even kernel (the odd pixel goes bottom/right), a strided max-pool with
 //! `same` padding (padding never wins), and flatten-then-dense in H, W, C
-//! order. The expected numbers come from a Keras 3.15 (JAX) run of the same
-//! model with the same weights, not from cnnc:
+//! order; every activation on a range of inputs, and every layer of
+//! `models/layer_tour.cnn` (depthwise convolutions, average pooling with
+//! `same` padding, whose padded cells are not counted, global pooling, the
+//! activation layers), in the interpreter and in compiled code. The
+//! expected numbers come from Keras 3.15 (JAX) runs of the same models with
+//! the same weights, not from cnnc: the first model's are below, the others'
+//! in `tests/fixtures/keras` (made by its `make_layers.py`):
 //!
 //! ```python
 //! m = keras.Sequential([keras.Input((5, 5, 2)),
@@ -17,7 +22,12 @@ mod common;
 use cnnc::interp::{self, Feeds};
 use cnnc::ir::{Hyper, Output, Phase};
 use cnnc::lower::{Mode, lower};
+use cnnc::parse::ast::Optimizer;
+use cnnc::runtime::engine::{Engine, Graphs, Interpreter};
+use cnnc::runtime::jit::Compiled;
+use cnnc::shape::Checked;
 use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
 
 const MODEL: &str = "
 input 5x5x2
@@ -164,4 +174,102 @@ fn conv_pool_flatten_dense_match_keras() {
     close("conv2d", &out[1].1, &KERAS_CONV);
     close("max_pooling2d", &out[2].1, &KERAS_POOL);
     close("dense", &out[0].1, &KERAS_DENSE);
+}
+
+/// The float32 tensors of a safetensors fixture, by name.
+fn fixture(name: &str) -> HashMap<String, ArrayD<f32>> {
+    let bytes = std::fs::read(format!("tests/fixtures/keras/{name}")).expect("the fixture");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (
+                name,
+                ArrayD::from_shape_vec(IxDyn(view.shape()), values).expect("shape"),
+            )
+        })
+        .collect()
+}
+
+/// Within 1e-5 of Keras's value (relative above 1).
+fn matches_keras(what: &str, got: &ArrayD<f32>, keras: &ArrayD<f32>) {
+    assert_eq!(got.shape(), keras.shape(), "{what}");
+    for (i, (g, k)) in got.iter().zip(keras).enumerate() {
+        assert!(
+            (g - k).abs() <= 1e-5 * k.abs().max(1.0),
+            "{what}[{i}]: cnnc {g}, Keras {k}"
+        );
+    }
+}
+
+/// Every layer's output, by layer index, from the interpreter and from
+/// compiled code.
+fn every_layer(checked: &Checked, weights: &[ArrayD<f32>], input: &ArrayD<f32>) -> [Vec<(usize, ArrayD<f32>)>; 2] {
+    let layers: Vec<usize> = (0..checked.model.layers.len()).collect();
+    let graphs = Graphs::new(checked, &Optimizer::ADAM)
+        .and_then(|g| g.probing(checked, &layers))
+        .unwrap();
+    let mut state = weights.to_vec();
+    let interpreted = Interpreter::new(graphs.clone())
+        .probe(&mut state, input.view())
+        .unwrap();
+    let compiled = Compiled::new(graphs).probe(&mut state, input.view()).unwrap();
+    [interpreted.layers, compiled.layers]
+}
+
+#[test]
+fn every_activation_matches_keras_over_its_range() {
+    let keras = fixture("activations.safetensors");
+    let x = &keras["x"];
+    let n = x.len();
+    let input = x.clone().into_shape_with_order(IxDyn(&[1, n])).unwrap();
+    let cases = [
+        ("activation elu", "activation/elu"),
+        ("activation selu", "activation/selu"),
+        ("activation leaky_relu", "activation/leaky_relu"),
+        ("activation gelu", "activation/gelu"),
+        ("activation silu", "activation/silu"),
+        ("activation swish", "activation/swish"),
+        ("activation softplus", "activation/softplus"),
+        ("leakyrelu", "layer/LeakyReLU"),
+        ("leakyrelu 0.1", "layer/LeakyReLU_0.1"),
+        ("elu", "layer/ELU"),
+        ("elu alpha=0.5", "layer/ELU_0.5"),
+    ];
+    for (layer, name) in cases {
+        let checked = common::checked("activation", &format!("input {n}\n{layer}\n"));
+        let want = keras[name].clone().into_shape_with_order(IxDyn(&[1, n])).unwrap();
+        for (engine, outputs) in ["interpreter", "compiled"]
+            .iter()
+            .zip(every_layer(&checked, &[], &input))
+        {
+            matches_keras(&format!("{layer} ({engine})"), &outputs[0].1, &want);
+        }
+    }
+}
+
+#[test]
+fn every_layer_of_the_layer_tour_matches_keras() {
+    let keras = fixture("layer_tour.layers.safetensors");
+    let checked = common::checked_file(std::path::Path::new("models/layer_tour.cnn"));
+    // Keras 3 names variables by path, the model's name first.
+    let weights: Vec<ArrayD<f32>> = checked
+        .weights()
+        .map(|w| keras[&format!("layer_tour/{}", w.name)].clone())
+        .collect();
+    for (engine, outputs) in ["interpreter", "compiled"]
+        .iter()
+        .zip(every_layer(&checked, &weights, &keras["input"]))
+    {
+        assert_eq!(outputs.len(), checked.model.layers.len());
+        for (i, out) in outputs {
+            let name = &checked.model.layers[i].name;
+            matches_keras(&format!("{name} ({engine})"), &out, &keras[&format!("output/{name}")]);
+        }
+    }
 }

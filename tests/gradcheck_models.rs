@@ -1,7 +1,8 @@
 //! Finite-difference gradient checks of whole models: every model in
 //! `models/`, and variants that cover the convolution and pooling cases the
 //! seed models do not (strides 2, `same` with even kernels, non-square
-//! windows, pool strides unlike the pool, frozen layers, every loss).
+//! windows, pool strides unlike the pool, frozen layers, every loss,
+//! kernel regularizers).
 
 mod common;
 
@@ -27,8 +28,13 @@ fn every_model_in_models() {
         if model.weights().all(|w| !w.trainable) {
             continue;
         }
-        // celeb8 is large for an interpreter in f64: fewer elements, one seed.
-        let (per_var, seeds): (usize, &[u64]) = if name == "celeb8" { (2, &[1]) } else { (8, &[1, 2]) };
+        // celeb8 is large for an interpreter in f64: fewer elements, one
+        // seed; layer_tour has 19 weights: fewer elements of each.
+        let (per_var, seeds): (usize, &[u64]) = match name.as_str() {
+            "celeb8" => (2, &[1]),
+            "layer_tour" => (3, &[1, 2]),
+            _ => (8, &[1, 2]),
+        };
         assert_passes(&name, &model, per_var, seeds);
     }
 }
@@ -73,12 +79,24 @@ train {
 }
 ";
 
+/// Every kind of kernel regularizer, large enough that its penalty weighs
+/// in the gradient, and one on a frozen layer (which Keras leaves out).
+const REGULARIZED: &str = "
+input 6x6x2
+conv2d 2 3x3 activation=tanh kernel_regularizer=l2(0.3) trainable=false
+conv2d 3 2x2 activation=tanh kernel_regularizer=l1(0.2)
+flatten
+dense 4 activation=tanh kernel_regularizer=l1_l2(l1=0.1, l2=0.4)
+dense 3 activation=softmax kernel_regularizer=l2
+";
+
 #[test]
 fn convolution_and_pooling_variants() {
     for (name, source) in [
         ("strides_and_paddings", STRIDES_AND_PADDINGS),
         ("cropped_stride_binary", CROPPED_STRIDE_BINARY),
         ("frozen_edge_filter_mse", FROZEN_EDGE_FILTER_MSE),
+        ("regularized", REGULARIZED),
     ] {
         assert_passes(name, &checked(name, source), 10, &[1, 2]);
     }
@@ -119,7 +137,11 @@ fn every_model_with_the_compiled_engine() {
         let c = checked_file(&path);
         let graphs = cnnc::runtime::engine::Graphs::new(&c, &cnnc::parse::ast::Optimizer::ADAM).unwrap();
         let mut engine = cnnc::runtime::jit::Compiled::new(graphs);
-        let per_var = if name == "celeb8" { 2 } else { 8 };
+        let per_var = match name.as_str() {
+            "celeb8" => 2,
+            "layer_tour" => 3,
+            _ => 8,
+        };
         let report = check_model(&c, 1, 3, per_var, Some(&mut engine)).unwrap();
         assert_eq!(report.precision, cnnc::runtime::gradcheck::F32);
         assert!(report.passed(), "{name}: {:?}\n{report}", report.worst());

@@ -178,6 +178,40 @@ fn maxpool_windows() {
 }
 
 #[test]
+fn avgpool_windows_and_their_adjoint() {
+    for (input, window, strides, padding) in [
+        ([4, 4], [2, 2], [2, 2], [(0, 0), (0, 0)]),
+        ([5, 5], [2, 2], [2, 2], [(0, 1), (0, 1)]), // same: padding not counted
+        ([7, 7], [3, 3], [2, 2], [(1, 1), (1, 1)]), // same, border windows of 4 and 6 cells
+        ([5, 6], [3, 2], [1, 2], [(1, 1), (0, 0)]),
+    ] {
+        let pool = Pool {
+            window,
+            strides,
+            padding,
+        };
+        let x = [2, input[0], input[1], 3];
+        check(
+            &format!("avgpool {input:?} {window:?} {strides:?}"),
+            &[&x],
+            false,
+            |b, v| b.op(Op::AvgPool2d(pool), &[v[0]]).unwrap(),
+        );
+        // The gradient's own rule, from a pooled-shape variable.
+        let pooled = Op::AvgPool2d(pool)
+            .infer(&[&Shape::fixed(&x)], &Shape::scalar())
+            .unwrap();
+        let pooled: Vec<usize> = pooled.resolve(0);
+        check(
+            &format!("avgpool2d_grad {input:?} {window:?} {strides:?}"),
+            &[&pooled],
+            false,
+            |b, v| b.shaped(Op::AvgPool2dGrad(pool), &[v[0]], Shape::fixed(&x)).unwrap(),
+        );
+    }
+}
+
+#[test]
 fn softmax_and_fused_losses() {
     check("softmax", &[&[3, 5]], false, |b, x| b.op(Op::Softmax, &[x[0]]).unwrap());
     // Soft labels, constant: rows of the softmax's sum to 1.

@@ -46,6 +46,45 @@ fn optimized_fused_and_clif_stages() {
     ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     insta::assert_snapshot!("mnist_cnn_fused_winograd4", stdout(&out));
+    // `--conv gemm` computes every convolution by im2col + GEMM, where
+    // `auto` gives the first layers of mnist_cnn and keras_intro (one
+    // channel) direct kernels.
+    for (model, auto) in [("mnist_cnn", "direct"), ("keras_intro", "direct")] {
+        let algorithms = |conv: &str| -> Vec<String> {
+            let out = cnnc(&[
+                "ir",
+                &format!("models/{model}.cnn"),
+                "--stage",
+                "fused",
+                "--batch",
+                "32",
+                "--conv",
+                conv,
+            ]);
+            assert!(out.status.success(), "{}", common::stderr(&out));
+            stdout(&out)
+                .lines()
+                .filter(|l| l.contains(" = conv2d("))
+                .map(|l| {
+                    l.split(": ")
+                        .nth(1)
+                        .and_then(|a| a.split(" %").next())
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        };
+        assert!(
+            algorithms("auto").iter().any(|a| a == auto),
+            "{model}: {:?}",
+            algorithms("auto")
+        );
+        let gemm = algorithms("gemm");
+        assert!(
+            !gemm.is_empty() && gemm.iter().all(|a| a == "im2col + gemm"),
+            "{model}: {gemm:?}"
+        );
+    }
     for (model, routine) in [
         ("logistic", "train"),
         ("logistic", "predict"),
@@ -104,4 +143,38 @@ fn verifier_reports_a_broken_graph_as_a_compiler_bug() {
     let text = err.to_string();
     assert!(text.contains("internal compiler error"), "{text}");
     assert!(text.contains("conv2d") && text.contains("line 6"), "{text}");
+}
+
+/// Kernel regularizers are nodes of the loss, on their layer's line, so
+/// autodiff differentiates them with the rest; a frozen kernel has none.
+#[test]
+fn regularizers_are_part_of_the_loss() {
+    let dir = common::Scratch::new("regularized-ir");
+    let file = dir.write(
+        "regularized.cnn",
+        b"input 4x4x1
+conv2d 2 3x3 kernel_regularizer=l2(0.01) trainable=false
+flatten
+dense 3 activation=relu kernel_regularizer=l1_l2(l1=0.001, l2=0.02)
+dense 2 activation=softmax kernel_regularizer=l1
+",
+    );
+    let out = cnnc(&["ir", file.to_str().unwrap(), "--stage", "forward"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    insta::assert_snapshot!("regularized_forward_text", stdout(&out));
+    let graph = lower(&checked_file(&file), Mode::Evaluation).expect("lowers");
+    let penalties: Vec<&str> = graph
+        .nodes
+        .node_weights()
+        .filter(|n| n.op == Op::Sum { axes: vec![0, 1] })
+        .map(|n| n.origin.what.as_str())
+        .collect();
+    assert_eq!(
+        penalties,
+        [
+            "dense/kernel l1_l2(l1=0.001, l2=0.02)",
+            "dense/kernel l1_l2(l1=0.001, l2=0.02)",
+            "dense_1/kernel l1(0.01)"
+        ]
+    );
 }

@@ -1,7 +1,8 @@
 //! The compiled engine's elementwise ops, f32x4 and scalar, against their
-//! one definition (`ir/scalar.rs`): the polynomials for exp, log, tanh and
-//! sigmoid to a few ulps over their input range, and every op exactly at
-//! NaN, the infinities and signed zeros.
+//! one definition (`ir/scalar.rs`): the polynomials for exp, log, tanh,
+//! sigmoid, erf and the activations made of them (elu's e^x - 1, selu,
+//! gelu, silu, softplus) to a few ulps over their input range, and every op
+//! exactly at NaN, the infinities and signed zeros.
 
 use cnnc::codegen::{self, Buffers, Options};
 use cnnc::fuse::fuse;
@@ -97,11 +98,62 @@ fn tanh_and_sigmoid_within_a_few_ulps() {
     assert!(err < 5e-7, "sigmoid: relative error {err} at {at}");
 }
 
+#[test]
+fn erf_and_gelu_within_a_few_ulps() {
+    // Across the switch from erf's odd polynomial to erfc at 1, and erfc's
+    // from its middle polynomial to its far one at 4.
+    let (err, at) = worst(Unary::Erf, &points(-6.0, 6.0), libm::erf, 1e-30);
+    println!("erf: worst relative error {err:.2e} at {at}");
+    assert!(err < 4e-7, "erf: relative error {err} at {at}");
+    // Both tails without cancelling: e^-(x^2/2) to the smallest normals.
+    let gelu = |x: f64| x * libm::erfc(-x / std::f64::consts::SQRT_2) / 2.0;
+    let (err, at) = worst(Unary::Gelu, &points(-13.0, 13.0), gelu, 1e-30);
+    println!("gelu: worst relative error {err:.2e} at {at}");
+    assert!(err < 8e-7, "gelu: relative error {err} at {at}");
+}
+
+#[test]
+fn elu_selu_silu_and_softplus_within_a_few_ulps() {
+    // e^x - 1 keeps its digits near 0, where e^x alone would cancel.
+    let xs = points(-20.0, 3.0);
+    let elu = |alpha: f64| move |x: f64| if x > 0.0 { x } else { alpha * x.exp_m1() };
+    let (err, at) = worst(Unary::Elu { alpha: 1.0 }, &xs, elu(1.0), 1e-30);
+    println!("elu: worst relative error {err:.2e} at {at}");
+    assert!(err < 4e-7, "elu: relative error {err} at {at}");
+    let near_zero = points(-1e-3, 1e-3);
+    let (err, at) = worst(Unary::Elu { alpha: 0.5 }, &near_zero, elu(0.5), 1e-30);
+    println!("elu near 0: worst relative error {err:.2e} at {at}");
+    assert!(err < 4e-7, "elu near 0: relative error {err} at {at}");
+    let selu = |x: f64| 1.050_700_987_355_480_5 * elu(1.673_263_242_354_377_3)(x);
+    let (err, at) = worst(Unary::Selu, &xs, selu, 1e-30);
+    println!("selu: worst relative error {err:.2e} at {at}");
+    assert!(err < 5e-7, "selu: relative error {err} at {at}");
+    let silu = |x: f64| x / (1.0 + (-x).exp());
+    let (err, at) = worst(Unary::Silu, &points(-80.0, 80.0), silu, 1e-30);
+    println!("silu: worst relative error {err:.2e} at {at}");
+    assert!(err < 6e-7, "silu: relative error {err} at {at}");
+    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+    let (err, at) = worst(Unary::Softplus, &points(-80.0, 80.0), softplus, 1e-30);
+    println!("softplus: worst relative error {err:.2e} at {at}");
+    assert!(err < 6e-7, "softplus: relative error {err} at {at}");
+}
+
 /// The values where the ops' definitions have edges: NaN, the infinities,
 /// signed zeros, subnormals, the largest floats, and where the polynomials'
 /// ranges end (exp's clamps and the edge of the normals, tanh's switch from
-/// its polynomial at 0.625, log's halving of the mantissa at sqrt(1/2)).
-const SPECIAL: [f32; 44] = [
+/// its polynomial at 0.625, log's halving of the mantissa at sqrt(1/2),
+/// erf's switches at 1 and 4, gelu's at sqrt 2 and its bound at 15, e^x -
+/// 1's clamps at -87 and 88).
+const SPECIAL: [f32; 53] = [
+    4.0,
+    -4.0,
+    std::f32::consts::SQRT_2,
+    -std::f32::consts::SQRT_2,
+    15.0,
+    -15.0,
+    -17.5,
+    -87.0,
+    88.5,
     f32::NAN,
     f32::INFINITY,
     f32::NEG_INFINITY,
@@ -150,8 +202,8 @@ const SPECIAL: [f32; 44] = [
 
 /// Whether compiled code's `got` agrees with the definition's `want`: the
 /// same NaN, infinity or signed zero, else within `ulps` units in the last
-/// place (and two of the smallest subnormal, where results round into them).
-fn agrees(want: f32, got: f32, ulps: f32) -> bool {
+/// place and `floor` (where results round into the subnormals).
+fn agrees(want: f32, got: f32, (ulps, floor): (f32, f32)) -> bool {
     if want.is_nan() || got.is_nan() {
         return want.is_nan() && got.is_nan();
     }
@@ -161,16 +213,42 @@ fn agrees(want: f32, got: f32, ulps: f32) -> bool {
     if want == 0.0 && got == 0.0 {
         return want.is_sign_negative() == got.is_sign_negative();
     }
-    let tolerance = ulps * f32::EPSILON * want.abs() + 2.0 * 1.4e-45;
+    let tolerance = ulps * f32::EPSILON * want.abs() + floor;
     (want - got).abs() <= tolerance
 }
 
-/// Ulps each op may differ by: exact for IEEE operations, a few for the
-/// polynomials.
+/// Two of the smallest subnormal: where results round into the
+/// subnormals, they may land a step apart.
+const SUBNORMAL_STEPS: f32 = 2.0 * 1.4e-45;
+
+/// Ulps each op may differ by, and by how much near zero: exact for IEEE
+/// operations, a few ulps for the polynomials.
+fn tolerance(op: Unary) -> (f32, f32) {
+    // Below -87, x sigmoid(x) is |x| times a subnormal sigmoid: its
+    // rounding steps, and those of e^-x overflowing, grow |x|-fold.
+    let floor = if op == Unary::Silu {
+        f32::MIN_POSITIVE
+    } else {
+        SUBNORMAL_STEPS
+    };
+    (ulps(op), floor)
+}
+
 fn ulps(op: Unary) -> f32 {
     match op {
         Unary::Neg | Unary::Sqrt | Unary::Recip | Unary::Relu => 0.0,
-        Unary::Exp | Unary::Log | Unary::Sigmoid | Unary::Tanh => 4.0,
+        // The slope's product rounds once in f32, once from f64.
+        Unary::LeakyRelu { .. } => 1.0,
+        Unary::Exp
+        | Unary::Log
+        | Unary::Sigmoid
+        | Unary::Tanh
+        | Unary::Elu { .. }
+        | Unary::Selu
+        | Unary::Gelu
+        | Unary::Erf
+        | Unary::Silu
+        | Unary::Softplus => 4.0,
     }
 }
 
@@ -199,7 +277,7 @@ fn unary_ops_agree_with_their_definition_at_special_values() {
         for (i, got) in both_paths(&xs, |o| compiled(op, o[0]), std::slice::from_ref(&xs)) {
             let want = op.apply(f64::from(xs[i])) as f32;
             assert!(
-                agrees(want, got, ulps(op)),
+                agrees(want, got, tolerance(op)),
                 "{op:?}({:e}): compiled {got:e}, definition {want:e}",
                 xs[i]
             );
@@ -227,7 +305,7 @@ fn binary_ops_agree_with_their_definition_at_special_values() {
         for (i, got) in got {
             let want = op.apply(f64::from(a[i]), f64::from(b[i])) as f32;
             assert!(
-                agrees(want, got, 0.0),
+                agrees(want, got, (0.0, SUBNORMAL_STEPS)),
                 "{op:?}({:e}, {:e}): compiled {got:e}, definition {want:e}",
                 a[i],
                 b[i]

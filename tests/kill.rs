@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Three epochs with early stopping (validating on the test digits), so
 /// that every kind of file is committed each epoch: metrics, plot,
-/// checkpoint, weights and best weights.
+/// checkpoint, weights and best weights; and augmentation, drawn from the
+/// seed, which a resumed run must draw again as the killed one did.
 const MODEL: &[u8] = b"model small
 input 28x28x1
 flatten
@@ -36,6 +37,7 @@ train {
   epochs 3
   patience 2
   seed 3
+  augment flip=horizontal
 }
 ";
 

@@ -107,3 +107,41 @@ fn an_unwritable_path_is_named() {
     assert!(matches!(e, PlotError::File(_)), "{e:?}");
     assert!(e.to_string().contains(&format!("`{}`", path.display())), "{e}");
 }
+
+/// The green dashed line of the best epoch (lowest val_loss), in both
+/// panels: the mean column of its pixels in the left panel.
+fn best_column(epochs: &[EpochMetrics]) -> Option<f64> {
+    let dir = Scratch::new("plot-best");
+    let path = dir.join("curves.png");
+    write_learning_curves(&path, "m", epochs).unwrap();
+    let image = drawn(&path);
+    let [r, g, b] = [44u8, 160, 44];
+    let columns: Vec<u32> = image
+        .enumerate_pixels()
+        .filter(|(x, _, p)| *x < WIDTH / 2 && p.0.iter().zip([r, g, b]).all(|(&a, b)| a.abs_diff(b) < 24))
+        .map(|(x, _, _)| x)
+        .collect();
+    (columns.len() > 40).then(|| columns.iter().map(|&x| f64::from(x)).sum::<f64>() / columns.len() as f64)
+}
+
+#[test]
+fn the_best_epoch_is_marked_where_the_validation_loss_is_lowest() {
+    let with_best_at = |best: u64| {
+        let mut epochs = run(10, true);
+        for m in &mut epochs {
+            m.val_loss = Some(0.5 + 0.05 * (m.epoch as f64 - best as f64).abs());
+        }
+        epochs
+    };
+    let early = best_column(&with_best_at(3)).expect("no best-epoch line");
+    let late = best_column(&with_best_at(8)).expect("no best-epoch line");
+    // Epochs 0 to 11 span the panel's plotting area: five epochs apart is
+    // well over a fifth of the panel.
+    assert!(late - early > f64::from(WIDTH / 2) / 5.0, "{early} then {late}");
+    assert_eq!(cnnc::runtime::plot::best_epoch(&with_best_at(8)), Some(8));
+    assert_eq!(
+        best_column(&run(10, false)),
+        None,
+        "a best epoch without validation data"
+    );
+}

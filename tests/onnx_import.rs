@@ -135,7 +135,11 @@ fn refusal(file: &Path) -> String {
 
 #[test]
 fn what_cnnc_cannot_express_is_refused_by_node_and_operator() {
-    for name in ["unsupported_avgpool", "unsupported_leaky_relu", "unsupported_padding"] {
+    for name in [
+        "unsupported_avgpool_padding",
+        "unsupported_hardswish",
+        "unsupported_padding",
+    ] {
         insta::assert_snapshot!(name, refusal(&fixture(&format!("{name}.onnx"))));
     }
 }
@@ -211,12 +215,47 @@ fn node(op: &str, name: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -
     }
 }
 
+fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i: value,
+        ..Default::default()
+    }
+}
+
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_type::INTS,
         ints: values.to_vec(),
         ..Default::default()
+    }
+}
+
+/// A global pooling is one layer, kept 1x1 (`keepdims=true`) unless a
+/// flatten follows, which it then takes in; the legacy exporter writes
+/// `AdaptiveMaxPool2d(1)` as a MaxPool, so GlobalMaxPool is built here.
+#[test]
+fn global_pooling_and_its_flatten_are_one_layer() {
+    let dir = Scratch::new("onnx-global");
+    for (op, flatten, layer) in [
+        ("GlobalMaxPool", true, "globalmaxpool2d\n"),
+        ("GlobalMaxPool", false, "globalmaxpool2d keepdims=true\n"),
+        ("GlobalAveragePool", true, "globalavgpool2d\n"),
+    ] {
+        let mut nodes = vec![node(op, "pool", &["x"], vec![])];
+        if flatten {
+            nodes.push(node("Flatten", "flat", &["pool_out"], vec![]));
+        }
+        let output = if flatten { "flat_out" } else { "pool_out" };
+        let file = dir.write(
+            &format!("{op}_{flatten}.onnx"),
+            &graph(nodes, vec![], &[3, 4, 5], output, 17),
+        );
+        let (model, _) = import(&file, &dir, &format!("{op}_{flatten}"));
+        let text = std::fs::read_to_string(&model).unwrap();
+        assert!(text.ends_with(&format!("input 4x5x3\n{layer}")), "{text}");
     }
 }
 
@@ -286,6 +325,16 @@ fn graphs_that_are_not_stacks_are_refused_precisely() {
                 vec![node("Conv", "conv", &["x", "k"], vec![ints("dilations", &[2, 2])])],
                 vec![w("k", &[1, 2, 3, 3])],
                 &[2, 9, 9],
+                "conv_out",
+                17,
+            ),
+        ),
+        (
+            "grouped_conv",
+            graph(
+                vec![node("Conv", "conv", &["x", "k"], vec![int("group", 2)])],
+                vec![w("k", &[4, 2, 3, 3])],
+                &[4, 9, 9],
                 "conv_out",
                 17,
             ),

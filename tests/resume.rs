@@ -5,7 +5,7 @@
 
 mod common;
 
-use cnnc::parse::ast::Optimizer;
+use cnnc::parse::ast::{Augment, FillMode, Flip, Interpolation, Optimizer};
 use cnnc::runtime::checkpoint;
 use cnnc::runtime::data::{self, Splits};
 use cnnc::runtime::engine::Graphs;
@@ -59,9 +59,11 @@ fn settings(out: &Path, epochs: usize) -> Settings {
         epochs,
         seed: 5,
         patience: None,
+        augment: None,
         validation_split: None,
         out_dir: out.to_path_buf(),
         resume: false,
+        force: false,
         initial: None,
     }
 }
@@ -151,8 +153,24 @@ fn an_interrupt_at_the_first_step_resumes_exactly() {
         "a run with nothing to train changed the files"
     );
 
-    // Without --resume, a run says it starts over, and does.
-    let (_, out) = train(&settings, Some(1));
+    // Without --resume, a run is refused: the folder holds a finished run.
+    let e = failure(&settings);
+    assert!(
+        e.starts_with(&format!("`{}` already holds a run trained for 2 epochs", dir.display())),
+        "{e}"
+    );
+    assert!(
+        e.contains("continue it with --resume (with a larger --epochs to train it further)"),
+        "{e}"
+    );
+    assert!(e.contains("--out DIR, or replace it with --force"), "{e}");
+    assert!(files(&dir) == *uninterrupted(), "a refused run changed the files");
+    // With --force, it says it starts over, and does.
+    let forced = Settings {
+        force: true,
+        ..settings.clone()
+    };
+    let (_, out) = train(&forced, Some(1));
     assert!(
         out.starts_with(&format!(
             "starting over in `{}`: its checkpoint is replaced at the first save",
@@ -179,6 +197,39 @@ fn interrupts_in_the_middle_of_epochs_resume_exactly() {
     assert!(out.contains("resuming epoch 2 of 2 after step 37"), "{out}");
     assert_eq!(report.ending, Ending::Completed);
     assert!(files(&dir) == *uninterrupted(), "the resumed run differs");
+}
+
+/// Augmented batches are drawn from the run's seed, epoch and step, so an
+/// augmented run interrupted mid-epoch twice resumes to the files of the
+/// uninterrupted augmented run, bit for bit; and augmentation does change
+/// what the run learns.
+#[test]
+fn augmented_runs_resume_exactly() {
+    let augmented = |out: &Path| Settings {
+        augment: Some(Augment {
+            flip: Some(Flip::Horizontal),
+            rotation: Some(0.05),
+            translation: Some([0.1, 0.1]),
+            fill_mode: FillMode::Reflect,
+            interpolation: Interpolation::Bilinear,
+            fill_value: 0.0,
+            span: Default::default(),
+        }),
+        ..settings(out, 2)
+    };
+    let reference = Scratch::new("augmented-reference");
+    train(&augmented(&reference), None);
+    let reference = files(&reference);
+    assert!(reference != *uninterrupted(), "augmentation changed nothing");
+
+    let dir = Scratch::new("augmented");
+    let (_, out) = train(&augmented(&dir), Some(40));
+    assert!(out.contains("interrupted at step 40 of 125 of epoch 1"), "{out}");
+    let (_, out) = train(&resumed(&augmented(&dir)), Some(STEPS - 40 + 37));
+    assert!(out.contains("interrupted at step 37 of 125 of epoch 2"), "{out}");
+    let (report, _) = train(&resumed(&augmented(&dir)), None);
+    assert_eq!(report.ending, Ending::Completed);
+    assert!(files(&dir) == reference, "the resumed augmented run differs");
 }
 
 /// The error of a run of `checked` on `splits` that should fail.
@@ -442,14 +493,15 @@ mod ctrl_c {
     use std::process::{Command, Output, Stdio};
     use std::time::Duration;
 
-    /// Starts `cnnc run` and sends it SIGINT `times` times once it trains.
-    fn interrupt(out: &Scratch, extra: &[&str], times: usize) -> (Output, String) {
+    /// Starts `cnnc run` with batches of `batch` and sends it SIGINT `times`
+    /// times once it trains.
+    fn interrupt(out: &Scratch, batch: &str, extra: &[&str], times: usize) -> (Output, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
             .args([
                 "run",
                 "models/mnist_cnn.cnn",
                 "--batch",
-                "256",
+                batch,
                 "--epochs",
                 "1",
                 "--out",
@@ -483,10 +535,10 @@ mod ctrl_c {
     #[test]
     fn the_first_ctrl_c_saves_after_the_step_and_the_run_resumes() {
         let dir = Scratch::new("ctrl-c");
-        let (output, printed) = interrupt(&dir, &[], 1);
+        let (output, printed) = interrupt(&dir, "256", &[], 1);
         assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(printed.contains("interrupted at step 1 of 32 of epoch 1"), "{printed}");
-        let (output, printed) = interrupt(&dir, &["--resume"], 1);
+        let (output, printed) = interrupt(&dir, "256", &["--resume"], 1);
         assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(
             printed.contains("resuming epoch 1 of 1 after step 1 of 32"),
@@ -498,7 +550,10 @@ mod ctrl_c {
     #[test]
     fn a_second_ctrl_c_exits_at_once() {
         let dir = Scratch::new("ctrl-c-twice");
-        let (output, printed) = interrupt(&dir, &[], 2);
+        // Steps of 1,024 samples take far longer than the 30 ms between
+        // the signals, even on a loaded machine, so the second one comes
+        // while the first step still runs.
+        let (output, printed) = interrupt(&dir, "1024", &[], 2);
         assert_eq!(output.status.code(), Some(130), "{printed}{}", stderr(&output));
         assert!(!printed.contains("interrupted at step"), "{printed}");
     }

@@ -62,6 +62,33 @@ fn a_second_run_into_a_locked_folder_is_refused_naming_it() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// Issue 12: a run into a folder that holds a run is refused, naming what
+/// it holds and the ways on: `--resume`, another `--out`, `--force`.
+#[test]
+fn a_run_into_a_folder_holding_a_run_is_refused_with_the_ways_on() {
+    let dir = Scratch::new("held");
+    let model = arg(&dir.write("small.cnn", SMALL));
+    let runs = arg(&dir.join("runs"));
+    let first = cnnc(&["run", &model, "--out", &runs]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let weights = std::fs::read(dir.join("runs/small/weights.safetensors")).unwrap();
+    let out = cnnc(&["run", &model, "--out", &runs]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    insta::assert_snapshot!(stderr(&out).replace(&dir.display().to_string(), "DIR"));
+    assert!(!stdout(&out).contains("epoch 1/1:"), "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read(dir.join("runs/small/weights.safetensors")).unwrap(),
+        weights
+    );
+    let out = cnnc(&["run", &model, "--out", &runs, "--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("nothing to train"), "{}", stdout(&out));
+    let out = cnnc(&["run", &model, "--out", &runs, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("starting over in"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("epoch 1/1:"), "{}", stdout(&out));
+}
+
 /// Two real runs into one folder: the one that starts second is refused
 /// while the first, slowed by the test hook, is still writing.
 #[test]
@@ -177,13 +204,16 @@ fn eval_refuses_test_classes_other_than_the_weights() {
 /// The exit codes are part of the interface: `--help` lists them.
 #[test]
 fn the_help_documents_the_exit_codes() {
-    for args in [&["--help"][..], &["run", "--help"]] {
+    for args in [&["--help"][..], &["run", "--help"], &["compare", "--help"]] {
         let out = cnnc(args);
         assert!(out.status.success());
         let help = stdout(&out);
         assert!(help.contains("Exit codes:"), "{help}");
         assert!(
-            help.contains("130  `cnnc run` interrupted (Ctrl-C): the run is saved; `--resume` continues it"),
+            help.contains(
+                "130  `cnnc run` or `cnnc compare` interrupted (Ctrl-C): the run is saved; `--resume` continues it\n       \
+                 (`compare` continues when given again)"
+            ),
             "{help}"
         );
     }

@@ -83,11 +83,8 @@ fn keras_step(
         .iter()
         .map(|v| (v.name.as_str(), v.shape.as_slice()))
         .collect();
-    let keras_file = match optimizer {
-        Optimizer::Sgd { .. } => "transfer_step.sgd.safetensors",
-        Optimizer::Adam { .. } => "transfer_step.adam.safetensors",
-    };
-    let keras = tensors(&fixture(keras_file), &shapes);
+    let keras_file = format!("transfer_step.{}.safetensors", optimizer.name());
+    let keras = tensors(&fixture(&keras_file), &shapes);
     keras
         .into_iter()
         .zip(state)

@@ -3,6 +3,7 @@
 //! gradient with respect to each operand that needs one.
 
 use super::Error;
+use crate::ir::op::{SELU_ALPHA, SELU_SCALE};
 use crate::ir::{Binary, Builder, Conv, Graph, IrError, KernelLayout, Layout, NodeId, Op, Shape, Unary};
 
 type Grads = Vec<Option<NodeId>>;
@@ -49,6 +50,64 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
                     let one = b.constant(1.0)?;
                     let yy = b.binary(Binary::Mul, y, y)?;
                     let slope = b.binary(Binary::Sub, one, yy)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                // 1 above 0, alpha e^x = y + alpha below. With alpha > 0 the
+                // output has the input's sign, and the mask reads it.
+                Unary::Elu { alpha } => {
+                    let sign_of = if alpha > 0.0 { y } else { x };
+                    let below = b.constant(alpha)?;
+                    let below = b.binary(Binary::Add, y, below)?;
+                    let slope = piecewise(b, sign_of, 1.0, below)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                Unary::Selu => {
+                    let below = b.constant(SELU_SCALE * SELU_ALPHA)?;
+                    let below = b.binary(Binary::Add, y, below)?;
+                    let slope = piecewise(b, y, SELU_SCALE, below)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                // 1 from 0 up (as JAX's `where(x >= 0, ...)` differentiates),
+                // the slope below; a positive slope keeps the input's sign.
+                Unary::LeakyRelu { negative_slope } => {
+                    let sign_of = if negative_slope > 0.0 { y } else { x };
+                    let zero = b.constant(0.0)?;
+                    let below = b.binary(Binary::Greater, zero, sign_of)?;
+                    let one = b.constant(1.0)?;
+                    let above = b.binary(Binary::Sub, one, below)?;
+                    let slope = b.constant(negative_slope)?;
+                    let below = b.binary(Binary::Mul, below, slope)?;
+                    let slope = b.binary(Binary::Add, above, below)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                // Φ(x) + x φ(x).
+                Unary::Gelu => {
+                    let scale = b.constant(std::f64::consts::FRAC_1_SQRT_2)?;
+                    let t = b.binary(Binary::Mul, x, scale)?;
+                    let e = b.unary(Unary::Erf, t)?;
+                    let half = b.constant(0.5)?;
+                    let he = b.binary(Binary::Mul, e, half)?;
+                    let cdf = b.binary(Binary::Add, he, half)?;
+                    let density = normal_density(b, x, -0.5, 1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
+                    let xd = b.binary(Binary::Mul, x, density)?;
+                    let slope = b.binary(Binary::Add, cdf, xd)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                Unary::Erf => {
+                    let slope = normal_density(b, x, -1.0, std::f64::consts::FRAC_2_SQRT_PI)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                // s + y (1 - s), s = sigmoid(x).
+                Unary::Silu => {
+                    let s = b.unary(Unary::Sigmoid, x)?;
+                    let one = b.constant(1.0)?;
+                    let rest = b.binary(Binary::Sub, one, s)?;
+                    let t = b.binary(Binary::Mul, y, rest)?;
+                    let slope = b.binary(Binary::Add, s, t)?;
+                    b.binary(Binary::Mul, g, slope)?
+                }
+                Unary::Softplus => {
+                    let slope = b.unary(Unary::Sigmoid, x)?;
                     b.binary(Binary::Mul, g, slope)?
                 }
             };
@@ -218,6 +277,12 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
             vec![dx, dk]
         }
         Op::MaxPool2d(p) => vec![Some(b.op(Op::MaxPool2dGrad(p), &[xs[0], g])?)],
+        Op::AvgPool2d(p) => {
+            let shape = b.shape(xs[0]).clone();
+            vec![Some(b.shaped(Op::AvgPool2dGrad(p), &[g], shape)?)]
+        }
+        // Linear, and the adjoint of the average: the average again.
+        Op::AvgPool2dGrad(p) => vec![Some(b.op(Op::AvgPool2d(p), &[g])?)],
         Op::Softmax => {
             // dx = y * (g - sum(g * y))
             let last = b.shape(y).rank() - 1;
@@ -251,6 +316,29 @@ pub fn vjp(b: &mut Builder, node: NodeId, g: NodeId, wanted: &[bool]) -> Result<
         Op::MaxPool2dGrad(_) => return Err(no_rule(b, node, "maxpool2d_grad")),
     };
     Ok(grads)
+}
+
+/// `above` where `sign_of` is positive, `below` (a node) elsewhere, as a
+/// 0/1 mask selects them, so that each side is exact.
+fn piecewise(b: &mut Builder, sign_of: NodeId, above: f64, below: NodeId) -> Result<NodeId, IrError> {
+    let zero = b.constant(0.0)?;
+    let on = b.binary(Binary::Greater, sign_of, zero)?;
+    let one = b.constant(1.0)?;
+    let off = b.binary(Binary::Sub, one, on)?;
+    let above = b.constant(above)?;
+    let above = b.binary(Binary::Mul, on, above)?;
+    let below = b.binary(Binary::Mul, off, below)?;
+    b.binary(Binary::Add, above, below)
+}
+
+/// `scale e^(k x^2)`: the normal density and erf's derivative.
+fn normal_density(b: &mut Builder, x: NodeId, k: f64, scale: f64) -> Result<NodeId, IrError> {
+    let xx = b.binary(Binary::Mul, x, x)?;
+    let k = b.constant(k)?;
+    let t = b.binary(Binary::Mul, xx, k)?;
+    let e = b.unary(Unary::Exp, t)?;
+    let scale = b.constant(scale)?;
+    b.binary(Binary::Mul, e, scale)
 }
 
 /// The kernel that carries the output gradient back to the input: the

@@ -3,7 +3,7 @@
 //! only ratios measured together mean much), with compile times, achieved
 //! GFLOP/s and, with `--profile`, the time of every kernel.
 
-use super::common::{ConvArgs, Failure, fail, graphs, load};
+use super::common::{ConvArgs, Failure, Format, SetArgs, fail, graphs, load};
 use super::transfer::{FreezeArgs, frozen};
 use crate::codegen::print::kernel_line;
 use crate::codegen::{self, Options, profile};
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Samples per step.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
@@ -33,8 +35,12 @@ pub struct BenchArgs {
     #[arg(long)]
     jit_only: bool,
     /// Time each kernel of the compiled training step.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     profile: bool,
+    /// `json` for scripts, such as the side-by-side comparison with
+    /// PyTorch in benches/peers.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
     #[command(flatten)]
     freeze: FreezeArgs,
     #[command(flatten)]
@@ -90,7 +96,7 @@ fn gemm_flops(graphs: &Graphs, kind: Kind, batch: usize, options: Options) -> Re
 }
 
 pub fn run(args: BenchArgs) -> Result<String, Failure> {
-    let checked = frozen(load(&args.file)?, &args.freeze)?;
+    let checked = frozen(load(&args.file, &args.set)?, &args.freeze)?;
     let graphs = graphs(&checked)?;
     let b = args.batch as usize;
     let mut rng = Rng::new(7);
@@ -108,38 +114,75 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
             .map(|v| ArrayD::zeros(ndarray::IxDyn(&v.shape))),
     );
 
-    let mut out = format!(
-        "bench `{}`: batch {b}, median of {} steps\non {}\n",
-        checked.model.name,
-        args.steps,
-        Machine::this()
-    );
+    let machine = Machine::this();
     let options = args.conv.options();
     let mut compile = Vec::new();
-    for (kind, name) in [(Kind::Train, "training step"), (Kind::Predict, "inference")] {
+    for kind in [Kind::Train, Kind::Predict] {
         let t = Instant::now();
         Compiled::compile(&graphs, kind, b, options).map_err(fail)?;
-        compile.push(format!("{name} {:.1} ms", t.elapsed().as_secs_f64() * 1e3));
+        compile.push(t.elapsed().as_secs_f64());
     }
-    let _ = writeln!(out, "compile (fuse, plan, Cranelift): {}", compile.join(", "));
-    let _ = writeln!(
-        out,
-        "{:<10} {:>14} {:>14} {:>10} {:>14} {:>14} {:>10}",
-        "engine", "train step", "samples/s", "GFLOP/s", "inference", "samples/s", "GFLOP/s"
-    );
     let train_flops = gemm_flops(&graphs, Kind::Train, b, options)? as f64;
     let infer_flops = gemm_flops(&graphs, Kind::Predict, b, options)? as f64;
-    let mut times = Vec::new();
     let mut engines: Vec<(&str, Box<dyn Engine>)> =
         vec![("jit", Box::new(Compiled::with_options(graphs.clone(), options)))];
     if !args.jit_only {
         engines.push(("interp", Box::new(Interpreter::new(graphs.clone()))));
     }
+    let mut times = Vec::new();
     for (name, engine) in &mut engines {
         let mut s = state.clone();
         let train = measure(engine.as_mut(), Kind::Train, &mut s, &batch, args.steps)?;
         let infer = measure(engine.as_mut(), Kind::Predict, &mut s[..weights], &batch, args.steps)?;
-        let (t, i) = (train.as_secs_f64(), infer.as_secs_f64());
+        times.push((*name, train.as_secs_f64(), infer.as_secs_f64()));
+    }
+
+    if args.format == Format::Json {
+        let engines: serde_json::Map<String, serde_json::Value> = times
+            .iter()
+            .map(|&(name, t, i)| {
+                let v = serde_json::json!({
+                    "train_step_seconds": t,
+                    "train_samples_per_second": b as f64 / t,
+                    "inference_seconds": i,
+                    "inference_samples_per_second": b as f64 / i,
+                });
+                (name.to_string(), v)
+            })
+            .collect();
+        let report = serde_json::json!({
+            "model": checked.model.name,
+            "batch": b,
+            "steps": args.steps,
+            "machine": {
+                "cpu": machine.cpu,
+                "vector": machine.gemm_vector,
+                "f32_lanes": machine.gemm_lanes,
+                "threads": machine.threads,
+            },
+            "compile_seconds": { "train": compile[0], "inference": compile[1] },
+            "flops": { "train_step": train_flops, "inference": infer_flops },
+            "engines": engines,
+        });
+        return Ok(format!("{report:#}\n"));
+    }
+
+    let mut out = format!(
+        "bench `{}`: batch {b}, median of {} steps\non {machine}\n",
+        checked.model.name, args.steps,
+    );
+    let _ = writeln!(
+        out,
+        "compile (fuse, plan, Cranelift): training step {:.1} ms, inference {:.1} ms",
+        compile[0] * 1e3,
+        compile[1] * 1e3
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>14} {:>14} {:>10} {:>14} {:>14} {:>10}",
+        "engine", "train step", "samples/s", "GFLOP/s", "inference", "samples/s", "GFLOP/s"
+    );
+    for &(name, t, i) in &times {
         let _ = writeln!(
             out,
             "{name:<10} {:>11.3} ms {:>14.0} {:>10.1} {:>11.3} ms {:>14.0} {:>10.1}",
@@ -150,9 +193,8 @@ pub fn run(args: BenchArgs) -> Result<String, Failure> {
             b as f64 / i,
             infer_flops / i / 1e9
         );
-        times.push((t, i));
     }
-    if let [(jt, ji), (it, ii)] = times[..] {
+    if let [(_, jt, ji), (_, it, ii)] = times[..] {
         let _ = writeln!(out, "{:<10} {:>13.1}x {:>39.1}x", "speedup", it / jt, ii / ji);
     }
     let _ = writeln!(

@@ -3,7 +3,7 @@
 //! C header, the predict function's C source and the support functions the
 //! routine calls: what a C program needs to link, and nothing of cnnc.
 
-use super::common::{Failure, Trained, fail, ignored_note, in_model, load, trained_or_initial};
+use super::common::{Failure, SetArgs, Trained, fail, ignored_note, in_model, load, trained_or_initial};
 use crate::codegen::c::{self, Interface, SUPPORT, SUPPORT_FILE};
 use crate::codegen::{self, object};
 use crate::runtime::checkpoint::write_atomic;
@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct BuildArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Trained weights (safetensors with Keras names), embedded in the
     /// object [default: the model's initial weights, seed 0]
     #[arg(long)]
@@ -30,7 +32,7 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let Trained {
         graphs, state, ignored, ..
     } = trained_or_initial(&checked, args.weights.as_deref(), false)?;

@@ -1,13 +1,19 @@
 //! `cnnc check FILE`: parse, check shapes, print the summary.
 
-use super::common::{ConvArgs, Failure, Format, in_model, load};
+use super::common::{ConvArgs, Failure, Format, SetArgs, in_model, load};
 use super::transfer::{FreezeArgs, frozen};
 use crate::shape::Checked;
 use crate::summary;
 use std::path::Path;
 
-pub fn run(path: &Path, format: Format, freeze: &FreezeArgs, conv: &ConvArgs) -> Result<String, Failure> {
-    summarize(&frozen(load(path)?, freeze)?, format, conv)
+pub fn run(
+    path: &Path,
+    set: &SetArgs,
+    format: Format,
+    freeze: &FreezeArgs,
+    conv: &ConvArgs,
+) -> Result<String, Failure> {
+    summarize(&frozen(load(path, set)?, freeze)?, format, conv)
 }
 
 /// The model's summary as `cnnc check` prints it (`GET /model` serves the

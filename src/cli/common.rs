@@ -4,6 +4,7 @@
 
 use crate::codegen::{self, ConvPolicy, Options};
 use crate::parse;
+use crate::parse::params::{CommandLine, Overrides};
 use crate::runtime::Error;
 use crate::runtime::data::{self, Splits};
 use crate::runtime::engine::{Engine, Graphs, Interpreter};
@@ -99,12 +100,62 @@ pub fn read_model(path: &Path) -> Result<(String, String), Failure> {
     Ok((name, text))
 }
 
-/// Reads, parses and checks a model file: the common first step of every
-/// command.
-pub fn load(path: &Path) -> Result<shape::Checked, Failure> {
+/// Values for the model's parameters: every command that reads a model
+/// takes them.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SetArgs {
+    /// Give the model's parameter NAME (declared `param NAME = DEFAULT`) the
+    /// value VALUE, written as in the model file; repeat for several
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Reads, parses and checks a model file with the parameter values of
+/// `set`: the common first step of every command.
+pub fn load(path: &Path, set: &SetArgs) -> Result<shape::Checked, Failure> {
+    let line = CommandLine::parse(&set.set, &[])?;
+    load_variant(path, &line.variants().into_iter().next().unwrap_or_default())
+}
+
+/// Reads, parses and checks one variant of a model file.
+pub fn load_variant(path: &Path, overrides: &Overrides) -> Result<shape::Checked, Failure> {
     let (name, source) = read_model(path)?;
-    let model = parse::parse(&name, &source)?;
+    let model = parse::parse_with(&name, &source, overrides)?;
     Ok(shape::check(model, &name, &source)?)
+}
+
+/// The folder of a run of `model` in `out`: `OUT/<model name>/`, and for a
+/// model with parameters `OUT/<model name>/<name=value,...>/`, every
+/// parameter in the file's order, so that the folder names the variant
+/// whatever the file's defaults are; `compare` adds the seed
+/// (`.../<name=value,...,seed=N>/`).
+pub fn run_folder(out: &Path, model: &crate::parse::ast::Model, seed: Option<u64>) -> PathBuf {
+    let mut parts = model.values();
+    parts.extend(seed.map(|s| format!("seed={s}")));
+    let dir = out.join(&model.name);
+    match parts.is_empty() {
+        true => dir,
+        false => dir.join(file_name(&parts.join(","))),
+    }
+}
+
+/// `text` as one file-name component: characters other than letters,
+/// digits and `_.-+=,[]` become `_` (a value may be a path or a string),
+/// and a name too long for file systems is cut, with a checksum of the
+/// whole so that two long names stay apart.
+pub fn file_name(text: &str) -> String {
+    const MAX: usize = 200;
+    let kept: String = text
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "_.-+=,[]".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    if kept.len() <= MAX {
+        return kept;
+    }
+    format!("{}-{:08x}", &kept[..MAX], crc32fast::hash(text.as_bytes()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,7 +1,7 @@
 //! `cnnc eval FILE --weights W`: loss, accuracy and confusion matrix of
 //! trained weights on the dataset's test split.
 
-use super::common::{DataArgs, Failure, Format, Trained, dataset, engine, in_model, load, trained};
+use super::common::{DataArgs, Failure, Format, SetArgs, Trained, dataset, engine, in_model, load, trained};
 use crate::runtime::{data, train};
 use crate::summary::pad;
 use serde_json::json;
@@ -11,6 +11,8 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Weights to evaluate (safetensors with Keras names).
     #[arg(long)]
     weights: PathBuf,
@@ -24,7 +26,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let Trained {
         graphs,
         mut state,

@@ -1,7 +1,7 @@
 //! `cnnc export FILE --weights W -o model.onnx`: the model and its weights
 //! as an ONNX inference graph, for onnxruntime, onnxruntime-web or TensorRT.
 
-use super::common::{Failure, Trained, fail, load, trained};
+use super::common::{Failure, SetArgs, Trained, fail, load, trained};
 use crate::onnx::export::{BATCH, INPUT, OUTPUT, export};
 use crate::runtime::checkpoint::write_atomic;
 use crate::shape::group;
@@ -14,6 +14,8 @@ use std::path::PathBuf;
 pub struct ExportArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Trained weights (safetensors with Keras names) [default: the model's
     /// initial weights, seed 0]
     #[arg(long)]
@@ -24,7 +26,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let mut out = String::new();
     let (weights, classes) = match &args.weights {
         Some(path) => {

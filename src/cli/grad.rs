@@ -2,7 +2,7 @@
 //! gradient and its value after one SGD step. The course's backpropagation
 //! exercises, checked by the compiler.
 
-use super::common::{ConvArgs, EngineKind, Failure, Format, engine, finite, graphs, in_model, load, positive};
+use super::common::{ConvArgs, EngineKind, Failure, Format, SetArgs, engine, finite, graphs, in_model, load, positive};
 use crate::ir::{Hyper, Output};
 use crate::parse::ast::{Loss, Optimizer};
 use crate::runtime::engine::{Kind, Step};
@@ -16,6 +16,8 @@ use std::path::PathBuf;
 pub struct GradArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// The example's input values, comma-separated (row-major HxWxC).
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',', conflicts_with = "example", value_parser = finite)]
     input: Option<Vec<f64>>,
@@ -48,7 +50,7 @@ struct Example {
 }
 
 pub fn run(args: GradArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let example = read_example(&args)?;
     let graphs = graphs(&checked)?;
     let graph = &graphs.backward;

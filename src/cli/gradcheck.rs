@@ -1,7 +1,7 @@
 //! `cnnc gradcheck FILE`: the compiler's derived gradients against central
 //! differences, in f64, at random weights and a random batch.
 
-use super::common::{ConvArgs, EngineKind, Failure, engine, graphs, in_model, load};
+use super::common::{ConvArgs, EngineKind, Failure, SetArgs, engine, graphs, in_model, load};
 use crate::runtime::gradcheck;
 use std::path::PathBuf;
 
@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub struct GradcheckArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Seed for the weights, the batch and the dropout masks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -27,7 +29,7 @@ pub struct GradcheckArgs {
 }
 
 pub fn run(args: GradcheckArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let mut compiled = match args.engine {
         EngineKind::Jit => Some(engine(EngineKind::Jit, &args.conv, &graphs(&checked)?)),
         EngineKind::Interp => None,

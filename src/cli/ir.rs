@@ -1,6 +1,6 @@
 //! `cnnc ir FILE --stage ...`: the graph at each stage of the pipeline.
 
-use super::common::{ConvArgs, Failure, graphs, in_model, load};
+use super::common::{ConvArgs, Failure, SetArgs, graphs, in_model, load};
 use crate::codegen::{self, Options};
 use crate::ir::{Graph, print};
 use crate::lower::{Mode, lower};
@@ -47,6 +47,8 @@ pub enum RoutineName {
 pub struct IrArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     #[arg(long, value_enum, default_value_t = Stage::Forward)]
     stage: Stage,
     /// The routine the optimized, fused and clif stages show.
@@ -63,7 +65,7 @@ pub struct IrArgs {
 }
 
 pub fn run(args: IrArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let batch = args
         .batch
         .map(|b| b as usize)

@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod check;
 mod common;
+mod compare;
 mod eval;
 mod export;
 mod grad;
@@ -27,7 +28,8 @@ const EXIT_CODES: &str = "Exit codes:
   0    success
   1    an error in the model, data, files or settings (the message is on stderr)
   2    a usage error: an unknown flag or a bad value
-  130  `cnnc run` interrupted (Ctrl-C): the run is saved; `--resume` continues it";
+  130  `cnnc run` or `cnnc compare` interrupted (Ctrl-C): the run is saved; `--resume` continues it
+       (`compare` continues when given again)";
 
 /// The exit code of an interrupted run, as shells give a command that
 /// SIGINT ended.
@@ -51,6 +53,8 @@ enum Command {
     Check {
         /// The model file (.cnn).
         file: PathBuf,
+        #[command(flatten)]
+        set: common::SetArgs,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         #[command(flatten)]
@@ -67,6 +71,10 @@ enum Command {
     /// Train a model on its dataset.
     #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
+    /// Train variants of a model (a grid of parameter values) or several
+    /// models, with several seeds each, and compare them side by side.
+    #[command(after_help = EXIT_CODES)]
+    Compare(compare::CompareArgs),
     /// Evaluate trained weights on the test split.
     Eval(eval::EvalArgs),
     /// Classify images or a .npy batch with trained weights.
@@ -91,14 +99,16 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check {
             file,
+            set,
             format,
             freeze,
             conv,
-        } => check::run(&file, format, &freeze, &conv),
+        } => check::run(&file, &set, format, &freeze, &conv),
         Command::Ir(args) => ir::run(args),
         Command::Grad(args) => grad::run(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Run(args) => run::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Show(args) => show::run(args),

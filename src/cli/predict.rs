@@ -2,7 +2,9 @@
 //! images or of a `.npy` batch (a regression model's output values), and
 //! optionally every output, and the outputs of chosen layers, as `.npy`.
 
-use super::common::{ConvArgs, EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained};
+use super::common::{
+    ConvArgs, EngineKind, Failure, SetArgs, Trained, engine, fail, ignored_note, layer_index, load, trained,
+};
 use crate::parse::ast::Loss;
 use crate::runtime::engine::Engine;
 use crate::runtime::serve::ranked;
@@ -21,6 +23,8 @@ const SHOWN: usize = 10;
 pub struct PredictArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Trained weights (safetensors with Keras names).
     #[arg(long)]
     weights: PathBuf,
@@ -50,7 +54,7 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: PredictArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let layers = args
         .layers
         .iter()

@@ -2,7 +2,7 @@
 //! HTTP, with the live demo page at `/` (`runtime::serve`).
 
 use super::check::summarize;
-use super::common::{ConvArgs, Failure, Format, fail, ignored_note, load, trained_or_initial};
+use super::common::{ConvArgs, Failure, Format, SetArgs, fail, ignored_note, load, trained_or_initial};
 use crate::runtime::serve::{self, Options, Service};
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering;
 pub struct ServeArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Trained weights (safetensors with Keras names) [default: the model's
     /// initial weights, seed 0: its literal filters, say, or for timing]
     #[arg(long)]
@@ -38,7 +40,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<String, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let summary = summarize(&checked, Format::Json, &args.conv)?;
     let loaded = trained_or_initial(&checked, args.weights.as_deref(), args.allow_extra)?;
     if let Some(w) = &args.weights {

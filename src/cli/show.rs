@@ -5,7 +5,7 @@
 //! say).
 
 use super::common::{
-    ConvArgs, EngineKind, Failure, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial,
+    ConvArgs, EngineKind, Failure, SetArgs, Trained, engine, fail, ignored_note, layer_index, load, trained_or_initial,
 };
 use super::predict::inputs;
 use crate::parse::ast::{Activation, LayerKind};
@@ -61,6 +61,8 @@ pub enum ShowArgs {
 pub struct ModelArgs {
     /// The model file (.cnn).
     file: PathBuf,
+    #[command(flatten)]
+    set: SetArgs,
     /// Trained weights (safetensors with Keras names) [default: the model's
     /// initial weights, seed 0]
     #[arg(long)]
@@ -84,7 +86,7 @@ struct Loaded {
 }
 
 fn open(args: &ModelArgs) -> Result<Loaded, Failure> {
-    let checked = load(&args.file)?;
+    let checked = load(&args.file, &args.set)?;
     let trained = trained_or_initial(&checked, args.weights.as_deref(), args.allow_extra)?;
     let (note, source) = match &args.weights {
         Some(w) => (ignored_note(w, &trained.ignored), format!("weights {}", w.display())),
@@ -130,7 +132,12 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
     let loaded = open(args)?;
     let checked = &loaded.checked;
     let convs: Vec<usize> = (0..checked.model.layers.len())
-        .filter(|&i| matches!(checked.model.layers[i].kind, LayerKind::Conv2D(_)))
+        .filter(|&i| {
+            matches!(
+                checked.model.layers[i].kind,
+                LayerKind::Conv2D(_) | LayerKind::DepthwiseConv2D(_)
+            )
+        })
         .collect();
     let names = |list: &[usize]| {
         let names: Vec<&str> = list.iter().map(|&i| checked.model.layers[i].name.as_str()).collect();
@@ -140,11 +147,11 @@ fn filters(args: &ModelArgs, layer: Option<&str>, output: &Path) -> Result<Strin
         Some(name) => layer_index(checked, name)?,
         None => *convs
             .first()
-            .ok_or_else(|| Failure::new("the model has no conv2d layer, so no filters to draw"))?,
+            .ok_or_else(|| Failure::new("the model has no conv2d or depthwiseconv2d layer, so no filters to draw"))?,
     };
     if !convs.contains(&index) {
         return Err(Failure::new(format!(
-            "`{}` is a {} layer: filters are drawn for conv2d layers\n  = help: the model's are: {}",
+            "`{}` is a {} layer: filters are drawn for conv2d and depthwiseconv2d layers\n  = help: the model's are: {}",
             checked.model.layers[index].name,
             checked.model.layers[index].kind.keras_class(),
             if convs.is_empty() { "none".into() } else { names(&convs) }
@@ -214,7 +221,13 @@ fn drawable(checked: &Checked, i: usize) -> bool {
     image
         && matches!(
             kind,
-            LayerKind::Conv2D(_) | LayerKind::MaxPool2D(_) | LayerKind::Activation(_)
+            LayerKind::Conv2D(_)
+                | LayerKind::DepthwiseConv2D(_)
+                | LayerKind::MaxPool2D(_)
+                | LayerKind::AvgPool2D(_)
+                | LayerKind::Activation(_)
+                | LayerKind::LeakyRelu { .. }
+                | LayerKind::Elu { .. }
         )
 }
 

@@ -1,9 +1,11 @@
-//! exp, log, tanh and sigmoid as inline polynomials, for f32 and f32x4
-//! alike: Cranelift has no vector transcendental functions, and a library
-//! call per element would dominate the loops. The polynomials are Cephes's
-//! single-precision ones; `tests/jit_math.rs` holds them to a few ulps of
-//! the ops' one definition (`ir/scalar.rs`) over their input range, and to
-//! the same NaN, infinities and signed zeros at its edges.
+//! exp, expm1, log, log1p, tanh, sigmoid and erf as inline polynomials, for
+//! f32 and f32x4 alike, and the activations made of them: Cranelift has no
+//! vector transcendental functions, and a library call per element would
+//! dominate the loops. exp, log and tanh use Cephes's single-precision
+//! polynomials; erf's are fits of our own (see [`ERF_SMALL`]).
+//! `tests/jit_math.rs` holds them to a few ulps of the ops' one definition
+//! (`ir/scalar.rs`) over their input range, and to the same NaN,
+//! infinities and signed zeros at its edges.
 
 use super::emit::Emitter;
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -50,6 +52,23 @@ impl Emitter<'_> {
         let hi = self.float(ty, 89.0);
         let x = self.max(ty, x, lo);
         let x = self.min(ty, x, hi);
+        let (p, n) = self.exp_reduced(ty, x);
+        let one = self.float(ty, 1.0);
+        let p = self.b.ins().fadd(p, one);
+        // 2^n as 2^(n/2) 2^(n - n/2): n runs from -150 to 128, beyond one
+        // normal float's exponent, and the second product rounds into the
+        // subnormals or overflows exactly where e^x does.
+        let half = self.b.ins().sshr_imm_s(n, 1);
+        let rest = self.b.ins().isub(n, half);
+        let first = self.power_of_two(ty, half);
+        let second = self.power_of_two(ty, rest);
+        let p = self.b.ins().fmul(p, first);
+        self.b.ins().fmul(p, second)
+    }
+
+    /// `(e^r - 1, n)` with `x = n ln 2 + r`, `|r| <= ln 2 / 2`: e^x is
+    /// `2^n (1 + (e^r - 1))`. `n` is an integer (vector).
+    fn exp_reduced(&mut self, ty: Type, x: Value) -> (Value, Value) {
         // Round x / ln 2 to the nearest integer n by adding 1.5 * 2^23: the
         // sum's low mantissa bits then hold n itself.
         let magic = self.float(ty, 12_582_912.0);
@@ -77,18 +96,32 @@ impl Emitter<'_> {
             ],
         );
         let r2 = self.b.ins().fmul(r, r);
-        let p = self.mul_add(p, r2, r);
+        (self.mul_add(p, r2, r), n_int)
+    }
+
+    /// e^x - 1, to a few ulps everywhere: `2^n (e^r - 1) + (2^n - 1)` in
+    /// one fused step, so that nothing cancels near 0.
+    pub fn exp_m1(&mut self, ty: Type, x: Value) -> Value {
+        // -87 keeps 2^n normal (and e^x - 1 is -1 below it); above 88,
+        // e^x itself is the answer.
+        let lo = self.float(ty, -87.0);
+        let hi = self.float(ty, 88.0);
+        let clamped = self.max(ty, x, lo);
+        let clamped = self.min(ty, clamped, hi);
+        let (p, n) = self.exp_reduced(ty, clamped);
+        let scale = self.power_of_two(ty, n);
         let one = self.float(ty, 1.0);
-        let p = self.b.ins().fadd(p, one);
-        // 2^n as 2^(n/2) 2^(n - n/2): n runs from -150 to 128, beyond one
-        // normal float's exponent, and the second product rounds into the
-        // subnormals or overflows exactly where e^x does.
-        let half = self.b.ins().sshr_imm_s(n_int, 1);
-        let rest = self.b.ins().isub(n_int, half);
-        let first = self.power_of_two(ty, half);
-        let second = self.power_of_two(ty, rest);
-        let p = self.b.ins().fmul(p, first);
-        self.b.ins().fmul(p, second)
+        let rest = self.b.ins().fsub(scale, one);
+        let small = self.mul_add(scale, p, rest);
+        let large = self.exp(ty, x);
+        let overflows = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+        let r = self.select(ty, overflows, large, small);
+        // Below 2^-24, e^x - 1 rounds to x: signed zeros and subnormals
+        // stay as they are.
+        let a = self.b.ins().fabs(x);
+        let tiny = self.float(ty, 5.960_464_5e-8);
+        let is_tiny = self.b.ins().fcmp(FloatCC::LessThan, a, tiny);
+        self.select(ty, is_tiny, x, r)
     }
 
     /// 2^n for an integer n of a normal float's exponent range.
@@ -211,4 +244,191 @@ impl Emitter<'_> {
         let near = self.b.ins().fcmp(FloatCC::LessThan, a, limit);
         self.select(ty, near, small, large)
     }
+
+    /// `x` above 0, `alpha (e^x - 1)` elsewhere.
+    pub fn elu(&mut self, ty: Type, x: Value, alpha: f32) -> Value {
+        let m = self.exp_m1(ty, x);
+        let alpha = self.float(ty, alpha);
+        let below = self.b.ins().fmul(alpha, m);
+        let zero = self.float(ty, 0.0);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+        self.select(ty, above, x, below)
+    }
+
+    /// `x` from 0 up, `slope x` below (and NaN through the product).
+    pub fn leaky_relu(&mut self, ty: Type, x: Value, slope: f32) -> Value {
+        let slope = self.float(ty, slope);
+        let below = self.b.ins().fmul(slope, x);
+        let zero = self.float(ty, 0.0);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
+        self.select(ty, above, x, below)
+    }
+
+    /// `x sigmoid(x)`, as Keras's silu.
+    pub fn silu(&mut self, ty: Type, x: Value) -> Value {
+        let s = self.sigmoid(ty, x);
+        self.b.ins().fmul(x, s)
+    }
+
+    /// `max(x, 0) + log1p(e^-|x|)`, with log1p(e) as `log(u) e / (u - 1)`,
+    /// `u = 1 + e` (Goldberg's correction of the rounding of u), and `e`
+    /// itself where u rounds to 1.
+    pub fn softplus(&mut self, ty: Type, x: Value) -> Value {
+        let a = self.b.ins().fabs(x);
+        let minus = self.b.ins().fneg(a);
+        let e = self.exp(ty, minus);
+        let one = self.float(ty, 1.0);
+        let u = self.b.ins().fadd(one, e);
+        let log = self.log(ty, u);
+        let d = self.b.ins().fsub(u, one);
+        let scaled = self.b.ins().fmul(log, e);
+        let corrected = self.b.ins().fdiv(scaled, d);
+        let rounds_to_one = self.b.ins().fcmp(FloatCC::Equal, u, one);
+        let log1p = self.select(ty, rounds_to_one, e, corrected);
+        let zero = self.float(ty, 0.0);
+        let positive = self.max(ty, x, zero);
+        self.b.ins().fadd(positive, log1p)
+    }
+
+    /// erf x: an odd polynomial below 1, `1 - erfc |x|` from there.
+    pub fn erf(&mut self, ty: Type, x: Value) -> Value {
+        let small = self.erf_small(ty, x);
+        let a = self.b.ins().fabs(x);
+        let limit = self.float(ty, 10.0);
+        let a = self.min(ty, a, limit);
+        let hi = self.b.ins().fmul(a, a);
+        let minus_hi = self.b.ins().fneg(hi);
+        let lo = self.mul_add(a, a, minus_hi);
+        let tail = self.erfc_tail(ty, a, hi, lo);
+        let one = self.float(ty, 1.0);
+        let large = self.b.ins().fsub(one, tail);
+        let negative = self.b.ins().fneg(large);
+        let zero = self.float(ty, 0.0);
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+        let large = self.select(ty, below, negative, large);
+        let abs = self.b.ins().fabs(x);
+        let near = self.b.ins().fcmp(FloatCC::LessThan, abs, one);
+        self.select(ty, near, small, large)
+    }
+
+    /// `x Φ(x)`, Φ the normal distribution, `erfc(-x / sqrt 2) / 2`:
+    /// through erf near 0, and through erfc in each tail, so that neither
+    /// tail cancels (where Keras's f32 `x (erf + 1) / 2` does).
+    pub fn gelu(&mut self, ty: Type, x: Value) -> Value {
+        let half = self.float(ty, 0.5);
+        let one = self.float(ty, 1.0);
+        let scale = self.float(ty, std::f32::consts::FRAC_1_SQRT_2);
+        let t = self.b.ins().fmul(x, scale);
+        // Near 0: x (1 + erf(t)) / 2.
+        let e = self.erf_small(ty, t);
+        let cdf = self.b.ins().fadd(one, e);
+        let cdf = self.b.ins().fmul(cdf, half);
+        let near = self.b.ins().fmul(x, cdf);
+        // The tails: a = |t|, a^2 = x^2 / 2 exactly as hi + lo. Beyond
+        // |x| = 15, e^-(a^2) is 0 in f32.
+        let bound = self.float(ty, 15.0);
+        let xb = self.b.ins().fabs(x);
+        let xb = self.min(ty, xb, bound);
+        let a = self.b.ins().fmul(xb, scale);
+        let xx = self.b.ins().fmul(xb, xb);
+        let minus_xx = self.b.ins().fneg(xx);
+        let rest = self.mul_add(xb, xb, minus_xx);
+        let hi = self.b.ins().fmul(xx, half);
+        let lo = self.b.ins().fmul(rest, half);
+        let (ratio, small_exp) = self.erfc_parts(ty, a, hi, lo);
+        // Left tail: x erfc(a) / 2, the tiny e^-a^2 multiplied last.
+        let left = self.b.ins().fmul(x, half);
+        let left = self.b.ins().fmul(left, ratio);
+        let left = self.b.ins().fmul(left, small_exp);
+        // Right tail: x (1 - erfc(a) / 2).
+        let tail = self.b.ins().fmul(ratio, small_exp);
+        let tail = self.b.ins().fmul(tail, half);
+        let cdf = self.b.ins().fsub(one, tail);
+        let right = self.b.ins().fmul(x, cdf);
+        let minus_one = self.float(ty, -1.0);
+        let in_left = self.b.ins().fcmp(FloatCC::LessThanOrEqual, t, minus_one);
+        let in_right = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, t, one);
+        let r = self.select(ty, in_right, right, near);
+        self.select(ty, in_left, left, r)
+    }
+
+    /// erf t for |t| <= 1: `t P(t^2)`.
+    fn erf_small(&mut self, ty: Type, t: Value) -> Value {
+        let z = self.b.ins().fmul(t, t);
+        let p = self.polynomial(ty, z, &ERF_SMALL);
+        self.b.ins().fmul(t, p)
+    }
+
+    /// erfc a for a >= 1, given a^2 as `hi + lo`.
+    fn erfc_tail(&mut self, ty: Type, a: Value, hi: Value, lo: Value) -> Value {
+        let (ratio, small_exp) = self.erfc_parts(ty, a, hi, lo);
+        self.b.ins().fmul(ratio, small_exp)
+    }
+
+    /// erfc a for a >= 1 as a product `(e^(a^2) erfc(a), e^-(a^2))`, the
+    /// second tiny in the far tail, for a caller to multiply last. `a^2`
+    /// comes as `hi + lo`, exactly: its rounding, times a^2, would
+    /// otherwise be the error of e^-(a^2).
+    fn erfc_parts(&mut self, ty: Type, a: Value, hi: Value, lo: Value) -> (Value, Value) {
+        let four = self.float(ty, 4.0);
+        let centre = self.float(ty, 2.5);
+        let near = self.min(ty, a, four);
+        let s = self.b.ins().fsub(near, centre);
+        let middle = self.polynomial(ty, s, &ERFCX_MIDDLE);
+        let far = self.max(ty, a, four);
+        let one = self.float(ty, 1.0);
+        let u = self.b.ins().fdiv(one, far);
+        let p = self.polynomial(ty, u, &ERFCX_FAR);
+        let far = self.b.ins().fmul(u, p);
+        let in_middle = self.b.ins().fcmp(FloatCC::LessThan, a, four);
+        let ratio = self.select(ty, in_middle, middle, far);
+        // e^-(hi + lo) = e^-hi (1 - lo), lo being below hi's last bit.
+        let minus_hi = self.b.ins().fneg(hi);
+        let e = self.exp(ty, minus_hi);
+        let minus_e = self.b.ins().fneg(e);
+        let e = self.mul_add(minus_e, lo, e);
+        (ratio, e)
+    }
 }
+
+/// erf(t) / t as a polynomial in t^2 on [0, 1], and erfcx(a) =
+/// e^(a^2) erfc(a) as a polynomial in `a - 2.5` on [1, 4] and as `u P(u)`,
+/// `u = 1/a`, beyond 4: least-squares fits of the relative error on 6,000
+/// Chebyshev nodes, in numpy against Python's `math.erf` and `math.erfc`
+/// (`np.linalg.lstsq` of the Vandermonde matrix, rows weighted by
+/// 1/value), rounded to f32. In f32 they come within 1.5 ulps of erf and
+/// erfcx over their ranges.
+// The last coefficient is the fit's, one ulp below 2/sqrt(pi) in f32.
+#[allow(clippy::approx_constant)]
+const ERF_SMALL: [f32; 6] = [
+    -5.625_396e-4,
+    4.916_023_5e-3,
+    -2.670_995e-2,
+    1.128_013_06e-1,
+    -3.761_232e-1,
+    1.128_379_1,
+];
+
+const ERFCX_MIDDLE: [f32; 12] = [
+    -3.835_798_7e-7,
+    1.658_841_8e-6,
+    -4.009_343_2e-6,
+    1.442_577_7e-5,
+    -5.894_270_7e-5,
+    2.128_320_5e-4,
+    -7.337_13e-4,
+    2.466_092_8e-3,
+    -8.001_475e-3,
+    2.493_817_4e-2,
+    -7.434_736e-2,
+    2.108_063_5e-1,
+];
+
+const ERFCX_FAR: [f32; 6] = [
+    -4.545_398e-1,
+    5.097_408e-1,
+    -8.362_112e-3,
+    -2.817_070_2e-1,
+    -6.856_63e-6,
+    5.641_896e-1,
+];

@@ -18,7 +18,7 @@ pub mod simd;
 mod threads;
 
 use crate::diag::Diagnostic;
-use crate::fuse::{Kernel, Program};
+use crate::fuse::Program;
 use crate::ir::{Graph, Hyper, Origin, Output};
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
 use cranelift_codegen::isa::TargetIsa;
@@ -247,9 +247,6 @@ pub struct Options {
 /// aborting the process.
 pub const MAX_ARENA_BYTES: usize = 16 << 30;
 
-/// Maps over at least this many elements run on every core.
-const PARALLEL_ELEMENTS: usize = 1 << 15;
-
 /// The signature of a function taking `params` pointer-sized arguments.
 fn pointers(module: &impl Module, params: usize) -> Signature {
     let ptr = module.target_config().pointer_type();
@@ -268,13 +265,15 @@ fn declare(module: &mut impl Module, name: &str, params: usize, linkage: Linkage
 }
 
 /// The start of every generated function: the buffer bases and the
-/// hyperparameters, loaded once from the tables the caller passes.
+/// hyperparameters, loaded once from the tables the caller passes; the
+/// addresses of the functions running ranges of split kernels (`ranges`,
+/// by kernel index).
 fn prologue<'p>(
     e: &mut Emitter,
     module: &mut impl Module,
     plan: &'p Plan,
     slots: &[Storage],
-    imports: &[FuncId],
+    (imports, ranges): (&[FuncId], &HashMap<usize, FuncId>),
 ) -> (Context<'p>, Vec<Value>, Vec<FuncRef>) {
     let ptr = module.target_config().pointer_type();
     let entry = e.b.create_block();
@@ -302,6 +301,13 @@ fn prologue<'p>(
         .map(|&id| module.declare_func_in_func(id, e.b.func))
         .collect();
     let arena = bases[&Storage::Arena { offset: 0 }];
+    let ranges = ranges
+        .iter()
+        .map(|(&i, &id)| {
+            let f = module.declare_func_in_func(id, e.b.func);
+            (i, e.b.ins().func_addr(ptr, f))
+        })
+        .collect();
     let context = Context {
         plan,
         bases,
@@ -309,6 +315,9 @@ fn prologue<'p>(
         sgemm: refs[SGEMM],
         winograd: refs[WINOGRAD],
         arena,
+        tables: (table, scalars),
+        spread: refs[PARALLEL],
+        ranges,
     };
     (context, params, refs)
 }
@@ -401,40 +410,35 @@ fn define_routine<M: Module>(
     (fma, options): (bool, Options),
     (name, linkage): (&str, Linkage),
 ) -> Result<(FuncId, String), CodegenError> {
-    let ptr = module.target_config().pointer_type();
     let import_ids = imports()
         .iter()
         .map(|i| declare(module, i.name, i.params, Linkage::Import))
         .collect::<Result<Vec<_>, _>>()?;
     let slots = slots(&plan.program.graph);
 
-    // Large maps become functions over a range of their outermost axis.
-    let mut parallel: HashMap<usize, (FuncId, usize)> = HashMap::new();
+    // Kernels split across the cores get a function running a range of
+    // their loop.
+    let mut ranges: HashMap<usize, FuncId> = HashMap::new();
     let mut clif = String::new();
-    for (i, k) in plan.program.kernels.iter().enumerate() {
-        let Kernel::Map { shape, outputs, .. } = k else {
-            continue;
-        };
-        if shape.numel(plan.batch) < PARALLEL_ELEMENTS {
+    for (i, lowering) in plan.lowerings.iter().enumerate() {
+        if lowering.split().is_none() {
             continue;
         }
         let id = declare(module, &format!("{name}_kernel{i}"), 4, Linkage::Local)?;
-        let mut extent = 0;
         let signature = pointers(module, 4);
         let text = define(module, (id, signature), fma, options.keep_clif, |e, module| {
-            let (context, params, _) = prologue(e, module, plan, &slots, &import_ids);
-            extent = kernels::map_extent(&context, shape, outputs);
-            kernels::map(e, &context, shape, outputs, Some((params[2], params[3])));
+            let (context, params, _) = prologue(e, module, plan, &slots, (&import_ids, &HashMap::new()));
+            lowering.emit_range(e, &context, i, (params[2], params[3]));
         })?;
         clif += &text.unwrap_or_default();
-        parallel.insert(i, (id, extent));
+        ranges.insert(i, id);
     }
 
     let id = declare(module, name, 2, linkage)?;
     let signature = pointers(module, 2);
     let text = define(module, (id, signature), fma, options.keep_clif, |e, module| {
-        let (context, params, refs) = prologue(e, module, plan, &slots, &import_ids);
-        let (mark, spread) = (refs[MARK], refs[PARALLEL]);
+        let (context, _, refs) = prologue(e, module, plan, &slots, (&import_ids, &ranges));
+        let mark = refs[MARK];
         let tick = |e: &mut Emitter, i: usize| {
             if options.profile {
                 let i = e.int(i as i64);
@@ -443,15 +447,7 @@ fn define_routine<M: Module>(
         };
         for (i, lowering) in plan.lowerings.iter().enumerate() {
             tick(e, i);
-            match parallel.get(&i) {
-                Some(&(chunk, extent)) => {
-                    let chunk = module.declare_func_in_func(chunk, e.b.func);
-                    let at = e.b.ins().func_addr(ptr, chunk);
-                    let n = e.int(extent as i64);
-                    e.b.ins().call(spread, &[at, params[0], params[1], n]);
-                }
-                None => lowering.emit(e, &context, i),
-            }
+            lowering.emit(e, &context, i);
         }
         tick(e, plan.program.kernels.len());
         for &(n, to) in &plan.copies {

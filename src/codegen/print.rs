@@ -19,7 +19,14 @@ fn expr(x: &Expr, names: &HashMap<NodeId, String>) -> String {
         }
         Expr::Hyper(Hyper::LearningRate) => "learning_rate".into(),
         Expr::Hyper(Hyper::AdamStepSize) => "adam_step_size".into(),
-        Expr::Unary(u, a) => format!("{}({})", crate::ir::Op::Unary(*u).name(), expr(a, names)),
+        // A parameter follows the operand: `elu(%4, alpha=0.5)`.
+        Expr::Unary(u, a) => {
+            let op = Op::Unary(*u);
+            match attributes(&op) {
+                attrs if attrs.is_empty() => format!("{}({})", op.name(), expr(a, names)),
+                attrs => format!("{}({}, {attrs})", op.name(), expr(a, names)),
+            }
+        }
         Expr::Binary(b, l, r) => format!(
             "{}({}, {})",
             crate::ir::Op::Binary(*b).name(),
@@ -66,6 +73,23 @@ pub fn kernel_line(g: &Graph, k: &Kernel, how: &str, names: &HashMap<NodeId, Str
             }
             if let Some((gr, scale)) = grad {
                 s += &format!(", {} = (softmax - labels) * {}", names[gr], expr(scale, names));
+            }
+            s
+        }
+        Kernel::PoolGrad {
+            grad, x, dy, outputs, ..
+        } => {
+            let attrs = attributes(&g[*grad].op);
+            let mut s = format!(
+                "{how} {} = {}({}, {}) {attrs} : {}",
+                names[grad],
+                g[*grad].op.name(),
+                names[x],
+                expr(dy, names),
+                g[*grad].shape
+            );
+            for (n, x) in outputs.iter().filter(|(n, _)| n != grad) {
+                s += &format!("; {} = {}", names[n], expr(x, names));
             }
             s
         }

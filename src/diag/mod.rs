@@ -182,7 +182,11 @@ impl Diagnostics {
         }
         let n = self.errors.len();
         if n > 1 {
-            out.push_str(&format!("error: could not check `{}` due to {n} errors\n", self.file));
+            let what = match self.file.as_str() {
+                crate::parse::params::COMMAND_LINE => "the command line".to_string(),
+                file => format!("`{file}`"),
+            };
+            out.push_str(&format!("error: could not check {what} due to {n} errors\n"));
         }
         out
     }

@@ -6,9 +6,11 @@
 //! generation; softmax, its cross-entropy and the cross-entropy's gradient
 //! become one row kernel; neighbouring loops over the same shape merge, so
 //! an optimizer update reads the gradient and writes the weight and its
-//! slots in one pass.
+//! slots in one pass. Max pooling's gradient, where the windows tile the
+//! input, takes in the elementwise work on either side of it (the dropout
+//! mask of the gradient it reads, the ReLU mask of the gradient it writes).
 
-use crate::ir::{Binary, Elementwise, Graph, Hyper, NodeId, Op, OpClass, Shape, Unary};
+use crate::ir::{Binary, Elementwise, Graph, Hyper, NodeId, Op, OpClass, Pool, Shape, Unary};
 use std::collections::HashSet;
 
 /// A scalar expression over the iteration space of a loop.
@@ -64,6 +66,18 @@ pub enum Kernel {
         probs: Option<NodeId>,
         grad: Option<(NodeId, Expr)>,
     },
+    /// Max pooling's gradient `grad` where the windows tile the pooled
+    /// input `x` (each pixel in exactly one window): each window's pooled
+    /// gradient `dy` (evaluated at the window) goes to its first maximum,
+    /// zero to the rest, and `outputs` are evaluated at every pixel with
+    /// `grad`'s value there in hand: `grad` itself, or the loop that read
+    /// it (a ReLU's mask), which then never stores it.
+    PoolGrad {
+        grad: NodeId,
+        x: NodeId,
+        dy: Expr,
+        outputs: Vec<(NodeId, Expr)>,
+    },
 }
 
 impl Kernel {
@@ -79,6 +93,7 @@ impl Kernel {
                 v.extend(grad.as_ref().map(|(g, _)| *g));
                 v
             }
+            Kernel::PoolGrad { outputs, .. } => outputs.iter().map(|(n, _)| *n).collect(),
         }
     }
 
@@ -94,6 +109,15 @@ impl Kernel {
                 if let Some((_, e)) = grad {
                     e.loads(&mut v);
                 }
+            }
+            Kernel::PoolGrad {
+                grad, x, dy, outputs, ..
+            } => {
+                v.push(*x);
+                dy.loads(&mut v);
+                outputs.iter().for_each(|(_, e)| e.loads(&mut v));
+                // Computed inside the kernel, never read from memory.
+                v.retain(|n| n != grad);
             }
         }
         v.sort_unstable();
@@ -144,6 +168,8 @@ fn materialized(g: &Graph) -> HashSet<NodeId> {
                 // Scalars (constants, hyperparameters) inline into any number
                 // of elementwise users.
                 _ if scalar_leaf(&node.op) => users.iter().all(|&u| loops(&g[u].op)),
+                // The pooled gradient a tiling max pooling's gradient reads.
+                [u] if tiling_pool_grad(g, *u).is_some() => edges == 1 && g.operands(*u)[1] == n,
                 // One use, by a loop over the same shape: recomputing a
                 // smaller tensor at every index of a larger loop would
                 // multiply its work.
@@ -214,12 +240,64 @@ pub fn fuse(graph: Graph) -> Program {
                     expr: expr(g, x, &stored),
                 }
             }
-            OpClass::Kernel => row_kernel(g, n, &stored, &mut done).unwrap_or(Kernel::Node(n)),
+            OpClass::Kernel => row_kernel(g, n, &stored, &mut done)
+                .or_else(|| {
+                    tiling_pool_grad(g, n).map(|_| Kernel::PoolGrad {
+                        grad: n,
+                        x: g.operands(n)[0],
+                        dy: expr(g, g.operands(n)[1], &stored),
+                        outputs: vec![(n, Expr::Load(n))],
+                    })
+                })
+                .unwrap_or(Kernel::Node(n)),
         };
         kernels.push(kernel);
     }
     let kernels = merge_maps(g, kernels);
+    let kernels = fold_pool_grads(g, kernels);
     Program { graph, kernels }
+}
+
+/// The largest pooling window whose gradient kernel is unrolled.
+const MAX_WINDOW: usize = 64;
+
+/// The pooling of `n` if `n` is a max pooling's gradient whose windows
+/// tile its input: as wide apart as they are wide, unpadded, covering
+/// every pixel.
+pub fn tiling_pool_grad(g: &Graph, n: NodeId) -> Option<Pool> {
+    let Op::MaxPool2dGrad(p) = g[n].op else { return None };
+    let x = g[g.operands(n)[0]].shape.resolve(1);
+    let tiles =
+        (0..2).all(|a| p.strides[a] == p.window[a] && p.padding[a] == (0, 0) && x[1 + a].is_multiple_of(p.window[a]));
+    (tiles && p.window[0] * p.window[1] <= MAX_WINDOW).then_some(p)
+}
+
+/// Folds the loop right after a tiling pooling gradient, when it is the
+/// gradient's only reader (the ReLU mask of the layer before the pooling),
+/// into the gradient's kernel: the gradient is then never stored.
+fn fold_pool_grads(g: &Graph, kernels: Vec<Kernel>) -> Vec<Kernel> {
+    let outputs: HashSet<NodeId> = g.outputs.iter().map(|(_, n)| *n).collect();
+    let readers = |n: NodeId| kernels.iter().filter(|k| k.inputs(g).contains(&n)).count();
+    let mut out: Vec<Kernel> = Vec::with_capacity(kernels.len());
+    for k in kernels.iter().cloned() {
+        if let (
+            Some(Kernel::PoolGrad {
+                grad, outputs: pooled, ..
+            }),
+            Kernel::Map { shape, outputs: map },
+        ) = (out.last_mut(), &k)
+            && *pooled == [(*grad, Expr::Load(*grad))]
+            && g[*grad].shape == *shape
+            && !outputs.contains(grad)
+            && readers(*grad) == 1
+            && k.inputs(g).contains(grad)
+        {
+            *pooled = map.clone();
+            continue;
+        }
+        out.push(k);
+    }
+    out
 }
 
 /// The one row kernel of a softmax and the cross-entropy of its logits

@@ -205,6 +205,57 @@ pub fn maxpool_grad<T: Float>(x: &ArrayD<T>, dy: &ArrayD<T>, p: &Pool) -> ArrayD
     dx
 }
 
+/// Each window's mean over its cells inside the input: padding is not
+/// counted, as Keras's `same` average pooling.
+pub fn avgpool<T: Float>(x: &ArrayD<T>, p: &Pool, out_shape: &[usize]) -> ArrayD<T> {
+    let mut out = ArrayD::zeros(IxDyn(out_shape));
+    let Ok(x) = x.view().into_dimensionality::<Ix4>() else {
+        return out;
+    };
+    let (_, h, w, _) = x.dim();
+    for n in 0..out_shape[0] {
+        for y in 0..out_shape[1] {
+            for xo in 0..out_shape[2] {
+                let cells: Vec<(usize, usize)> = window(y, p, 0, h)
+                    .flat_map(|i| window(xo, p, 1, w).map(move |j| (i, j)))
+                    .collect();
+                let count = T::from_usize(cells.len()).unwrap_or_else(T::one);
+                for c in 0..out_shape[3] {
+                    let sum = cells.iter().fold(T::zero(), |s, &(i, j)| s + x[[n, i, j, c]]);
+                    out[[n, y, xo, c]] = sum / count;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each window's gradient shared evenly by the cells it averaged.
+pub fn avgpool_grad<T: Float>(dy: &ArrayD<T>, p: &Pool, in_shape: &[usize]) -> ArrayD<T> {
+    let mut dx = ArrayD::zeros(IxDyn(in_shape));
+    let Ok(dyv) = dy.view().into_dimensionality::<Ix4>() else {
+        return dx;
+    };
+    let (b, oh, ow, ch) = dyv.dim();
+    for n in 0..b {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let cells: Vec<(usize, usize)> = window(y, p, 0, in_shape[1])
+                    .flat_map(|i| window(xo, p, 1, in_shape[2]).map(move |j| (i, j)))
+                    .collect();
+                let count = T::from_usize(cells.len()).unwrap_or_else(T::one);
+                for c in 0..ch {
+                    let share = dyv[[n, y, xo, c]] / count;
+                    for &(i, j) in &cells {
+                        dx[[n, i, j, c]] += share;
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
 /// log(sum(exp(z))) over the last axis, shifted by the maximum for
 /// stability.
 pub fn logsumexp<T: Float>(z: &ArrayD<T>) -> ArrayD<T> {

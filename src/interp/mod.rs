@@ -157,6 +157,8 @@ fn eval<T: Float>(
         Op::Conv2d(c) => kernels::conv2d(operands[0], operands[1], c, &shape)?,
         Op::MaxPool2d(p) => kernels::maxpool(x(), p, &shape),
         Op::MaxPool2dGrad(p) => kernels::maxpool_grad(operands[0], operands[1], p),
+        Op::AvgPool2d(p) => kernels::avgpool(x(), p, &shape),
+        Op::AvgPool2dGrad(p) => kernels::avgpool_grad(x(), p, &shape),
         Op::Softmax => kernels::softmax(x()),
         Op::SoftmaxCrossEntropy => {
             let (z, y) = (operands[0], operands[1]);

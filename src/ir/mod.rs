@@ -128,7 +128,8 @@ impl std::ops::Index<NodeId> for Graph {
 
 impl Graph {
     /// Appends a node after checking its operands with the op's shape rule.
-    /// `declared` is the shape of leaves, broadcasts and reshapes.
+    /// `declared` is the shape of leaves, broadcasts, reshapes and
+    /// average-pooling gradients.
     pub fn add(&mut self, op: Op, operands: &[NodeId], declared: Shape, origin: &Origin) -> Result<NodeId, IrError> {
         let shapes: Vec<&Shape> = operands.iter().map(|&n| &self.nodes[n].shape).collect();
         let shape = op.infer(&shapes, &declared).map_err(|message| IrError {

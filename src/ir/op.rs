@@ -53,6 +53,11 @@ pub enum Op {
     MaxPool2d(Pool),
     /// `(x, dy) -> dx`: each window's gradient goes to its first maximum.
     MaxPool2dGrad(Pool),
+    /// Each window's mean over the cells inside the input.
+    AvgPool2d(Pool),
+    /// `dy -> dx` of an input of this node's shape: each window's gradient
+    /// spread evenly over the cells it averaged.
+    AvgPool2dGrad(Pool),
     /// Over the last axis.
     Softmax,
     /// `(logits, one-hot labels) -> mean cross-entropy of softmax(logits)`.
@@ -69,17 +74,20 @@ pub enum Hyper {
 }
 
 /// An enum of elementwise ops with `ALL`, every variant in order, written
-/// once: the tests walk every op through it.
+/// once: the tests walk every op through it. A variant with a parameter
+/// names it with the value `ALL` holds it at: `Elu { alpha: f64 = 0.7 }`.
 macro_rules! elementwise_ops {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident,)* }) => {
+    ($(#[$doc:meta])* $name:ident {
+        $($(#[$vdoc:meta])* $variant:ident $({ $field:ident: $ty:ty = $example:expr })?,)*
+    }) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq)]
         pub enum $name {
-            $($(#[$vdoc])* $variant,)*
+            $($(#[$vdoc])* $variant $({ $field: $ty })?,)*
         }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub const ALL: &'static [$name] = &[$($name::$variant $({ $field: $example })?,)*];
         }
     };
 }
@@ -93,6 +101,21 @@ elementwise_ops!(Unary {
     Relu,
     Sigmoid,
     Tanh,
+    /// `x` above 0, `alpha (e^x - 1)` elsewhere.
+    Elu { alpha: f64 = 0.7 },
+    /// Keras's `selu`: `SELU_SCALE * elu(x)` with alpha `SELU_ALPHA`.
+    Selu,
+    /// `x` from 0 up, `negative_slope x` below.
+    LeakyRelu { negative_slope: f64 = 0.3 },
+    /// `x Φ(x)`, with the normal distribution's exact Φ (Keras's
+    /// `gelu(approximate=False)`).
+    Gelu,
+    /// The error function, for gelu's gradient.
+    Erf,
+    /// `x sigmoid(x)`, Keras's `silu` (and `swish`).
+    Silu,
+    /// `log(1 + e^x)`.
+    Softplus,
 });
 
 elementwise_ops!(Binary {
@@ -104,6 +127,10 @@ elementwise_ops!(Binary {
     /// 1 where `a > b`, else 0.
     Greater,
 });
+
+/// Keras's `selu` constants (Klambauer et al., 2017).
+pub const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
+pub const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
 
 /// Axis positions of (batch, height, width, feature) in a 4-D tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,7 +223,8 @@ impl Conv {
     }
 }
 
-/// A max-pooling window over NHWC; padding cells never win.
+/// A pooling window over NHWC: padding cells never win a maximum and are
+/// not counted in an average, as Keras's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pool {
     pub window: [usize; 2],
@@ -266,6 +294,8 @@ impl Op {
             | Op::Conv2d(_)
             | Op::MaxPool2d(_)
             | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad(_)
             | Op::Softmax
             | Op::SoftmaxCrossEntropy
             | Op::SigmoidCrossEntropy => OpClass::Kernel,
@@ -282,6 +312,8 @@ impl Op {
             | Op::Reshape
             | Op::Transpose { .. }
             | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad(_)
             | Op::Softmax => 1,
             Op::Binary(_)
             | Op::MatMul { .. }
@@ -310,6 +342,13 @@ impl Op {
                 Unary::Relu => "relu",
                 Unary::Sigmoid => "sigmoid",
                 Unary::Tanh => "tanh",
+                Unary::Elu { .. } => "elu",
+                Unary::Selu => "selu",
+                Unary::LeakyRelu { .. } => "leaky_relu",
+                Unary::Gelu => "gelu",
+                Unary::Erf => "erf",
+                Unary::Silu => "silu",
+                Unary::Softplus => "softplus",
             },
             Op::Binary(b) => match b {
                 Binary::Add => "add",
@@ -327,6 +366,8 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::MaxPool2d(_) => "maxpool2d",
             Op::MaxPool2dGrad(_) => "maxpool2d_grad",
+            Op::AvgPool2d(_) => "avgpool2d",
+            Op::AvgPool2dGrad(_) => "avgpool2d_grad",
             Op::Softmax => "softmax",
             Op::SoftmaxCrossEntropy => "softmax_cross_entropy",
             Op::SigmoidCrossEntropy => "sigmoid_cross_entropy",
@@ -335,7 +376,7 @@ impl Op {
 
     /// The shape rule: the output shape for these operand shapes, or why
     /// they do not fit. Leaves (and ops whose output shape is a parameter:
-    /// broadcast, reshape) check a `declared` shape instead.
+    /// broadcast, reshape, avgpool2d_grad) check a `declared` shape instead.
     pub fn infer(&self, operands: &[&Shape], declared: &Shape) -> Result<Shape, String> {
         if operands.len() != self.arity() {
             return Err(format!("takes {} operands, got {}", self.arity(), operands.len()));
@@ -453,13 +494,13 @@ impl Op {
                 }
                 Ok(Shape(out))
             }
-            Op::MaxPool2d(p) => {
+            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
                 let x = operands[0];
-                fixed4(x, "maxpool2d input")?;
+                fixed4(x, "pooling input")?;
                 let mut out = x.0.clone();
                 for axis in 0..2 {
                     let Dim::Size(n) = x.0[axis + 1] else {
-                        return Err("maxpool2d spatial axes cannot be the batch".to_string());
+                        return Err("pooling spatial axes cannot be the batch".to_string());
                     };
                     out[axis + 1] = Dim::Size(
                         p.output_len(n, axis)
@@ -474,6 +515,13 @@ impl Op {
                     return Err(format!("gradient {} does not match pooled shape {pooled}", operands[1]));
                 }
                 Ok(operands[0].clone())
+            }
+            Op::AvgPool2dGrad(p) => {
+                let pooled = Op::AvgPool2d(*p).infer(&[declared], declared)?;
+                if &pooled != operands[0] {
+                    return Err(format!("gradient {} does not match pooled shape {pooled}", operands[0]));
+                }
+                Ok(declared.clone())
             }
             Op::Softmax => Ok(operands[0].clone()),
             Op::SoftmaxCrossEntropy | Op::SigmoidCrossEntropy => {
@@ -578,7 +626,7 @@ pub fn attributes(op: &Op) -> String {
             s
         }
         Op::Transpose { perm } => format!("perm={perm:?}"),
-        Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) => {
+        Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) | Op::AvgPool2d(p) | Op::AvgPool2dGrad(p) => {
             let mut s = format!("pool={} strides={}", pair(p.window), pair(p.strides));
             if p.padding != [(0, 0); 2] {
                 s += &format!(
@@ -588,10 +636,26 @@ pub fn attributes(op: &Op) -> String {
             }
             s
         }
+        Op::Unary(u) => match u {
+            Unary::Elu { alpha } => format!("alpha={alpha}"),
+            Unary::LeakyRelu { negative_slope } => format!("negative_slope={negative_slope}"),
+            Unary::Neg
+            | Unary::Exp
+            | Unary::Log
+            | Unary::Sqrt
+            | Unary::Recip
+            | Unary::Relu
+            | Unary::Sigmoid
+            | Unary::Tanh
+            | Unary::Selu
+            | Unary::Gelu
+            | Unary::Erf
+            | Unary::Silu
+            | Unary::Softplus => String::new(),
+        },
         Op::Input
         | Op::Label
         | Op::Var(_)
-        | Op::Unary(_)
         | Op::Binary(_)
         | Op::Broadcast
         | Op::Reshape

@@ -7,8 +7,28 @@
 //! NaN goes in, NaN comes out: a diverged run must not hide behind a ReLU
 //! or a max.
 
-use super::op::{Binary, Unary};
+use super::op::{Binary, SELU_ALPHA, SELU_SCALE, Unary};
 use num_traits::Float;
+
+fn cast<T: Float>(x: f64) -> T {
+    T::from(x).unwrap_or_else(T::nan)
+}
+
+/// `alpha (e^x - 1)` below or at 0, `x` above: Keras's elu, with `expm1`
+/// as JAX computes it, so that small inputs keep their digits.
+fn elu<T: Float>(x: T, alpha: T) -> T {
+    if x > T::zero() { x } else { alpha * x.exp_m1() }
+}
+
+/// The error function and its complement, in f64 whatever `T` (num-traits
+/// has neither): libm's, the C library's algorithms.
+fn erf<T: Float>(x: T) -> T {
+    x.to_f64().map_or_else(T::nan, |x| cast(libm::erf(x)))
+}
+
+fn erfc<T: Float>(x: T) -> T {
+    x.to_f64().map_or_else(T::nan, |x| cast(libm::erfc(x)))
+}
 
 impl Unary {
     pub fn apply<T: Float>(self, x: T) -> T {
@@ -30,6 +50,30 @@ impl Unary {
             }
             Unary::Sigmoid => one / (one + (-x).exp()),
             Unary::Tanh => x.tanh(),
+            Unary::Elu { alpha } => elu(x, cast(alpha)),
+            Unary::Selu => cast::<T>(SELU_SCALE) * elu(x, cast(SELU_ALPHA)),
+            Unary::LeakyRelu { negative_slope } => {
+                if x >= T::zero() {
+                    x
+                } else {
+                    cast::<T>(negative_slope) * x
+                }
+            }
+            // x Φ(x) with Φ(x) = erfc(-x / sqrt 2) / 2: Keras writes Φ as
+            // (erf(x / sqrt 2) + 1) / 2, the same number, which cancels to 0
+            // in the left tail.
+            Unary::Gelu => x * erfc(-x / cast(std::f64::consts::SQRT_2)) / cast(2.0),
+            Unary::Erf => erf(x),
+            Unary::Silu => x * (one / (one + (-x).exp())),
+            // JAX's logaddexp(x, 0): max(x, 0) + log1p(e^-|x|), exact for
+            // large |x| either way.
+            Unary::Softplus => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(T::zero()) + (-x.abs()).exp().ln_1p()
+                }
+            }
         }
     }
 }

@@ -80,6 +80,11 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
         if want.as_ref() != Some(&g[n].shape) {
             return Err(fail(n, format!("output {o:?} has shape {}", g[n].shape)));
         }
+        // A second gradient or update of one variable would be applied
+        // instead of the first, not with it.
+        if g.outputs.iter().filter(|(other, _)| *other == o).count() > 1 {
+            return Err(fail(n, format!("output {o:?} is given twice")));
+        }
     }
     Ok(())
 }

@@ -9,11 +9,14 @@
 //! stack, whatever its name, are the datasets `layers/conv2d_1/vars/0`
 //! (kernel) and `.../1` (bias); a batchnorm's are gamma, beta, moving mean
 //! and moving variance in that order (gamma absent with `scale=False`, beta
-//! with `center=False`). A layer or setting cnnc cannot express is an error that
-//! names the layer and its class.
+//! with `center=False`); a DepthwiseConv2D's kernel is (KH, KW, C, M), as
+//! cnnc's. A layer or setting cnnc cannot express is an error that names
+//! the layer and its class.
 
 use crate::convert::{Imported, Stack, Weights};
-use crate::parse::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding};
+use crate::parse::ast::{
+    Activation, BatchNorm, Conv2D, Dense, DepthwiseConv2D, Init, LayerKind, Padding, Pool2D, Regularizer,
+};
 use crate::shape::Role;
 use hdf5_reader::Hdf5File;
 use serde_json::{Map, Value};
@@ -21,17 +24,25 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 /// The Keras classes read, each with its reader.
-const CLASSES: [(&str, Reader); 11] = [
+const CLASSES: [(&str, Reader); 19] = [
     ("Conv2D", conv2d),
+    ("DepthwiseConv2D", depthwise_conv2d),
     ("Dense", dense),
     ("MaxPooling2D", max_pooling2d),
     ("MaxPool2D", max_pooling2d),
     ("AveragePooling2D", average_pooling2d),
+    ("AvgPool2D", average_pooling2d),
+    ("GlobalAveragePooling2D", |w, l| global_pooling2d(w, l, true)),
+    ("GlobalAvgPool2D", |w, l| global_pooling2d(w, l, true)),
+    ("GlobalMaxPooling2D", |w, l| global_pooling2d(w, l, false)),
+    ("GlobalMaxPool2D", |w, l| global_pooling2d(w, l, false)),
     ("Flatten", flatten),
     ("Dropout", dropout),
     ("BatchNormalization", batch_normalization),
     ("Activation", activation),
     ("ReLU", relu),
+    ("LeakyReLU", leaky_relu),
+    ("ELU", elu),
     ("Softmax", softmax),
 ];
 
@@ -104,11 +115,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, String> {
             walk.rank = input.as_ref().map_or(0, Vec::len);
         }
         let Some(&(_, read)) = CLASSES.iter().find(|(c, _)| *c == layer.class) else {
-            let known: Vec<&str> = CLASSES
-                .iter()
-                .map(|(c, _)| *c)
-                .filter(|c| *c != "AveragePooling2D")
-                .collect();
+            let known: Vec<&str> = CLASSES.iter().map(|(c, _)| *c).collect();
             return Err(format!(
                 "{}: cnnc has no such layer\n  = note: cnnc reads {}",
                 layer.label(),
@@ -299,6 +306,37 @@ impl<'a> Layer<'a> {
         })
     }
 
+    /// Keras's L1, L2 and L1L2 as cnnc's; another (orthogonal, custom) is
+    /// dropped with a note.
+    fn regularizer(&self, key: &str, notes: &mut Vec<String>) -> Option<Regularizer> {
+        let v = self.get(key)?;
+        let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+        // Keras keeps L1's factor as a float32 (0.0020000000949949026),
+        // and applies every factor as one: its shortest float32 digits.
+        let factor = |k: &str| {
+            v.get("config")
+                .and_then(|c| c.get(k))
+                .and_then(Value::as_f64)
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f <= f64::from(f32::MAX))
+                .and_then(|f| (f as f32).to_string().parse::<f64>().ok())
+        };
+        let read = match class {
+            "L1" => factor("l1").map(Regularizer::L1),
+            "L2" => factor("l2").map(Regularizer::L2),
+            "L1L2" => factor("l1")
+                .zip(factor("l2"))
+                .map(|(l1, l2)| Regularizer::L1L2 { l1, l2 }),
+            _ => None,
+        };
+        if read.is_none() {
+            notes.push(format!(
+                "{}: cnnc does not apply its {key} {class} when training (it has l1, l2 and l1_l2)",
+                self.label()
+            ));
+        }
+        read
+    }
+
     /// A note for each setting that changes only how the layer trains.
     fn training_only(&self, keys: &[&str], notes: &mut Vec<String>) {
         for key in keys {
@@ -440,7 +478,6 @@ fn conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
     }
     l.training_only(
         &[
-            "kernel_regularizer",
             "bias_regularizer",
             "activity_regularizer",
             "kernel_constraint",
@@ -463,6 +500,7 @@ fn conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
         use_bias,
         kernel_initializer: l.initializer("kernel_initializer", Init::GlorotUniform, &mut w.notes),
         bias_initializer: l.initializer("bias_initializer", Init::Zeros, &mut w.notes),
+        kernel_regularizer: l.regularizer("kernel_regularizer", &mut w.notes),
     });
     let weights = w.vars(l, roles)?;
     w.push(l, kind, weights)
@@ -474,7 +512,6 @@ fn dense(w: &mut Walk, l: &Layer) -> Result<(), String> {
     }
     l.training_only(
         &[
-            "kernel_regularizer",
             "bias_regularizer",
             "activity_regularizer",
             "kernel_constraint",
@@ -494,25 +531,80 @@ fn dense(w: &mut Walk, l: &Layer) -> Result<(), String> {
         use_bias,
         kernel_initializer: l.initializer("kernel_initializer", Init::GlorotUniform, &mut w.notes),
         bias_initializer: l.initializer("bias_initializer", Init::Zeros, &mut w.notes),
+        kernel_regularizer: l.regularizer("kernel_regularizer", &mut w.notes),
     });
     let weights = w.vars(l, roles)?;
     w.push(l, kind, weights)
 }
 
-fn max_pooling2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+fn depthwise_conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    l.channels_last()?;
+    if l.pair("dilation_rate")?.is_some_and(|d| d != [1, 1]) {
+        return Err("is dilated (dilation_rate); cnnc's convolutions are not".into());
+    }
+    l.training_only(
+        &[
+            "depthwise_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "depthwise_constraint",
+            "bias_constraint",
+        ],
+        &mut w.notes,
+    );
+    let use_bias = l.boolean("use_bias", true)?;
+    let roles: &[Role] = if use_bias {
+        &[Role::Kernel, Role::Bias]
+    } else {
+        &[Role::Kernel]
+    };
+    let kind = LayerKind::DepthwiseConv2D(DepthwiseConv2D {
+        kernel_size: l.pair("kernel_size")?.ok_or("has no kernel_size")?,
+        strides: l.pair("strides")?.unwrap_or([1, 1]),
+        padding: l.padding()?,
+        depth_multiplier: l.count("depth_multiplier")?,
+        activation: l.activation()?,
+        use_bias,
+        depthwise_initializer: l.initializer("depthwise_initializer", Init::GlorotUniform, &mut w.notes),
+        bias_initializer: l.initializer("bias_initializer", Init::Zeros, &mut w.notes),
+    });
+    let weights = w.vars(l, roles)?;
+    w.push(l, kind, weights)
+}
+
+/// A pooling layer's window; Keras's strides default to the pool size.
+fn pool(l: &Layer) -> Result<Pool2D, String> {
     l.channels_last()?;
     let pool_size = l.pair("pool_size")?.unwrap_or([2, 2]);
-    let kind = LayerKind::MaxPool2D(MaxPool2D {
+    Ok(Pool2D {
         pool_size,
-        // Keras: strides default to the pool size.
         strides: l.pair("strides")?.unwrap_or(pool_size),
         padding: l.padding()?,
-    });
+    })
+}
+
+fn max_pooling2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let kind = LayerKind::MaxPool2D(pool(l)?);
     w.push(l, kind, Vec::new())
 }
 
-fn average_pooling2d(_: &mut Walk, _: &Layer) -> Result<(), String> {
-    Err("cnnc has no average pooling layer (its pooling layer is maxpool2d)".into())
+fn average_pooling2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let kind = LayerKind::AvgPool2D(pool(l)?);
+    w.push(l, kind, Vec::new())
+}
+
+fn global_pooling2d(w: &mut Walk, l: &Layer, average: bool) -> Result<(), String> {
+    l.channels_last()?;
+    let keepdims = l.boolean("keepdims", false)?;
+    if !keepdims {
+        w.rank = 1;
+    }
+    let kind = if average {
+        LayerKind::GlobalAvgPool2D { keepdims }
+    } else {
+        LayerKind::GlobalMaxPool2D { keepdims }
+    };
+    w.push(l, kind, Vec::new())
 }
 
 fn flatten(w: &mut Walk, l: &Layer) -> Result<(), String> {
@@ -573,13 +665,39 @@ fn activation(w: &mut Walk, l: &Layer) -> Result<(), String> {
     w.push(l, LayerKind::Activation(a), Vec::new())
 }
 
+/// ReLU: max(x, 0), or with a negative slope a LeakyReLU.
 fn relu(w: &mut Walk, l: &Layer) -> Result<(), String> {
-    let plain =
-        l.get("max_value").is_none() && l.number("negative_slope", 0.0)? == 0.0 && l.number("threshold", 0.0)? == 0.0;
-    if !plain {
-        return Err("has max_value, negative_slope or threshold; cnnc's relu is max(x, 0)".into());
+    if l.get("max_value").is_some() || l.number("threshold", 0.0)? != 0.0 {
+        return Err("has max_value or threshold; cnnc's relu is max(x, 0)".into());
     }
-    w.push(l, LayerKind::Activation(Activation::Relu), Vec::new())
+    let negative_slope = l.number("negative_slope", 0.0)?;
+    if negative_slope == 0.0 {
+        w.push(l, LayerKind::Activation(Activation::Relu), Vec::new())
+    } else if negative_slope > 0.0 {
+        w.push(l, LayerKind::LeakyRelu { negative_slope }, Vec::new())
+    } else {
+        Err(format!(
+            "has negative_slope {negative_slope}; cnnc's slope is 0 or more"
+        ))
+    }
+}
+
+fn leaky_relu(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let negative_slope = l.number("negative_slope", crate::parse::layers::LEAKY_RELU_LAYER_SLOPE)?;
+    if negative_slope < 0.0 {
+        return Err(format!(
+            "has negative_slope {negative_slope}; cnnc's slope is 0 or more"
+        ));
+    }
+    w.push(l, LayerKind::LeakyRelu { negative_slope }, Vec::new())
+}
+
+fn elu(w: &mut Walk, l: &Layer) -> Result<(), String> {
+    let alpha = l.number("alpha", Activation::ELU_ALPHA)?;
+    if alpha <= 0.0 {
+        return Err(format!("has alpha {alpha}; cnnc's ELU takes an alpha above 0"));
+    }
+    w.push(l, LayerKind::Elu { alpha }, Vec::new())
 }
 
 fn softmax(w: &mut Walk, l: &Layer) -> Result<(), String> {
@@ -595,6 +713,45 @@ fn softmax(w: &mut Walk, l: &Layer) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_regularizers_are_read_as_keras_3_writes_them() {
+        let config = |regularizer: &str| -> Value {
+            serde_json::from_str(&format!(
+                r#"{{"class_name": "Dense", "config": {{"name": "dense", "kernel_regularizer": {regularizer}}}}}"#
+            ))
+            .unwrap()
+        };
+        let keras = |class: &str, config: &str| {
+            format!(
+                r#"{{"module": "keras.regularizers", "class_name": "{class}", "config": {config}, "registered_name": null}}"#
+            )
+        };
+        for (json, read) in [
+            (keras("L2", r#"{"l2": 0.01}"#), Some(Regularizer::L2(0.01))),
+            (
+                keras("L1", r#"{"l1": 0.0020000000949949026}"#),
+                Some(Regularizer::L1(0.002)),
+            ),
+            (
+                keras("L1L2", r#"{"l1": 0.001, "l2": 0.02}"#),
+                Some(Regularizer::L1L2 { l1: 0.001, l2: 0.02 }),
+            ),
+            (
+                keras("OrthogonalRegularizer", r#"{"factor": 0.01, "mode": "rows"}"#),
+                None,
+            ),
+            (keras("L2", r#"{"l2": -1}"#), None),
+            ("null".to_string(), None),
+        ] {
+            let value = config(&json);
+            let layer = Layer::new(&value, 0).unwrap();
+            let mut notes = Vec::new();
+            assert_eq!(layer.regularizer("kernel_regularizer", &mut notes), read, "{json}");
+            let dropped = read.is_none() && json != "null";
+            assert_eq!(notes.len(), usize::from(dropped), "{json}: {notes:?}");
+        }
+    }
 
     #[test]
     fn layers_are_stored_under_keras_snake_case() {

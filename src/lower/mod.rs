@@ -8,7 +8,7 @@
 use crate::ir::{
     Binary, Builder, Conv, Graph, IrError, NodeId, Op, Origin, Output, Pool, Shape, Unary, VarDecl, VarId, verify,
 };
-use crate::parse::ast::{Activation, Layer, LayerKind, Loss};
+use crate::parse::ast::{Activation, Layer, LayerKind, Loss, Pool2D};
 use crate::shape::{Checked, LayerInfo, Role, window};
 use std::collections::HashMap;
 
@@ -86,6 +86,7 @@ fn lower_tapped(checked: &Checked, mode: Mode, taps: &[usize]) -> Result<Graph, 
         b: Builder::new(&mut graph, origin),
         mode,
         weights,
+        var_nodes: HashMap::new(),
         layer: 0,
         next_mask: 0,
         assigns: Vec::new(),
@@ -114,7 +115,8 @@ fn lower_tapped(checked: &Checked, mode: Mode, taps: &[usize]) -> Result<Graph, 
             span: train.and_then(|t| t.loss_span).unwrap_or_default(),
             ..Origin::default()
         };
-        outputs.push((Output::Loss, l.loss(checked.loss(), x)?));
+        let loss = l.loss(checked.loss(), x)?;
+        outputs.push((Output::Loss, l.penalties(checked, loss)?));
         outputs.append(&mut l.assigns);
     }
     graph.outputs = outputs;
@@ -128,6 +130,9 @@ struct Lowering<'g> {
     /// Each layer's weights by role (the layer's index in the model), as
     /// the shape checker declared them.
     weights: HashMap<(usize, Role), VarId>,
+    /// The node of each variable read so far: one per variable, as
+    /// autodiff gives each variable node its own gradient output.
+    var_nodes: HashMap<VarId, NodeId>,
     /// The layer being lowered.
     layer: usize,
     next_mask: usize,
@@ -141,8 +146,13 @@ impl Lowering<'_> {
             message: format!("the layer has no {} weight", role.keras_name()),
             origin: self.b.origin.clone(),
         })?;
+        if let Some(&node) = self.var_nodes.get(&id) {
+            return Ok(node);
+        }
         let shape = Shape::fixed(&self.b.graph.vars[id].shape);
-        self.b.shaped(Op::Var(id), &[], shape)
+        let node = self.b.shaped(Op::Var(id), &[], shape)?;
+        self.var_nodes.insert(id, node);
+        Ok(node)
     }
 
     fn layer(&mut self, layer: &Layer, info: &LayerInfo, x: NodeId) -> Result<NodeId, IrError> {
@@ -171,15 +181,38 @@ impl Lowering<'_> {
                 let y = self.bias(y, d.use_bias)?;
                 self.activation(d.activation, y)
             }
-            LayerKind::MaxPool2D(p) => {
-                let pad =
-                    |axis: usize| window::padding(info.input[axis], p.pool_size[axis], p.strides[axis], p.padding);
-                let pool = Pool {
-                    window: p.pool_size,
-                    strides: p.strides,
-                    padding: [pad(0), pad(1)],
+            LayerKind::DepthwiseConv2D(c) => {
+                let pad = |axis: usize| {
+                    let (lo, hi) = window::padding(info.input[axis], c.kernel_size[axis], c.strides[axis], c.padding);
+                    (lo as i64, hi as i64)
                 };
-                self.b.op(Op::MaxPool2d(pool), &[x])
+                // Keras keeps the kernel (KH, KW, C, M); as one group per
+                // channel it is (KH, KW, 1, C*M), the same values in order.
+                let channels = info.input[2];
+                let kernel = self.var(Role::Kernel)?;
+                let [kh, kw] = c.kernel_size;
+                let grouped = self.b.reshape(kernel, Shape::fixed(&[kh, kw, 1, info.output[2]]))?;
+                let conv = Conv::forward(c.strides, [pad(0), pad(1)], channels);
+                let y = self.b.op(Op::Conv2d(conv), &[x, grouped])?;
+                let y = self.bias(y, c.use_bias)?;
+                self.activation(c.activation, y)
+            }
+            LayerKind::MaxPool2D(p) => self.b.op(Op::MaxPool2d(pool(p, info)), &[x]),
+            LayerKind::AvgPool2D(p) => self.b.op(Op::AvgPool2d(pool(p, info)), &[x]),
+            LayerKind::GlobalAvgPool2D { .. } => {
+                let sum = self.b.sum(x, vec![1, 2])?;
+                let scale = self.b.constant(1.0 / (info.input[0] * info.input[1]) as f64)?;
+                let mean = self.b.binary(Binary::Mul, sum, scale)?;
+                self.b.reshape(mean, Shape::batch_of(&info.output))
+            }
+            LayerKind::GlobalMaxPool2D { .. } => {
+                let whole = Pool {
+                    window: [info.input[0], info.input[1]],
+                    strides: [info.input[0], info.input[1]],
+                    padding: [(0, 0); 2],
+                };
+                let max = self.b.op(Op::MaxPool2d(whole), &[x])?;
+                self.b.reshape(max, Shape::batch_of(&info.output))
             }
             LayerKind::Flatten => self.b.reshape(x, Shape::batch_of(&info.output)),
             LayerKind::Dropout { rate } => {
@@ -221,6 +254,13 @@ impl Lowering<'_> {
                 Ok(y)
             }
             LayerKind::Activation(a) => self.activation(*a, x),
+            LayerKind::LeakyRelu { negative_slope } => self.b.unary(
+                Unary::LeakyRelu {
+                    negative_slope: *negative_slope,
+                },
+                x,
+            ),
+            LayerKind::Elu { alpha } => self.b.unary(Unary::Elu { alpha: *alpha }, x),
         }
     }
 
@@ -239,6 +279,22 @@ impl Lowering<'_> {
             Activation::Sigmoid => self.b.unary(Unary::Sigmoid, x),
             Activation::Tanh => self.b.unary(Unary::Tanh, x),
             Activation::Softmax => self.b.op(Op::Softmax, &[x]),
+            Activation::Elu => self.b.unary(
+                Unary::Elu {
+                    alpha: Activation::ELU_ALPHA,
+                },
+                x,
+            ),
+            Activation::Selu => self.b.unary(Unary::Selu, x),
+            Activation::LeakyRelu => self.b.unary(
+                Unary::LeakyRelu {
+                    negative_slope: Activation::LEAKY_RELU_SLOPE,
+                },
+                x,
+            ),
+            Activation::Gelu => self.b.unary(Unary::Gelu, x),
+            Activation::Silu => self.b.unary(Unary::Silu, x),
+            Activation::Softplus => self.b.unary(Unary::Softplus, x),
         }
     }
 
@@ -276,6 +332,52 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// `loss` plus every trainable kernel's regularization penalty, which
+    /// Keras 3 adds to the loss it minimizes and to the loss it reports, in
+    /// training and in evaluation: `l1 * sum(|w|) + l2 * sum(w^2)`, with
+    /// `|w|` as `max(w, -w)` (whose gradient at 0 is 1, as JAX's `abs`).
+    fn penalties(&mut self, checked: &Checked, loss: NodeId) -> Result<NodeId, IrError> {
+        let mut total = loss;
+        for (i, layer) in checked.model.layers.iter().enumerate() {
+            let Some(regularizer) = layer.kind.kernel_regularizer() else {
+                continue;
+            };
+            let trainable = self
+                .weights
+                .get(&(i, Role::Kernel))
+                .map(|&id| self.b.graph.vars[id].trainable);
+            if trainable != Some(true) {
+                continue;
+            }
+            self.layer = i;
+            self.b.origin = Origin {
+                what: format!("{}/kernel {}", layer.name, regularizer.text()),
+                line: layer.line,
+                span: layer.span,
+                ..Origin::default()
+            };
+            let w = self.var(Role::Kernel)?;
+            let axes: Vec<usize> = (0..self.b.shape(w).rank()).collect();
+            for (factor, squared) in [(regularizer.l1(), false), (regularizer.l2(), true)] {
+                if factor == 0.0 {
+                    continue;
+                }
+                let size = if squared {
+                    self.b.binary(Binary::Mul, w, w)?
+                } else {
+                    let negated = self.b.unary(Unary::Neg, w)?;
+                    self.b.binary(Binary::Max, w, negated)?
+                };
+                let sum = self.b.sum(size, axes.clone())?;
+                let sum = self.b.reshape(sum, Shape::scalar())?;
+                let factor = self.b.constant(factor)?;
+                let penalty = self.b.binary(Binary::Mul, sum, factor)?;
+                total = self.b.binary(Binary::Add, total, penalty)?;
+            }
+        }
+        Ok(total)
+    }
+
     fn loss(&mut self, loss: Loss, prediction: NodeId) -> Result<NodeId, IrError> {
         let shape = self.b.shape(prediction).clone();
         let label = self.b.shaped(Op::Label, &[], shape.clone())?;
@@ -305,6 +407,16 @@ impl Lowering<'_> {
                 self.b.reshape(mean, Shape::scalar())
             }
         }
+    }
+}
+
+/// A pooling layer's window, with Keras's padding of the layer's input.
+fn pool(p: &Pool2D, info: &LayerInfo) -> Pool {
+    let pad = |axis: usize| window::padding(info.input[axis], p.pool_size[axis], p.strides[axis], p.padding);
+    Pool {
+        window: p.pool_size,
+        strides: p.strides,
+        padding: [pad(0), pad(1)],
     }
 }
 

@@ -28,6 +28,7 @@ use super::proto::{
     TensorShapeProto, TypeProto, ValueInfoProto, attribute_type, data_type, tensor_shape_proto, type_proto,
 };
 use super::{IR_VERSION, OPSET, tensor};
+use crate::ir::op::{SELU_ALPHA, SELU_SCALE};
 use crate::parse::ast::{Activation, LayerKind, Padding};
 use crate::shape::{Checked, LayerInfo, Role, window};
 use ndarray::ArrayD;
@@ -55,7 +56,7 @@ pub fn export(checked: &Checked, weights: &[ArrayD<f32>], classes: &[String]) ->
     let mut weights = weights.iter();
     for (layer, info) in checked.model.layers.iter().zip(&checked.layers) {
         let mine: Vec<(Role, &ArrayD<f32>)> = info.weights.iter().map(|w| w.role).zip(weights.by_ref()).collect();
-        graph.layer(&layer.name, &layer.kind, info, &mine);
+        graph.layer(&layer.name, &layer.kind, info, &mine)?;
     }
     graph.to(Layout::ChannelsLast, OUTPUT);
     graph.name_output();
@@ -126,7 +127,13 @@ impl Graph {
     /// Appends the nodes of one layer. Each kind says which layout it needs;
     /// the match has no wildcard, so a new layer kind must say here how it
     /// is exported.
-    fn layer(&mut self, name: &str, kind: &LayerKind, info: &LayerInfo, weights: &[(Role, &ArrayD<f32>)]) {
+    fn layer(
+        &mut self,
+        name: &str,
+        kind: &LayerKind,
+        info: &LayerInfo,
+        weights: &[(Role, &ArrayD<f32>)],
+    ) -> Result<(), String> {
         let weight = |role: Role| weights.iter().find(|(r, _)| *r == role).map(|(_, w)| *w);
         match kind {
             LayerKind::Conv2D(c) => {
@@ -160,14 +167,64 @@ impl Graph {
                 self.node("Gemm", name, inputs, Vec::new());
                 self.activation(d.activation, &format!("{name}/{}", d.activation.name()));
             }
-            LayerKind::MaxPool2D(p) => {
+            LayerKind::DepthwiseConv2D(c) => {
                 self.to(Layout::ChannelsFirst, name);
+                let channels = info.input[2];
+                let mut inputs = vec![self.current.clone()];
+                if let Some(k) = weight(Role::Kernel) {
+                    // Keras's (KH, KW, C, M) is, as C groups of M filters
+                    // of one channel each, OIHW (C*M, 1, KH, KW).
+                    let [kh, kw] = c.kernel_size;
+                    let grouped = k
+                        .to_shape(vec![kh, kw, 1, info.output[2]])
+                        .map_err(|e| format!("{name}/kernel: {e}"))?;
+                    let oihw = grouped.view().permuted_axes(vec![3, 2, 0, 1]);
+                    inputs.push(self.initializer(&format!("{name}/kernel"), &oihw.to_owned()));
+                }
+                if let Some(b) = weight(Role::Bias) {
+                    inputs.push(self.initializer(&format!("{name}/bias"), b));
+                }
                 let attributes = vec![
+                    ints("kernel_shape", &c.kernel_size),
+                    ints("strides", &c.strides),
+                    ints("pads", &pads(info, c.kernel_size, c.strides, c.padding)),
+                    ints("dilations", &[1, 1]),
+                    int("group", channels as i64),
+                ];
+                self.node("Conv", name, inputs, attributes);
+                self.activation(c.activation, &format!("{name}/{}", c.activation.name()));
+            }
+            LayerKind::MaxPool2D(p) | LayerKind::AvgPool2D(p) => {
+                self.to(Layout::ChannelsFirst, name);
+                let mut attributes = vec![
                     ints("kernel_shape", &p.pool_size),
                     ints("strides", &p.strides),
                     ints("pads", &pads(info, p.pool_size, p.strides, p.padding)),
                 ];
-                self.node("MaxPool", name, vec![self.current.clone()], attributes);
+                let op = match kind {
+                    LayerKind::MaxPool2D(_) => "MaxPool",
+                    _ => {
+                        // Padded cells are not counted, as Keras's.
+                        attributes.push(int("count_include_pad", 0));
+                        "AveragePool"
+                    }
+                };
+                self.node(op, name, vec![self.current.clone()], attributes);
+            }
+            LayerKind::GlobalAvgPool2D { keepdims } | LayerKind::GlobalMaxPool2D { keepdims } => {
+                self.to(Layout::ChannelsFirst, name);
+                let op = match kind {
+                    LayerKind::GlobalAvgPool2D { .. } => "GlobalAveragePool",
+                    _ => "GlobalMaxPool",
+                };
+                if *keepdims {
+                    self.node(op, name, vec![self.current.clone()], Vec::new());
+                } else {
+                    // [N, C, 1, 1] to [N, C].
+                    self.node(op, &format!("{name}/pool"), vec![self.current.clone()], Vec::new());
+                    self.node("Flatten", name, vec![self.current.clone()], vec![int("axis", 1)]);
+                    self.rank = 2;
+                }
             }
             LayerKind::Flatten => {
                 if self.rank > 2 {
@@ -196,15 +253,65 @@ impl Graph {
                 self.node("BatchNormalization", name, inputs, attributes);
             }
             LayerKind::Activation(a) => self.activation(*a, name),
+            LayerKind::LeakyRelu { negative_slope } => self.node(
+                "LeakyRelu",
+                name,
+                vec![self.current.clone()],
+                vec![float("alpha", *negative_slope as f32)],
+            ),
+            LayerKind::Elu { alpha } => self.node(
+                "Elu",
+                name,
+                vec![self.current.clone()],
+                vec![float("alpha", *alpha as f32)],
+            ),
         }
+        Ok(())
     }
 
     fn activation(&mut self, a: Activation, name: &str) {
-        let op = match a {
+        let x = self.current.clone();
+        let (op, attributes) = match a {
             Activation::Linear => return,
-            Activation::Relu => "Relu",
-            Activation::Sigmoid => "Sigmoid",
-            Activation::Tanh => "Tanh",
+            Activation::Relu => ("Relu", Vec::new()),
+            Activation::Sigmoid => ("Sigmoid", Vec::new()),
+            Activation::Tanh => ("Tanh", Vec::new()),
+            Activation::Elu => ("Elu", vec![float("alpha", Activation::ELU_ALPHA as f32)]),
+            Activation::Selu => (
+                "Selu",
+                vec![float("alpha", SELU_ALPHA as f32), float("gamma", SELU_SCALE as f32)],
+            ),
+            Activation::LeakyRelu => ("LeakyRelu", vec![float("alpha", Activation::LEAKY_RELU_SLOPE as f32)]),
+            Activation::Softplus => ("Softplus", Vec::new()),
+            // x sigmoid(x).
+            Activation::Silu => {
+                self.node("Sigmoid", &format!("{name}/sigmoid"), vec![x.clone()], Vec::new());
+                self.node("Mul", name, vec![x, self.current.clone()], Vec::new());
+                return;
+            }
+            // Opset 17 has no Gelu (it came in 20): x (erf(x / sqrt 2) + 1) / 2,
+            // as Keras writes it.
+            Activation::Gelu => {
+                let root = self.scalar(&format!("{name}/sqrt2"), std::f32::consts::SQRT_2);
+                let one = self.scalar(&format!("{name}/one"), 1.0);
+                let half = self.scalar(&format!("{name}/half"), 0.5);
+                self.node("Div", &format!("{name}/scaled"), vec![x.clone(), root], Vec::new());
+                self.node("Erf", &format!("{name}/erf"), vec![self.current.clone()], Vec::new());
+                self.node(
+                    "Add",
+                    &format!("{name}/cdf2"),
+                    vec![self.current.clone(), one],
+                    Vec::new(),
+                );
+                self.node(
+                    "Mul",
+                    &format!("{name}/x_cdf2"),
+                    vec![x, self.current.clone()],
+                    Vec::new(),
+                );
+                self.node("Mul", name, vec![self.current.clone(), half], Vec::new());
+                return;
+            }
             Activation::Softmax => {
                 // Over the channels, wherever the layout has them.
                 let axis = match self.layout {
@@ -215,7 +322,12 @@ impl Graph {
                 return;
             }
         };
-        self.node(op, name, vec![self.current.clone()], Vec::new());
+        self.node(op, name, vec![x], attributes);
+    }
+
+    /// A scalar initializer.
+    fn scalar(&mut self, name: &str, value: f32) -> String {
+        self.initializer(name, &ArrayD::from_elem(vec![], value))
     }
 
     /// Moves the channels where `layout` has them, if they are not there:

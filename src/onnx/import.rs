@@ -18,8 +18,9 @@
 use super::proto::{AttributeProto, ModelProto, NodeProto, TensorProto, attribute_type, data_type, type_proto};
 use super::{OLDEST_OPSET, dims, floats, ints};
 use crate::convert::{Imported, Stack};
+use crate::ir::op::{SELU_ALPHA, SELU_SCALE};
 use crate::parse::args::MAX_SIZE;
-use crate::parse::ast::{Activation, BatchNorm, Conv2D, Dense, Init, LayerKind, MaxPool2D, Padding};
+use crate::parse::ast::{Activation, BatchNorm, Conv2D, Dense, DepthwiseConv2D, Init, LayerKind, Padding, Pool2D};
 use crate::shape::{Role, window};
 use ndarray::{ArrayD, Axis, IxDyn};
 use prost::Message;
@@ -27,22 +28,30 @@ use std::collections::HashMap;
 
 /// The operators read, each with its reader. An operator missing here is
 /// refused with its name.
-const OPS: [(&str, Reader); 15] = [
+const OPS: [(&str, Reader); 23] = [
     ("Conv", conv),
     ("MaxPool", max_pool),
     ("AveragePool", average_pool),
+    ("GlobalAveragePool", |w, n| global_pool(w, n, true)),
+    ("GlobalMaxPool", |w, n| global_pool(w, n, false)),
     ("Gemm", gemm),
     ("MatMul", mat_mul),
     ("Add", add),
     ("Relu", |w, n| w.activation(n, Activation::Relu)),
     ("Sigmoid", |w, n| w.activation(n, Activation::Sigmoid)),
     ("Tanh", |w, n| w.activation(n, Activation::Tanh)),
+    ("Elu", elu),
+    ("Selu", selu),
+    ("LeakyRelu", leaky_relu),
+    ("Softplus", |w, n| w.activation(n, Activation::Softplus)),
+    ("Gelu", gelu),
     ("Softmax", softmax),
     ("Flatten", flatten),
     ("Reshape", reshape),
     ("BatchNormalization", batch_norm),
     ("Dropout", dropout),
     ("Transpose", transpose),
+    ("Identity", |_, _| Ok(())),
 ];
 
 /// Reads one node into the walk; the message says what cannot be read.
@@ -310,11 +319,7 @@ impl Walk<'_> {
             ));
         }
         let Some(&(op, read)) = OPS.iter().find(|(op, _)| *op == p.op_type) else {
-            let known: Vec<&str> = OPS
-                .iter()
-                .map(|(op, _)| *op)
-                .filter(|op| *op != "AveragePool")
-                .collect();
+            let known: Vec<&str> = OPS.iter().map(|(op, _)| *op).filter(|op| *op != "Identity").collect();
             return Err(format!(
                 "cnnc has no layer that computes {}\n  = note: cnnc imports {}, Identity and Constant",
                 p.op_type,
@@ -392,15 +397,22 @@ impl Walk<'_> {
         // (PyTorch writes `Conv2d, ReLU`, Keras `Conv2D(activation="relu")`).
         let into = match self.stack.last_mut().map(|(kind, _)| kind) {
             Some(LayerKind::Conv2D(c)) if c.activation == Activation::Linear => Some(&mut c.activation),
+            Some(LayerKind::DepthwiseConv2D(c)) if c.activation == Activation::Linear => Some(&mut c.activation),
             Some(LayerKind::Dense(d)) if d.activation == Activation::Linear => Some(&mut d.activation),
             Some(
                 LayerKind::Conv2D(_)
+                | LayerKind::DepthwiseConv2D(_)
                 | LayerKind::Dense(_)
                 | LayerKind::MaxPool2D(_)
+                | LayerKind::AvgPool2D(_)
+                | LayerKind::GlobalAvgPool2D { .. }
+                | LayerKind::GlobalMaxPool2D { .. }
                 | LayerKind::Flatten
                 | LayerKind::Dropout { .. }
                 | LayerKind::BatchNorm(_)
-                | LayerKind::Activation(_),
+                | LayerKind::Activation(_)
+                | LayerKind::LeakyRelu { .. }
+                | LayerKind::Elu { .. },
             )
             | None => None,
         };
@@ -481,10 +493,14 @@ fn conv(w: &mut Walk, node: &Node) -> Result<(), String> {
         ));
     };
     let group = node.int("group", 1)?;
-    if group != 1 {
+    if group != 1 && !(group as usize == c && i == 1) {
         return Err(format!(
-            "is a grouped convolution (group={group}); cnnc's conv2d convolves all channels together"
+            "is a grouped convolution (group={group}) of {i} channels per group; cnnc convolves all channels \
+             together (conv2d) or each alone (depthwiseconv2d, group={c})"
         ));
+    }
+    if group != 1 {
+        return depthwise(w, node, kernel);
     }
     if i != c {
         return Err(format!("has a kernel for {i} channels, but its input has {c}"));
@@ -523,16 +539,77 @@ fn conv(w: &mut Walk, node: &Node) -> Result<(), String> {
         use_bias,
         kernel_initializer: Init::GlorotUniform,
         bias_initializer: Init::Zeros,
+        kernel_regularizer: None,
+    });
+    w.stack.push(None, kind, true, weights);
+    Ok(())
+}
+
+/// A convolution of each channel alone: Keras's DepthwiseConv2D, whose
+/// kernel (KH, KW, C, M) is the OIHW kernel (C*M, 1, KH, KW) in HWIO.
+fn depthwise(w: &mut Walk, node: &Node, kernel: ArrayD<f32>) -> Result<(), String> {
+    let [h, wd, c] = w.nchw()?;
+    let &[o, _, kh, kw] = kernel.shape() else {
+        return Err("has a kernel that is not 4-D".into());
+    };
+    if o % c != 0 {
+        return Err(format!("has {o} filters for {c} groups"));
+    }
+    no_dilation(node)?;
+    let size = pair(node, "kernel_shape", [kh, kw])?;
+    if size != [kh, kw] {
+        return Err(format!("has kernel_shape {size:?}, but its kernel is {kh}x{kw}"));
+    }
+    let strides = pair(node, "strides", [1, 1])?;
+    let padding = w.padding(node, [h, wd], size, strides)?;
+    let bias = w.weight(node, 2, "bias")?;
+    if let Some(b) = &bias
+        && b.len() != o
+    {
+        return Err(format!("has {} biases for {o} filters", b.len()));
+    }
+    let hwio = kernel.permuted_axes(IxDyn(&[2, 3, 1, 0]));
+    let kernel = hwio
+        .to_shape(IxDyn(&[kh, kw, c, o / c]))
+        .map_err(|e| format!("its kernel: {e}"))?
+        .into_owned();
+    let mut weights = vec![(Role::Kernel, kernel)];
+    let use_bias = bias.is_some();
+    weights.extend(bias.map(|b| (Role::Bias, b.into_shape_clone(IxDyn(&[o])).unwrap_or_default())));
+    w.act = Act::Image {
+        hwc: [
+            out_len(h, kh, strides[0], padding)?,
+            out_len(wd, kw, strides[1], padding)?,
+            o,
+        ],
+        channels_first: true,
+    };
+    let kind = LayerKind::DepthwiseConv2D(DepthwiseConv2D {
+        kernel_size: size,
+        strides,
+        padding,
+        depth_multiplier: o / c,
+        activation: Activation::Linear,
+        use_bias,
+        depthwise_initializer: Init::GlorotUniform,
+        bias_initializer: Init::Zeros,
     });
     w.stack.push(None, kind, true, weights);
     Ok(())
 }
 
 fn max_pool(w: &mut Walk, node: &Node) -> Result<(), String> {
-    let [h, wd, c] = w.nchw()?;
     if node.proto.output.iter().skip(1).any(|o| !o.is_empty()) {
         return Err("also returns the indices of the maxima, which cnnc's maxpool2d does not".into());
     }
+    let pool = pool_window(w, node)?;
+    w.stack.push(None, LayerKind::MaxPool2D(pool), true, Vec::new());
+    Ok(())
+}
+
+/// A pooling node's window, and the image it leaves.
+fn pool_window(w: &mut Walk, node: &Node) -> Result<Pool2D, String> {
+    let [h, wd, c] = w.nchw()?;
     let size = pair(node, "kernel_shape", [0, 0]).and_then(|s| match s {
         [0, 0] => Err("has no kernel_shape".to_string()),
         s => Ok(s),
@@ -562,17 +639,91 @@ fn max_pool(w: &mut Walk, node: &Node) -> Result<(), String> {
         hwc: [out[0], out[1], c],
         channels_first: true,
     };
-    let kind = LayerKind::MaxPool2D(MaxPool2D {
+    Ok(Pool2D {
         pool_size: size,
         strides,
         padding,
-    });
+    })
+}
+
+fn average_pool(w: &mut Walk, node: &Node) -> Result<(), String> {
+    let pool = pool_window(w, node)?;
+    if pool.padding == Padding::Same && node.int("count_include_pad", 0)? != 0 {
+        return Err(
+            "counts the padding in its averages (count_include_pad=1); Keras's average pooling, and cnnc's, \
+             averages the cells inside the image (PyTorch: AvgPool2d(..., count_include_pad=False))"
+                .into(),
+        );
+    }
+    w.stack.push(None, LayerKind::AvgPool2D(pool), true, Vec::new());
+    Ok(())
+}
+
+/// GlobalAveragePool or GlobalMaxPool: an image of 1x1, kept as one
+/// (`keepdims=true`) until a flatten makes it a vector.
+fn global_pool(w: &mut Walk, _: &Node, average: bool) -> Result<(), String> {
+    let [_, _, c] = w.nchw()?;
+    w.act = Act::Image {
+        hwc: [1, 1, c],
+        channels_first: true,
+    };
+    let kind = if average {
+        LayerKind::GlobalAvgPool2D { keepdims: true }
+    } else {
+        LayerKind::GlobalMaxPool2D { keepdims: true }
+    };
     w.stack.push(None, kind, true, Vec::new());
     Ok(())
 }
 
-fn average_pool(_: &mut Walk, _: &Node) -> Result<(), String> {
-    Err("cnnc has no average pooling layer (its pooling layer is maxpool2d)".into())
+/// Elu: the `elu` activation where alpha is Keras's default, else an ELU
+/// layer.
+fn elu(w: &mut Walk, node: &Node) -> Result<(), String> {
+    let alpha = decimal(node.float("alpha", 1.0)?);
+    if alpha == Activation::ELU_ALPHA {
+        return w.activation(node, Activation::Elu);
+    }
+    if alpha <= 0.0 {
+        return Err(format!("has alpha {alpha}; cnnc's ELU takes an alpha above 0"));
+    }
+    w.stack.push(None, LayerKind::Elu { alpha }, true, Vec::new());
+    Ok(())
+}
+
+fn selu(w: &mut Walk, node: &Node) -> Result<(), String> {
+    let alpha = node.float("alpha", SELU_ALPHA as f32)?;
+    let gamma = node.float("gamma", SELU_SCALE as f32)?;
+    if alpha != SELU_ALPHA as f32 || gamma != SELU_SCALE as f32 {
+        return Err(format!(
+            "has alpha {alpha} and gamma {gamma}; Keras's selu, and cnnc's, has {} and {}",
+            SELU_ALPHA as f32, SELU_SCALE as f32
+        ));
+    }
+    w.activation(node, Activation::Selu)
+}
+
+/// LeakyRelu: the `leaky_relu` activation at Keras's slope (0.2), else a
+/// LeakyReLU layer (PyTorch's default slope is 0.01).
+fn leaky_relu(w: &mut Walk, node: &Node) -> Result<(), String> {
+    let negative_slope = decimal(node.float("alpha", 0.01)?);
+    if negative_slope == Activation::LEAKY_RELU_SLOPE {
+        return w.activation(node, Activation::LeakyRelu);
+    }
+    if negative_slope < 0.0 {
+        return Err(format!("has a negative slope of {negative_slope}; cnnc's is 0 or more"));
+    }
+    w.stack
+        .push(None, LayerKind::LeakyRelu { negative_slope }, true, Vec::new());
+    Ok(())
+}
+
+fn gelu(w: &mut Walk, node: &Node) -> Result<(), String> {
+    match node.string("approximate")?.as_str() {
+        "" | "none" => w.activation(node, Activation::Gelu),
+        other => Err(format!(
+            "approximates with `{other}`; cnnc's gelu is the exact one, Keras's default"
+        )),
+    }
 }
 
 fn gemm(w: &mut Walk, node: &Node) -> Result<(), String> {
@@ -650,6 +801,7 @@ fn dense(
         use_bias,
         kernel_initializer: Init::GlorotUniform,
         bias_initializer: Init::Zeros,
+        kernel_regularizer: None,
     });
     w.stack.push(None, kind, true, weights);
     Ok(())
@@ -698,6 +850,17 @@ fn flatten(w: &mut Walk, node: &Node) -> Result<(), String> {
 
 /// The value flattened: a cnnc `flatten` of an image.
 fn flattened(w: &mut Walk, node: &Node) -> Result<(), String> {
+    // A global pooling and its flatten are one layer, without keepdims.
+    if let Some((LayerKind::GlobalAvgPool2D { keepdims } | LayerKind::GlobalMaxPool2D { keepdims }, _)) =
+        w.stack.last_mut()
+        && *keepdims
+        && let Act::Image { hwc: [1, 1, c], .. } = w.act
+    {
+        *keepdims = false;
+        w.act = Act::Vector { len: c, chw: None };
+        w.flattened_by = node.label();
+        return Ok(());
+    }
     if let Act::Image {
         hwc: [h, wd, c],
         channels_first,

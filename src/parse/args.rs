@@ -47,6 +47,21 @@ impl<'a> Args<'a> {
         for arg in &statement.args {
             let name = match &arg.key {
                 None => match next_positional.next() {
+                    // `conv2d 32 3x3 relu`: an activation (or a padding)
+                    // that the next positional argument would take.
+                    Some(slot) if meant_for(&arg.value, keywords).is_some_and(|key| key != *slot) => {
+                        let value = arg.value.kind.text();
+                        let key = meant_for(&arg.value, keywords).unwrap_or_default();
+                        args.errors.push(
+                            Diagnostic::error(
+                                arg.value.span,
+                                format!("`{value}` would be read as `{slot}`, not as `{key}`"),
+                            )
+                            .label(format!("read as `{slot}`"))
+                            .help(format!("write `{key}={value}`")),
+                        );
+                        continue;
+                    }
                     Some(name) => *name,
                     None => {
                         let takes = match positional {
@@ -103,6 +118,10 @@ impl<'a> Args<'a> {
     /// error is recorded).
     pub fn get<T>(&mut self, name: &str, convert: impl FnOnce(&Value) -> Result<T, Diagnostic>) -> Option<T> {
         let value = self.bound.iter().find(|(n, _)| *n == name)?.1;
+        // An unknown parameter, reported where it was found.
+        if value.kind.has_param() {
+            return None;
+        }
         match convert(value) {
             Ok(v) => Some(v),
             Err(e) => {

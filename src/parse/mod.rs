@@ -10,8 +10,11 @@
 
 pub mod args;
 pub mod ast;
+pub mod habits;
 pub mod layers;
+pub mod params;
 pub mod print;
+pub mod regularizer;
 pub mod syntax;
 pub mod train;
 
@@ -29,6 +32,13 @@ pub const MAX_FILE: u64 = 8 << 20;
 /// Parses a whole file. `file` names it in diagnostics; its stem is the
 /// model's name unless the file says `model NAME`.
 pub fn parse(file: &str, source: &str) -> Result<Model, Diagnostics> {
+    parse_with(file, source, &params::Overrides::default())
+}
+
+/// Parses a whole file with parameter values from the command line. A
+/// parameter the file does not declare is an error pointing into the
+/// command line; every other error points into the file.
+pub fn parse_with(file: &str, source: &str, overrides: &params::Overrides) -> Result<Model, Diagnostics> {
     let fail = |errors: Vec<Diagnostic>| Diagnostics {
         file: file.to_string(),
         source: source.to_string(),
@@ -48,9 +58,11 @@ pub fn parse(file: &str, source: &str) -> Result<Model, Diagnostics> {
         ]));
     }
     let mut errors = Vec::new();
+    let (statements, params) = params::resolve(file, statements, overrides, &mut errors)?;
     let model = build(&statements, default_name(file), &mut errors, &Lines::new(source));
+    params::explain(&params, &mut errors);
     match model {
-        Some(model) if errors.is_empty() => Ok(model),
+        Some(model) if errors.is_empty() => Ok(Model { params, ..model }),
         _ => Err(fail(errors)),
     }
 }
@@ -62,7 +74,7 @@ fn default_name(file: &str) -> String {
 }
 
 /// Top-level keywords other than layers.
-const MODEL_KEYWORDS: [&str; 3] = ["model", "input", "train"];
+const MODEL_KEYWORDS: [&str; 4] = ["model", "input", "train", "param"];
 
 fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, source: &Lines) -> Option<Model> {
     let mut model_name: Option<(String, Span)> = None;
@@ -130,6 +142,10 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
                     }
                 }
                 None => {
+                    if let Some(d) = habits::activation_as_layer(keyword, s.keyword.span) {
+                        errors.push(d);
+                        continue;
+                    }
                     let all = MODEL_KEYWORDS.iter().copied().chain(layers::spellings());
                     let names: Vec<&str> = layers::LAYERS.iter().map(|l| l.keyword).collect();
                     errors.push(
@@ -169,6 +185,7 @@ fn build(statements: &[Statement], name: String, errors: &mut Vec<Diagnostic>, s
         input,
         layers,
         train,
+        params: Vec::new(),
     })
 }
 
@@ -264,8 +281,13 @@ fn layer(
     let kind = (spec.build)(&mut a);
     let trainable = a.or("trainable", true, |v| args::boolean(v, "trainable"));
     let name = a.get("name", |v| args::text(v, "the layer name"));
+    // Checked whether on or off, so that every variant of a grid is.
+    let on = a.or("if", true, |v| args::boolean(v, "if"));
     errors.append(&mut a.errors);
     let kind = kind?;
+    if !on? {
+        return None;
+    }
     let name = name.unwrap_or_else(|| names.take(&kind));
     Some(Layer {
         name,

@@ -9,7 +9,8 @@
 //! imported models have none.
 
 use super::AutoNames;
-use super::ast::{Activation, Init, Layer, LayerKind, Model, Padding};
+use super::ast::{Activation, Init, Layer, LayerKind, Model, Padding, Pool2D, Regularizer};
+use super::layers::LEAKY_RELU_LAYER_SLOPE;
 use std::fmt::Write;
 
 /// The model as `.cnn` text, or the name that the language cannot write
@@ -43,6 +44,7 @@ fn statement(layer: &Layer, names: &mut AutoNames) -> Result<String, String> {
                 &c.kernel_initializer,
                 &c.bias_initializer,
             ));
+            words.extend(regularizer(c.kernel_regularizer));
         }
         LayerKind::Dense(d) => {
             words.push(format!("dense {}", d.units));
@@ -52,13 +54,42 @@ fn statement(layer: &Layer, names: &mut AutoNames) -> Result<String, String> {
                 &d.kernel_initializer,
                 &d.bias_initializer,
             ));
+            words.extend(regularizer(d.kernel_regularizer));
         }
-        LayerKind::MaxPool2D(p) => {
-            words.push(format!("maxpool2d {}", size(&p.pool_size)));
-            if p.strides != p.pool_size {
-                words.push(format!("strides={}", size(&p.strides)));
+        LayerKind::DepthwiseConv2D(c) => {
+            words.push(format!("depthwiseconv2d {}", size(&c.kernel_size)));
+            if c.strides != [1, 1] {
+                words.push(format!("strides={}", size(&c.strides)));
             }
-            words.extend(padding(p.padding));
+            words.extend(padding(c.padding));
+            if c.depth_multiplier != 1 {
+                words.push(format!("depth_multiplier={}", c.depth_multiplier));
+            }
+            words.extend(activation(c.activation));
+            if !c.use_bias {
+                words.push("use_bias=false".into());
+            }
+            if c.depthwise_initializer != Init::GlorotUniform {
+                words.push(format!(
+                    "depthwise_initializer={}",
+                    initializer(&c.depthwise_initializer)
+                ));
+            }
+            if c.use_bias && c.bias_initializer != Init::Zeros {
+                words.push(format!("bias_initializer={}", initializer(&c.bias_initializer)));
+            }
+        }
+        LayerKind::MaxPool2D(p) => words.extend(pool("maxpool2d", p)),
+        LayerKind::AvgPool2D(p) => words.extend(pool("avgpool2d", p)),
+        LayerKind::GlobalAvgPool2D { keepdims } | LayerKind::GlobalMaxPool2D { keepdims } => {
+            let keyword = match layer.kind {
+                LayerKind::GlobalAvgPool2D { .. } => "globalavgpool2d",
+                _ => "globalmaxpool2d",
+            };
+            words.push(keyword.into());
+            if *keepdims {
+                words.push("keepdims=true".into());
+            }
         }
         LayerKind::Flatten => words.push("flatten".into()),
         LayerKind::Dropout { rate } => words.push(format!("dropout {rate}")),
@@ -78,6 +109,18 @@ fn statement(layer: &Layer, names: &mut AutoNames) -> Result<String, String> {
             }
         }
         LayerKind::Activation(a) => words.push(format!("activation {}", a.name())),
+        LayerKind::LeakyRelu { negative_slope } => {
+            words.push("leakyrelu".into());
+            if *negative_slope != LEAKY_RELU_LAYER_SLOPE {
+                words.push(format!("negative_slope={negative_slope}"));
+            }
+        }
+        LayerKind::Elu { alpha } => {
+            words.push("elu".into());
+            if *alpha != Activation::ELU_ALPHA {
+                words.push(format!("alpha={alpha}"));
+            }
+        }
     }
     if names.peek(&layer.kind) == layer.name {
         names.take(&layer.kind);
@@ -93,6 +136,17 @@ fn statement(layer: &Layer, names: &mut AutoNames) -> Result<String, String> {
 /// `28x28x1`, `3x3`, or `784` for a vector.
 fn size(dims: &[usize]) -> String {
     crate::shape::dims(dims)
+}
+
+/// A pooling layer's words: the pool size, strides unless they are the
+/// pool size, padding unless `valid`.
+fn pool(keyword: &str, p: &Pool2D) -> Vec<String> {
+    let mut words = vec![format!("{keyword} {}", size(&p.pool_size))];
+    if p.strides != p.pool_size {
+        words.push(format!("strides={}", size(&p.strides)));
+    }
+    words.extend(padding(p.padding));
+    words
 }
 
 fn padding(p: Padding) -> Option<String> {
@@ -115,6 +169,10 @@ fn bias_and_initializers(use_bias: bool, kernel: &Init, bias: &Init) -> Vec<Stri
         words.push(format!("bias_initializer={}", initializer(bias)));
     }
     words
+}
+
+fn regularizer(r: Option<Regularizer>) -> Option<String> {
+    r.map(|r| format!("kernel_regularizer={}", r.text()))
 }
 
 fn initializer(init: &Init) -> String {
@@ -205,11 +263,19 @@ mod tests {
         round_trip(
             "model \"my model\"\ninput 9x7x2\n\
              conv2d 3 2x1 strides=2x1 padding=same activation=tanh use_bias=false kernel_initializer=he_normal name=first trainable=false\n\
-             conv2d 2 1x1 kernel_initializer=[1, -0.5, 0.25, 1e-7] bias_initializer=ones name=\"2nd\"\n\
+             conv2d 2 1x1 kernel_initializer=[1, -0.5, 0.25, 1e-7] bias_initializer=ones kernel_regularizer=l1(0.5) name=\"2nd\"\n\
              maxpool2d 3x2 strides=1x2 padding=same\n\
              batchnorm momentum=0.9 epsilon=0.00001 center=false scale=false\n\
              activation sigmoid name=conv2d\n\
-             flatten\ndropout 0.125\ndense 4 activation=softmax bias_initializer=random_normal name=dense_1\ndense 2\n",
+             flatten\ndropout 0.125\ndense 4 activation=softmax bias_initializer=random_normal kernel_regularizer=l1_l2(l1=0.001, l2=0.02) name=dense_1\ndense 2 kernel_regularizer=l2(0.01)\n",
+        );
+        round_trip(
+            "input 12x12x3\n\
+             depthwiseconv2d 3x2 strides=2 padding=same depth_multiplier=3 activation=gelu use_bias=false depthwise_initializer=he_uniform\n\
+             depthwiseconv2d 1 bias_initializer=ones\n\
+             avgpool2d 2x3 strides=1x2 padding=same\nleakyrelu\nleakyrelu 0.1\nelu\nelu alpha=0.5\n\
+             activation selu\nactivation swish\nglobalmaxpool2d keepdims=true\nglobalavgpool2d\n\
+             dense 3 activation=leaky_relu\ndense 2 activation=softplus\nactivation elu\n",
         );
     }
 

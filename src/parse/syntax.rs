@@ -48,6 +48,11 @@ pub enum ValueKind {
     Name(String),
     Str(String),
     List(Vec<Value>),
+    /// `l2(0.01)`: a name applied to arguments, as Keras writes a
+    /// regularizer.
+    Call(String, Vec<Argument>),
+    /// `$name`: a parameter's value, until `params` substitutes it.
+    Param(String),
 }
 
 impl ValueKind {
@@ -62,6 +67,17 @@ impl ValueKind {
                 "[{}]",
                 items.iter().map(|v| v.kind.text()).collect::<Vec<_>>().join(", ")
             ),
+            ValueKind::Call(name, args) => {
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|a| match &a.key {
+                        Some(k) => format!("{}={}", k.text, a.value.kind.text()),
+                        None => a.value.kind.text(),
+                    })
+                    .collect();
+                format!("{name}({})", args.join(", "))
+            }
+            ValueKind::Param(name) => format!("${name}"),
         }
     }
 
@@ -76,6 +92,19 @@ impl ValueKind {
             ValueKind::Name(n) => format!("`{n}`"),
             ValueKind::Str(s) => format!("the string \"{s}\""),
             ValueKind::List(items) => format!("a list of {} values", items.len()),
+            ValueKind::Call(..) => format!("`{}`", self.text()),
+            ValueKind::Param(name) => format!("the parameter `${name}`"),
+        }
+    }
+
+    /// Whether a parameter is left in it, one that named no declared
+    /// parameter (and was reported as such).
+    pub fn has_param(&self) -> bool {
+        match self {
+            ValueKind::Param(_) => true,
+            ValueKind::List(items) => items.iter().any(|v| v.kind.has_param()),
+            ValueKind::Call(_, args) => args.iter().any(|a| a.value.kind.has_param()),
+            _ => false,
         }
     }
 }
@@ -96,6 +125,14 @@ pub fn parse(source: &str) -> Result<Vec<Statement>, Diagnostic> {
         .label("too deep")
         .note("a conv2d kernel, the deepest weight, nests four levels: height, width, in, out"));
     }
+    if let Some(at) = delimiters.calls_too_deep {
+        return Err(Diagnostic::error(
+            Span::new(at, at + 1),
+            format!("calls nest more than {MAX_LIST_NESTING} deep"),
+        )
+        .label("too deep")
+        .note("a regularizer such as `l2(0.01)` is a call one level deep"));
+    }
     let mut pairs = CnnParser::parse(Rule::file, source).map_err(|e| syntax_error(source, &delimiters, e))?;
     let file = pairs.next().map(Pair::into_inner);
     file.into_iter()
@@ -103,6 +140,37 @@ pub fn parse(source: &str) -> Result<Vec<Statement>, Diagnostic> {
         .filter(|p| p.as_rule() != Rule::EOI)
         .map(statement)
         .collect()
+}
+
+/// Parses one value, as the command line gives it (`--set act=relu`);
+/// spans are offsets into `text`.
+pub fn lone_value(text: &str) -> Result<Value, Diagnostic> {
+    let delimiters = Delimiters::scan(text);
+    if let Some(at) = delimiters.too_deep {
+        return Err(Diagnostic::error(
+            Span::new(at, at + 1),
+            format!("lists nest more than {MAX_LIST_NESTING} deep"),
+        )
+        .label("too deep"));
+    }
+    let mut pairs = CnnParser::parse(Rule::lone_value, text).map_err(|e| {
+        let e = syntax_error(text, &delimiters, e);
+        if e.message.contains("never closed") {
+            return e;
+        }
+        // The file's hints speak of lines and keywords; a lone value's
+        // say what values look like.
+        Diagnostic::error(e.span, format!("`{text}` is not a value"))
+            .label("not a value")
+            .help("write it as in a model file: a number `0.5`, a size `3x3`, a name `relu`, a list `[1, 2]` or a string `\"data/\"`")
+    })?;
+    let value = pairs
+        .next()
+        .and_then(|p| p.into_inner().find(|p| p.as_rule() != Rule::EOI));
+    match value {
+        Some(v) => self::value(v),
+        None => Err(Diagnostic::error(Span::new(0, text.len()), "no value").label("expected a value")),
+    }
 }
 
 fn statement(pair: Pair<Rule>) -> Result<Statement, Diagnostic> {
@@ -118,20 +186,7 @@ fn statement(pair: Pair<Rule>) -> Result<Statement, Diagnostic> {
     for p in inner {
         match p.as_rule() {
             Rule::statement => body.push(statement(p)?),
-            Rule::keyword_arg => {
-                let mut kv = p.into_inner();
-                let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
-                    return Err(Diagnostic::error(span, "malformed `key=value`"));
-                };
-                args.push(Argument {
-                    key: Some(word(&k)),
-                    value: value(v)?,
-                });
-            }
-            _ => args.push(Argument {
-                key: None,
-                value: value(p)?,
-            }),
+            _ => args.push(argument(p)?),
         }
     }
     Ok(Statement {
@@ -139,6 +194,25 @@ fn statement(pair: Pair<Rule>) -> Result<Statement, Diagnostic> {
         args,
         block: is_block.then_some(body),
         span,
+    })
+}
+
+/// A `key=value` pair or a bare value.
+fn argument(pair: Pair<Rule>) -> Result<Argument, Diagnostic> {
+    if pair.as_rule() != Rule::keyword_arg {
+        return Ok(Argument {
+            key: None,
+            value: value(pair)?,
+        });
+    }
+    let span = Span::from(pair.as_span());
+    let mut kv = pair.into_inner();
+    let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+        return Err(Diagnostic::error(span, "malformed `key=value`"));
+    };
+    Ok(Argument {
+        key: Some(word(&k)),
+        value: value(v)?,
     })
 }
 
@@ -187,8 +261,14 @@ fn value(pair: Pair<Rule>) -> Result<Value, Diagnostic> {
             ValueKind::Dims(dims)
         }
         Rule::name => ValueKind::Name(text.to_string()),
+        Rule::param => ValueKind::Param(text[1..].to_string()),
         Rule::string => ValueKind::Str(pair.into_inner().as_str().to_string()),
         Rule::list => ValueKind::List(pair.into_inner().map(value).collect::<Result<_, _>>()?),
+        Rule::call => {
+            let mut inner = pair.into_inner();
+            let name = inner.next().map(|n| n.as_str().to_string()).unwrap_or_default();
+            ValueKind::Call(name, inner.map(argument).collect::<Result<_, _>>()?)
+        }
         other => return Err(Diagnostic::error(span, format!("unexpected {other:?}"))),
     };
     Ok(Value { kind, span })
@@ -201,6 +281,8 @@ struct Delimiters {
     unclosed_lists: Vec<usize>,
     unclosed_blocks: Vec<usize>,
     too_deep: Option<usize>,
+    /// Where `(` first opens a call nested too deep (on one line).
+    calls_too_deep: Option<usize>,
 }
 
 impl Delimiters {
@@ -208,12 +290,15 @@ impl Delimiters {
         let mut lists = Vec::new();
         let mut blocks = Vec::new();
         let mut too_deep = None;
+        let mut calls = 0usize;
+        let mut calls_too_deep = None;
         let mut in_comment = false;
         let mut in_string = false;
         for (i, c) in source.char_indices() {
             if c == '\n' || c == '\r' {
                 in_comment = false;
                 in_string = false;
+                calls = 0;
                 continue;
             }
             if in_comment {
@@ -235,6 +320,13 @@ impl Delimiters {
                 ']' => {
                     lists.pop();
                 }
+                '(' => {
+                    calls += 1;
+                    if calls > MAX_LIST_NESTING && calls_too_deep.is_none() {
+                        calls_too_deep = Some(i);
+                    }
+                }
+                ')' => calls = calls.saturating_sub(1),
                 '{' => blocks.push(i),
                 '}' => {
                     blocks.pop();
@@ -246,6 +338,7 @@ impl Delimiters {
             unclosed_lists: lists,
             unclosed_blocks: blocks,
             too_deep,
+            calls_too_deep,
         }
     }
 }
@@ -253,7 +346,7 @@ impl Delimiters {
 /// Characters that can begin a token of the grammar; anything else is a
 /// stray character and is reported alone.
 fn starts_token(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "_-.\"[]{},=".contains(c)
+    c.is_ascii_alphanumeric() || "_-.\"[]{},=$".contains(c)
 }
 
 /// Turns pest's "expected X, Y" into the user's vocabulary.
@@ -265,6 +358,10 @@ fn syntax_error(source: &str, delimiters: &Delimiters, error: pest::error::Error
     .min(source.len());
     while !source.is_char_boundary(start) {
         start -= 1;
+    }
+    // Keras pasted in: its brackets are what pest stumbles on.
+    if let Some(keras) = super::habits::pasted_keras(source, start) {
+        return keras;
     }
     let expected = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => describe_rules(positives),
@@ -334,6 +431,14 @@ fn syntax_error(source: &str, delimiters: &Delimiters, error: pest::error::Error
         .find(|&(_, c)| c.is_whitespace() || c == ',' || c == ']')
         .map_or(source.len(), |(i, _)| start + i);
     let found = &source[start..token_end];
+    if c == '$' {
+        return Diagnostic::error(
+            Span::new(start, token_end),
+            format!("syntax error: `{found}` is not a parameter"),
+        )
+        .label(format!("expected {expected}"))
+        .help("`$` starts the use of a parameter, `$name`, declared with `param name = VALUE`; or remove it");
+    }
     if c == '"' {
         return Diagnostic::error(Span::new(start, token_end), "syntax error: this string is never closed")
             .label("no closing `\"` on this line")
@@ -368,7 +473,7 @@ fn describe_rules(rules: &[Rule]) -> String {
         .map(|r| match r {
             Rule::keyword | Rule::statement | Rule::block | Rule::name => "a name",
             Rule::keyword_arg => "an argument `name=value`",
-            Rule::value | Rule::number | Rule::dims | Rule::string | Rule::list => "a value",
+            Rule::value | Rule::number | Rule::dims | Rule::string | Rule::list | Rule::call | Rule::param => "a value",
             Rule::EOI | Rule::line_end => "the end of the line",
             _ => "something else",
         })

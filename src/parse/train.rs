@@ -2,12 +2,12 @@
 //! says otherwise.
 
 use super::args::{self, Args};
-use super::ast::{Loss, Optimizer, Train};
-use super::syntax::{Statement, ValueKind};
+use super::ast::{Augment, FillMode, Flip, Interpolation, Loss, Optimizer, Train};
+use super::syntax::{Statement, Value, ValueKind};
 use crate::diag::Diagnostic;
 
 /// The settings of a training block.
-pub const SETTINGS: [&str; 9] = [
+pub const SETTINGS: [&str; 10] = [
     "data",
     "loss",
     "optimizer",
@@ -17,19 +17,36 @@ pub const SETTINGS: [&str; 9] = [
     "seed",
     "validation_split",
     "patience",
+    "augment",
 ];
 
-const OPTIMIZERS: [(&str, Optimizer); 2] = [("sgd", Optimizer::SGD), ("adam", Optimizer::ADAM)];
+/// The arguments of `augment`: Keras's random image layers and their
+/// shared settings.
+const AUGMENT_ARGS: [&str; 6] = [
+    "flip",
+    "rotation",
+    "translation",
+    "fill_mode",
+    "interpolation",
+    "fill_value",
+];
+
+const OPTIMIZERS: [(&str, Optimizer); 3] = [
+    ("sgd", Optimizer::SGD),
+    ("adam", Optimizer::ADAM),
+    ("rmsprop", Optimizer::RMSPROP),
+];
 
 /// Each optimizer's own arguments, besides `learning_rate`.
-const OPTIMIZER_ARGS: [(&str, &[&str]); 2] = [
+const OPTIMIZER_ARGS: [(&str, &[&str]); 3] = [
     ("sgd", &["momentum", "nesterov"]),
     ("adam", &["beta_1", "beta_2", "epsilon"]),
+    ("rmsprop", &["rho", "momentum", "epsilon", "centered"]),
 ];
 
 /// Settings Keras users look for in the training block that cnnc takes
 /// elsewhere, and where.
-const MOVED_SETTINGS: [(&str, &str); 8] = [
+const MOVED_SETTINGS: [(&str, &str); 13] = [
     (
         "learning_rate",
         "it is an argument of the optimizer: `optimizer adam learning_rate=0.001`",
@@ -46,6 +63,14 @@ const MOVED_SETTINGS: [(&str, &str); 8] = [
     ("beta_1", "it is an argument of adam: `optimizer adam beta_1=0.9`"),
     ("beta_2", "it is an argument of adam: `optimizer adam beta_2=0.999`"),
     ("epsilon", "it is an argument of adam: `optimizer adam epsilon=1e-7`"),
+    ("rho", "it is an argument of rmsprop: `optimizer rmsprop rho=0.9`"),
+    (
+        "centered",
+        "it is an argument of rmsprop: `optimizer rmsprop centered=true`",
+    ),
+    ("flip", "it is an argument of augment: `augment flip=horizontal`"),
+    ("rotation", "it is an argument of augment: `augment rotation=0.05`"),
+    ("translation", "it is an argument of augment: `augment translation=0.1`"),
     ("metrics", "cnnc reports loss and accuracy on its own"),
 ];
 
@@ -95,6 +120,7 @@ pub fn build(block: &Statement, body: &[Statement], errors: &mut Vec<Diagnostic>
                 let (name, keys) = optimizer_keywords(s, errors);
                 Args::bind_as(s, name, &["optimizer"], &keys)
             }
+            "augment" => Args::bind(s, &[], &AUGMENT_ARGS),
             "" => {
                 let e = Diagnostic::error(s.keyword.span, format!("unknown training setting `{key}`"))
                     .label("unknown setting")
@@ -136,6 +162,7 @@ pub fn build(block: &Statement, body: &[Statement], errors: &mut Vec<Diagnostic>
                     })
                 })
             }
+            "augment" => train.augment = augment(&mut a, s, &help),
             _ => train.patience = a.require("patience", &help, |v| args::count(v, "patience")),
         }
         errors.append(&mut a.errors);
@@ -152,6 +179,7 @@ fn example(setting: &str) -> &'static str {
         "epochs" => "epochs 5",
         "seed" => "seed 1",
         "validation_split" => "validation_split 0.1",
+        "augment" => "augment flip=horizontal rotation=0.05 translation=0.1",
         _ => "patience 3",
     }
 }
@@ -167,32 +195,55 @@ fn optimizer_keywords(s: &Statement, errors: &mut Vec<Diagnostic>) -> (&'static 
         .find(|(n, _)| matches!(name, Some(ValueKind::Name(x)) if x == n));
     let mut keys = vec!["learning_rate"];
     let Some(&(chosen, own)) = known else {
-        keys.extend(OPTIMIZER_ARGS.iter().flat_map(|(_, a)| a.iter()));
+        for key in OPTIMIZER_ARGS.iter().flat_map(|(_, a)| a.iter()) {
+            if !keys.contains(key) {
+                keys.push(key);
+            }
+        }
         return ("optimizer", keys);
     };
     keys.extend(own);
     let takes = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-    for &(other, theirs) in OPTIMIZER_ARGS.iter().filter(|(n, _)| *n != chosen) {
-        for &foreign in theirs {
-            let given: Vec<_> = s
-                .args
+    let mut foreign: Vec<&'static str> = Vec::new();
+    for key in OPTIMIZER_ARGS.iter().flat_map(|(_, theirs)| theirs.iter().copied()) {
+        if !keys.contains(&key) && !foreign.contains(&key) {
+            foreign.push(key);
+        }
+    }
+    for key in foreign {
+        let owners: Vec<&str> = OPTIMIZER_ARGS
+            .iter()
+            .filter(|(_, theirs)| theirs.contains(&key))
+            .map(|(n, _)| *n)
+            .collect();
+        let given: Vec<_> = s
+            .args
+            .iter()
+            .filter_map(|a| a.key.as_ref())
+            .filter(|k| k.text == key)
+            .collect();
+        for word in &given {
+            let owned_by = owners
                 .iter()
-                .filter_map(|a| a.key.as_ref())
-                .filter(|k| k.text == foreign)
-                .collect();
-            for key in &given {
-                errors.push(
-                    Diagnostic::error(key.span, format!("`{chosen}` has no argument `{foreign}`"))
-                        .label(format!("an argument of `{other}`"))
-                        .note(format!("`{chosen}` takes {takes}"))
-                        .help(format!("use `optimizer {other}` for `{foreign}`, or remove it")),
-                );
-            }
-            if !given.is_empty() {
-                // Reported above; binding it keeps it from being reported
-                // again as unknown.
-                keys.push(foreign);
-            }
+                .map(|o| format!("`{o}`"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            let use_one = owners
+                .iter()
+                .map(|o| format!("`optimizer {o}`"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            errors.push(
+                Diagnostic::error(word.span, format!("`{chosen}` has no argument `{key}`"))
+                    .label(format!("an argument of {owned_by}"))
+                    .note(format!("`{chosen}` takes {takes}"))
+                    .help(format!("use {use_one} for `{key}`, or remove it")),
+            );
+        }
+        if !given.is_empty() {
+            // Reported above; binding it keeps it from being reported
+            // again as unknown.
+            keys.push(key);
         }
     }
     (chosen, keys)
@@ -231,5 +282,73 @@ fn optimizer(a: &mut Args, help: &str) -> Option<Optimizer> {
                 epsilon: epsilon?,
             })
         }
+        Optimizer::Rmsprop {
+            rho,
+            momentum,
+            epsilon,
+            centered,
+            ..
+        } => {
+            let rho = a.or("rho", rho, |v| args::number_in(v, "rho", 0.0, 1.0, false));
+            let momentum = a.or("momentum", momentum, |v| {
+                args::number_in(v, "momentum", 0.0, 1.0, false)
+            });
+            let epsilon = a.or("epsilon", epsilon, |v| args::positive(v, "epsilon"));
+            let centered = a.or("centered", centered, |v| args::boolean(v, "centered"));
+            Some(Optimizer::Rmsprop {
+                learning_rate: lr?,
+                rho: rho?,
+                momentum: momentum?,
+                epsilon: epsilon?,
+                centered: centered?,
+            })
+        }
     }
+}
+
+fn augment(a: &mut Args, s: &Statement, help: &str) -> Option<Augment> {
+    let factor = |v: &Value, what: &str| args::number_in(v, what, 0.0, 1.0, true);
+    let flip = a.or("flip", None, |v| args::choice(v, "flip", &Flip::ALL).map(Some));
+    let rotation = a.or("rotation", None, |v| {
+        factor(v, "rotation")
+            .map(Some)
+            .map_err(|e| e.help("it is a fraction of a full turn, as Keras's RandomRotation takes it: 0.05 is up to 18 degrees either way"))
+    });
+    let translation = a.or("translation", None, |v| match &v.kind {
+        ValueKind::List(items) if items.len() == 2 => Ok(Some([
+            factor(&items[0], "translation")?,
+            factor(&items[1], "translation")?,
+        ])),
+        ValueKind::List(_) => Err(Diagnostic::error(v.span, "`translation` takes one factor or two")
+            .label("expected a number or [height, width]")
+            .help("write `translation=0.1` for both axes, or `translation=[0.1, 0.2]` for height and width")),
+        _ => factor(v, "translation").map(|f| Some([f, f])),
+    });
+    let fill_mode = a.or("fill_mode", FillMode::Reflect, |v| {
+        args::choice(v, "fill_mode", &FillMode::ALL)
+    });
+    let interpolation = a.or("interpolation", Interpolation::Bilinear, |v| {
+        args::choice(v, "interpolation", &Interpolation::ALL)
+    });
+    let fill_value = a.or("fill_value", 0.0, |v| {
+        args::number_in(v, "fill_value", f64::NEG_INFINITY, f64::INFINITY, false)
+    });
+    let augment = Augment {
+        flip: flip?,
+        rotation: rotation?,
+        translation: translation?,
+        fill_mode: fill_mode?,
+        interpolation: interpolation?,
+        fill_value: fill_value?,
+        span: s.keyword.span,
+    };
+    if augment.flip.is_none() && augment.rotation.is_none() && augment.translation.is_none() {
+        a.errors.push(
+            Diagnostic::error(s.keyword.span, "`augment` changes nothing")
+                .label("no flip, rotation or translation")
+                .help(help.to_string()),
+        );
+        return None;
+    }
+    Some(augment)
 }

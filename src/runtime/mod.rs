@@ -3,6 +3,7 @@
 //! and serving a model over HTTP.
 
 pub mod checkpoint;
+pub mod comparison;
 pub mod data;
 pub mod engine;
 pub mod file;
@@ -32,6 +33,7 @@ pub mod purpose {
     pub const SHUFFLE: u64 = 3;
     pub const GRADCHECK: u64 = 4;
     pub const SELECT: u64 = 5;
+    pub const AUGMENT: u64 = 6;
 }
 
 fn cast<T: Float>(x: f64) -> T {

@@ -12,6 +12,12 @@ pub fn slots(optimizer: &Optimizer) -> &'static [&'static str] {
         Optimizer::Sgd { momentum, .. } if *momentum == 0.0 => &[],
         Optimizer::Sgd { .. } => &["momentum"],
         Optimizer::Adam { .. } => &["momentum", "velocity"],
+        Optimizer::Rmsprop { momentum, centered, .. } => match (*momentum > 0.0, centered) {
+            (false, false) => &["velocity"],
+            (true, false) => &["velocity", "momentum"],
+            (false, true) => &["velocity", "average_gradient"],
+            (true, true) => &["velocity", "momentum", "average_gradient"],
+        },
     }
 }
 
@@ -33,7 +39,7 @@ pub fn hyper(optimizer: &Optimizer, iterations: u64, h: Hyper) -> f64 {
             let t = (iterations + 1) as i32;
             learning_rate * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t))
         }
-        (Hyper::AdamStepSize, Optimizer::Sgd { .. }) => 0.0,
+        (Hyper::AdamStepSize, Optimizer::Sgd { .. } | Optimizer::Rmsprop { .. }) => 0.0,
     }
 }
 
@@ -77,7 +83,7 @@ pub fn append_update(graph: &mut Graph, optimizer: &Optimizer) -> Result<(), IrE
     let lr = b.op(Op::Hyper(Hyper::LearningRate), &[])?;
     let step_size = match optimizer {
         Optimizer::Adam { .. } => Some(b.op(Op::Hyper(Hyper::AdamStepSize), &[])?),
-        Optimizer::Sgd { .. } => None,
+        Optimizer::Sgd { .. } | Optimizer::Rmsprop { .. } => None,
     };
     for (v, g) in grads {
         let Some(w) = var_nodes.get(v).copied().flatten() else {
@@ -137,6 +143,51 @@ pub fn append_update(graph: &mut Graph, optimizer: &Optimizer) -> Result<(), IrE
                 let step = b.binary(Binary::Mul, ratio, alpha)?;
                 b.binary(Binary::Sub, w, step)?
             }
+            Optimizer::Rmsprop {
+                rho,
+                momentum,
+                epsilon,
+                centered,
+                ..
+            } => {
+                // v = rho v + (1 - rho) g^2; centered: a = rho a + (1 - rho) g,
+                // denominator v - a^2 + epsilon, else v + epsilon;
+                // increment = lr g / sqrt(denominator);
+                // momentum: m = momentum m + increment, w -= m; else w -= increment
+                let (v_id, vel) = slot(&mut b, "velocity")?;
+                let momentum_slot = if momentum > 0.0 {
+                    Some(slot(&mut b, "momentum")?)
+                } else {
+                    None
+                };
+                let g2 = b.binary(Binary::Mul, g, g)?;
+                let v_new = decaying(&mut b, vel, g2, rho)?;
+                b.graph.outputs.push((Output::Assign(v_id), v_new));
+                let eps = b.constant(epsilon)?;
+                let denom = if centered {
+                    let (a_id, avg) = slot(&mut b, "average_gradient")?;
+                    let a_new = decaying(&mut b, avg, g, rho)?;
+                    b.graph.outputs.push((Output::Assign(a_id), a_new));
+                    let a2 = b.binary(Binary::Mul, a_new, a_new)?;
+                    let spread = b.binary(Binary::Sub, v_new, a2)?;
+                    b.binary(Binary::Add, spread, eps)?
+                } else {
+                    b.binary(Binary::Add, v_new, eps)?
+                };
+                let root = b.unary(Unary::Sqrt, denom)?;
+                let increment = b.binary(Binary::Div, lr_g, root)?;
+                let step = match momentum_slot {
+                    Some((m_id, m)) => {
+                        let mu = b.constant(momentum)?;
+                        let kept = b.binary(Binary::Mul, m, mu)?;
+                        let m_new = b.binary(Binary::Add, kept, increment)?;
+                        b.graph.outputs.push((Output::Assign(m_id), m_new));
+                        m_new
+                    }
+                    None => increment,
+                };
+                b.binary(Binary::Sub, w, step)?
+            }
         };
         b.graph.outputs.push((Output::Assign(v), updated));
     }
@@ -150,6 +201,15 @@ fn moving_toward(b: &mut Builder, s: NodeId, x: NodeId, rate: f64) -> Result<Nod
     let r = b.constant(rate)?;
     let scaled = b.binary(Binary::Mul, diff, r)?;
     b.binary(Binary::Add, s, scaled)
+}
+
+/// `rho * s + (1 - rho) * x`, RMSprop's running averages as Keras writes them.
+fn decaying(b: &mut Builder, s: NodeId, x: NodeId, rho: f64) -> Result<NodeId, IrError> {
+    let keep = b.constant(rho)?;
+    let take = b.constant(1.0 - rho)?;
+    let kept = b.binary(Binary::Mul, s, keep)?;
+    let taken = b.binary(Binary::Mul, x, take)?;
+    b.binary(Binary::Add, kept, taken)
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
 //! The learning curves of a run as a PNG: loss and accuracy against epoch,
-//! training and validation, in two panels side by side.
+//! training and validation, in two panels side by side, the best epoch
+//! marked. `comparison` draws several runs' validation curves together.
+
+mod comparison;
+
+pub use comparison::{Curves, colour, write_comparison};
 
 use super::checkpoint::{FileError, write_atomic};
 use super::metrics::EpochMetrics;
@@ -7,6 +12,8 @@ use image::codecs::png::PngEncoder;
 use image::imageops::{self, FilterType};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 use plotters::coord::Shift;
+use plotters::coord::types::{RangedCoordf64, RangedCoordu64};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::fmt;
@@ -23,7 +30,7 @@ pub const HEIGHT: u32 = 480;
 const SUPERSAMPLE: u32 = 2;
 
 /// A length in pixels of the finished image, in pixels of the drawing.
-fn px(length: u32) -> u32 {
+pub(super) fn px(length: u32) -> u32 {
     length * SUPERSAMPLE
 }
 
@@ -34,12 +41,14 @@ const FAMILY: &str = "sans-serif";
 // Matplotlib's first two colours, which readers of learning curves know.
 const TRAINING: RGBColor = RGBColor(31, 119, 180);
 const VALIDATION: RGBColor = RGBColor(255, 127, 14);
+/// Matplotlib's green, a colour neither curve has.
+pub const BEST: RGBColor = RGBColor(44, 160, 44);
 const GRID: RGBColor = RGBColor(232, 232, 232);
-const AXIS: RGBColor = RGBColor(90, 90, 90);
+pub(super) const AXIS: RGBColor = RGBColor(90, 90, 90);
 
 /// Up to this many epochs each one also gets a dot; beyond, dots would
 /// only thicken the line.
-const MAX_DOTS: usize = 40;
+pub(super) const MAX_DOTS: usize = 40;
 
 #[derive(Debug)]
 pub enum PlotError {
@@ -80,8 +89,22 @@ pub(super) fn bundled_font() -> Result<&'static str, String> {
     Ok(FAMILY)
 }
 
+/// The epoch of the lowest validation loss, the first if several tie: the
+/// one early stopping keeps. `None` without validation data.
+pub fn best_epoch(epochs: &[EpochMetrics]) -> Option<u64> {
+    epochs
+        .iter()
+        .filter_map(|m| m.val_loss.filter(|l| l.is_finite()).map(|l| (m.epoch, l)))
+        .fold(None, |best: Option<(u64, f64)>, (e, l)| match best {
+            Some((_, b)) if b <= l => best,
+            _ => Some((e, l)),
+        })
+        .map(|(e, _)| e)
+}
+
 fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
     bundled_font()?;
+    let best = best_epoch(epochs);
     let loss = series(epochs, |m| Some(m.loss), |m| m.val_loss);
     let accuracy = series(epochs, |m| Some(m.accuracy), |m| m.val_accuracy);
     let loss = Panel {
@@ -106,8 +129,8 @@ fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
         let title = format!("{model}: learning curves");
         let root = root.titled(&title, font(24, BLACK)).map_err(|e| e.to_string())?;
         let (left, right) = root.split_horizontally(width / 2);
-        draw_panel(&left, &loss, last)?;
-        draw_panel(&right, &accuracy, last)?;
+        draw_panel(&left, &loss, last, best)?;
+        draw_panel(&right, &accuracy, last, best)?;
         root.present().map_err(|e| e.to_string())?;
     }
     let drawn = RgbImage::from_raw(width, height, pixels).ok_or("the drawing has the wrong size")?;
@@ -124,7 +147,7 @@ pub(super) fn png(image: &RgbImage) -> Result<Vec<u8>, String> {
     Ok(png)
 }
 
-fn font(size: u32, color: RGBColor) -> TextStyle<'static> {
+pub(super) fn font(size: u32, color: RGBColor) -> TextStyle<'static> {
     (FAMILY, px(size)).into_font().color(&color)
 }
 
@@ -175,19 +198,29 @@ fn accuracy_range(series: &[Series]) -> Range<f64> {
     bottom.clamp(0.0, 0.9)..1.0
 }
 
-fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, last: u64) -> Result<(), String> {
+/// A panel's chart of epochs 1 to `last` against `y_range`, its grid,
+/// ticks and axis names drawn.
+pub(super) type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordu64, RangedCoordf64>>;
+
+pub(super) fn chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    y_desc: &str,
+    last: u64,
+    y_range: Range<f64>,
+) -> Result<Chart<'a, 'b>, String> {
     // Integer epochs, with one spare on each side so the first and last
     // points are not drawn on the frame.
     let mut chart = ChartBuilder::on(area)
-        .caption(panel.title, font(18, BLACK))
+        .caption(title, font(18, BLACK))
         .margin(px(16))
         .x_label_area_size(px(44))
         .y_label_area_size(px(64))
-        .build_cartesian_2d(0..last + 1, panel.y_range.clone())
+        .build_cartesian_2d(0..last + 1, y_range.clone())
         .map_err(|e| e.to_string())?;
     let x_labels = usize::try_from(last + 2).unwrap_or(usize::MAX).min(11);
     // Enough decimals to tell neighbouring ticks apart.
-    let step = (panel.y_range.end - panel.y_range.start) / 8.0;
+    let step = (y_range.end - y_range.start) / 8.0;
     let decimals = (-step.log10().floor()).clamp(1.0, 6.0) as usize;
     let epoch_label = |&epoch: &u64| {
         if (1..=last).contains(&epoch) {
@@ -199,7 +232,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, last: u64
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .y_desc(panel.title.to_lowercase())
+        .y_desc(y_desc)
         .x_labels(x_labels)
         .y_labels(8)
         .x_label_formatter(&epoch_label)
@@ -212,6 +245,46 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, last: u64
         .set_all_tick_mark_size(px(4))
         .draw()
         .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+/// The legend of a chart, where `position` says.
+pub(super) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(font(13, AXIS))
+        .background_style(WHITE.mix(0.9))
+        .border_style(GRID.stroke_width(px(1)))
+        .margin(px(12))
+        .legend_area_size(px(26))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    panel: &Panel,
+    last: u64,
+    best: Option<u64>,
+) -> Result<(), String> {
+    let y_desc = panel.title.to_lowercase();
+    let mut chart = chart(area, panel.title, &y_desc, last, panel.y_range.clone())?;
+    if let Some(best) = best {
+        // Under the curves, dashed, from the bottom of the panel to its top.
+        let style = BEST.stroke_width(px(2));
+        let (bottom, top) = (panel.y_range.start, panel.y_range.end);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(best, bottom), (best, top)],
+                px(6),
+                px(5),
+                style,
+            ))
+            .map_err(|e| e.to_string())?
+            .label(format!("best epoch: {best} (lowest val_loss)"))
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + px(20) as i32, y)], px(6), px(5), style));
+    }
     for s in &panel.series {
         let style = s.color.stroke_width(px(2));
         chart
@@ -225,17 +298,7 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, last: u64
                 .map_err(|e| e.to_string())?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(panel.legend.clone())
-        .label_font(font(13, AXIS))
-        .background_style(WHITE.mix(0.9))
-        .border_style(GRID.stroke_width(px(1)))
-        .margin(px(12))
-        .legend_area_size(px(26))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    legend(&mut chart, panel.legend.clone())
 }
 
 impl fmt::Display for PlotError {

@@ -102,10 +102,12 @@ pub fn numel(shape: &[usize]) -> u64 {
 impl Checked {
     /// An error at a span of this model, ready to render with its line.
     pub fn diagnostics(&self, error: Diagnostic) -> Diagnostics {
+        let mut errors = vec![error];
+        crate::parse::params::explain(&self.model.params, &mut errors);
         Diagnostics {
             file: self.file.clone(),
             source: self.source.clone(),
-            errors: vec![error],
+            errors,
         }
     }
 
@@ -121,8 +123,11 @@ impl Checked {
     pub fn output_activation(&self) -> Activation {
         match self.model.layers.last().map(|l| &l.kind) {
             Some(LayerKind::Conv2D(c)) => c.activation,
+            Some(LayerKind::DepthwiseConv2D(c)) => c.activation,
             Some(LayerKind::Dense(d)) => d.activation,
             Some(LayerKind::Activation(a)) => *a,
+            Some(LayerKind::LeakyRelu { .. }) => Activation::LeakyRelu,
+            Some(LayerKind::Elu { .. }) => Activation::Elu,
             _ => Activation::Linear,
         }
     }
@@ -144,10 +149,15 @@ impl Checked {
 /// Checks every layer's shapes in order. Stops at the first shape error:
 /// the layers after it would only report its consequences.
 pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnostics> {
-    let fail = |e: Diagnostic| Diagnostics {
-        file: file.to_string(),
-        source: source.to_string(),
-        errors: vec![e],
+    let params = model.params.clone();
+    let fail = |e: Diagnostic| {
+        let mut errors = vec![e];
+        crate::parse::params::explain(&params, &mut errors);
+        Diagnostics {
+            file: file.to_string(),
+            source: source.to_string(),
+            errors,
+        }
     };
     let inputs = exact(&model.input.shape);
     if inputs > u128::from(MAX_ELEMENTS) {
@@ -191,7 +201,23 @@ pub fn check(model: Model, file: &str, source: &str) -> Result<Checked, Diagnost
         source: source.to_string(),
     };
     check_loss(&checked).map_err(fail)?;
+    check_augment(&checked).map_err(fail)?;
     Ok(checked)
+}
+
+/// Augmentation flips, turns and shifts images: the input must be one.
+fn check_augment(checked: &Checked) -> Result<(), Diagnostic> {
+    let input = &checked.model.input;
+    match (
+        checked.model.train.as_ref().and_then(|t| t.augment.as_ref()),
+        &input.shape[..],
+    ) {
+        (Some(augment), [_]) => Err(Diagnostic::error(augment.span, "`augment` needs image input")
+            .label("flips, turns and shifts images")
+            .related(input.span, format!("the input is {}", describe(&input.shape)))
+            .help("augment models whose input is an image (`input 28x28x1`), or remove `augment`")),
+        _ => Ok(()),
+    }
 }
 
 /// What feeds a layer: the input or the layer above, for errors that say
@@ -229,6 +255,9 @@ impl Budget {
                 "use fewer units, or make its input smaller with pooling or strides before `flatten`"
             }
             LayerKind::Conv2D(_) => "use fewer filters, or add pooling or strides before this layer",
+            LayerKind::DepthwiseConv2D(_) => {
+                "use a smaller depth_multiplier, or add pooling or strides before this layer"
+            }
             _ => "add pooling or strides before this layer",
         };
         if self.params > u128::from(MAX_ELEMENTS) {
@@ -319,7 +348,7 @@ fn check_layer(layer: &Layer, from: &Source, model_input: &[usize], source: &str
                 )
                 .label(format!("{} values", group(values.len() as u64)))
                 .help(match role {
-                    Role::Kernel => "list the values in Keras order: (height, width, in, out) for conv2d, (in, out) for dense; nesting is optional",
+                    Role::Kernel => "list the values in Keras order: (height, width, in, out) for conv2d, (height, width, in, multiplier) for depthwiseconv2d, (in, out) for dense; nesting is optional",
                     _ => "give one value per output channel or unit",
                 }));
             }
@@ -388,16 +417,49 @@ fn check_layer(layer: &Layer, from: &Source, model_input: &[usize], source: &str
             }
             info.macs = (n as u64).saturating_mul(d.units as u64);
         }
-        LayerKind::MaxPool2D(p) => {
-            let [h, w, c] = image("maxpool2d")?;
+        LayerKind::DepthwiseConv2D(c) => {
+            let [h, w, cin] = image("depthwiseconv2d")?;
+            let (oh, ow) = window("kernel", c.kernel_size, c.strides, c.padding, [h, w])?;
+            let cout = cin.saturating_mul(c.depth_multiplier);
+            info.output = vec![oh, ow, cout];
+            let k = c.kernel_size;
+            // Keras's layout: (height, width, in, multiplier).
+            info.weights.push(weight(
+                Role::Kernel,
+                vec![k[0], k[1], cin, c.depth_multiplier],
+                &c.depthwise_initializer,
+                layer.trainable,
+            )?);
+            if c.use_bias {
+                info.weights
+                    .push(weight(Role::Bias, vec![cout], &c.bias_initializer, layer.trainable)?);
+            }
+            info.macs = numel(&info.output).saturating_mul(numel(&k));
+        }
+        LayerKind::MaxPool2D(p) | LayerKind::AvgPool2D(p) => {
+            let what = if matches!(layer.kind, LayerKind::MaxPool2D(_)) {
+                "maxpool2d"
+            } else {
+                "avgpool2d"
+            };
+            let [h, w, c] = image(what)?;
             let (oh, ow) = window("pool", p.pool_size, p.strides, p.padding, [h, w])?;
             info.output = vec![oh, ow, c];
+        }
+        LayerKind::GlobalAvgPool2D { keepdims } | LayerKind::GlobalMaxPool2D { keepdims } => {
+            let what = if matches!(layer.kind, LayerKind::GlobalAvgPool2D { .. }) {
+                "globalavgpool2d"
+            } else {
+                "globalmaxpool2d"
+            };
+            let [_, _, c] = image(what)?;
+            info.output = if *keepdims { vec![1, 1, c] } else { vec![c] };
         }
         LayerKind::Flatten => {
             // Bounded by the per-layer budget, so it fits a usize.
             info.output = vec![usize::try_from(numel(input)).unwrap_or(usize::MAX)];
         }
-        LayerKind::Dropout { .. } | LayerKind::Activation(_) => {}
+        LayerKind::Dropout { .. } | LayerKind::Activation(_) | LayerKind::LeakyRelu { .. } | LayerKind::Elu { .. } => {}
         LayerKind::BatchNorm(b) => {
             let c = input.last().copied().unwrap_or(1);
             if b.scale {
@@ -530,7 +592,15 @@ fn check_loss(checked: &Checked) -> Result<(), Diagnostic> {
         Activation::Softmax => {
             "end the model with `dense 1 activation=sigmoid`, or use `loss categorical_crossentropy` for one class out of several"
         }
-        Activation::Linear | Activation::Relu | Activation::Tanh => match loss {
+        Activation::Linear
+        | Activation::Relu
+        | Activation::Tanh
+        | Activation::Elu
+        | Activation::Selu
+        | Activation::LeakyRelu
+        | Activation::Gelu
+        | Activation::Silu
+        | Activation::Softplus => match loss {
             Loss::CategoricalCrossentropy => "end the model with `dense K activation=softmax` for K classes",
             Loss::BinaryCrossentropy | Loss::MeanSquaredError => "end the model with `dense 1 activation=sigmoid`",
         },

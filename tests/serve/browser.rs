@@ -262,7 +262,10 @@ fn an_image_given_to_an_rgb_models_page_shows_its_classes_and_maps() {
         .as_array()
         .expect("layers")
         .iter()
-        .filter(|l| ["Conv2D", "MaxPooling2D"].contains(&l["type"].as_str().unwrap_or_default()))
+        .filter(|l| {
+            ["Conv2D", "DepthwiseConv2D", "MaxPooling2D", "AveragePooling2D"]
+                .contains(&l["type"].as_str().unwrap_or_default())
+        })
         .map(|l| json!([l["name"], l["output_shape"][3]]))
         .collect();
     assert!(maps.len() >= 2, "{model}");

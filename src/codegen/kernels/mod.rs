@@ -2,8 +2,8 @@
 //! says how each is lowered ([`lowering`]): strided loop nests for maps and
 //! reductions (f32x4 along the innermost axis where it is contiguous)
 //! here; a GEMM call for matmuls in `matmul.rs`; convolutions by one of the
-//! algorithms in `conv/`; windows for pooling in `pool.rs`; row loops for
-//! softmax and the cross-entropies in `loss.rs`.
+//! algorithms in `conv/`; windows for max and average pooling in
+//! `pool.rs`; row loops for softmax and the cross-entropies in `loss.rs`.
 
 pub mod conv;
 mod loss;
@@ -14,6 +14,7 @@ use super::CodegenError;
 use super::emit::{Emitter, VECTOR};
 use super::plan::{Plan, Storage};
 use crate::fuse::{Expr, Kernel};
+use crate::ir::op::{SELU_ALPHA, SELU_SCALE};
 use crate::ir::{Binary, Graph, Hyper, NodeId, Op, Shape, Unary};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{FuncRef, InstBuilder, Type, Value, types};
@@ -42,6 +43,17 @@ pub trait Lowering: fmt::Debug + Send + Sync {
     /// Emits the kernel; `index` is its position in the program, which
     /// finds its scratch space in the plan.
     fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize);
+
+    /// The length of a loop of the kernel whose ranges may run on all the
+    /// cores at once, if the kernel is large enough to be worth it. Its
+    /// `emit` then runs that loop with [`Context::parallel`], and
+    /// `emit_range` is the code of one range.
+    fn split(&self) -> Option<usize> {
+        None
+    }
+
+    /// The range `[start, end)` of the loop [`Lowering::split`] names.
+    fn emit_range(&self, _e: &mut Emitter, _ctx: &Context, _index: usize, _range: (Value, Value)) {}
 }
 
 /// The lowering of a kernel at a batch size, its convolutions' algorithms
@@ -53,10 +65,14 @@ pub fn lowering(
     conv: conv::Policy,
 ) -> Result<Arc<dyn Lowering>, CodegenError> {
     Ok(match kernel {
-        Kernel::Map { shape, outputs } => Arc::new(Loop {
-            shape: shape.clone(),
-            outputs: outputs.clone(),
-        }),
+        Kernel::Map { shape, outputs } => {
+            let extent = map_loop(g, batch, shape, outputs).dims.first().copied().unwrap_or(1);
+            Arc::new(Loop {
+                shape: shape.clone(),
+                outputs: outputs.clone(),
+                split: (shape.numel(batch) >= PARALLEL_ELEMENTS).then_some(extent),
+            })
+        }
         Kernel::Reduce { shape, axes, out, expr } => Arc::new(Reduction {
             shape: shape.clone(),
             axes: axes.clone(),
@@ -75,6 +91,14 @@ pub fn lowering(
             labels: *labels,
             probs: *probs,
             grad: grad.clone(),
+        }),
+        Kernel::PoolGrad { grad, x, dy, outputs } => Arc::new(pool::TiledMaxPoolGrad {
+            grad: *grad,
+            x: *x,
+            dy: dy.clone(),
+            outputs: outputs.clone(),
+            pool: crate::fuse::tiling_pool_grad(g, *grad)
+                .ok_or_else(|| CodegenError::new("a pooling gradient fused as tiling is not").at(&g[*grad].origin))?,
         }),
         Kernel::Node(n) => node(g, *n, batch, conv)?,
     })
@@ -103,6 +127,16 @@ fn node(g: &Graph, n: NodeId, batch: usize, policy: conv::Policy) -> Result<Arc<
             out: n,
             x: x[0],
             dy: x[1],
+            pool: *p,
+        }),
+        Op::AvgPool2d(p) => Arc::new(pool::AvgPool {
+            out: n,
+            x: x[0],
+            pool: *p,
+        }),
+        Op::AvgPool2dGrad(p) => Arc::new(pool::AvgPoolGrad {
+            out: n,
+            dy: x[0],
             pool: *p,
         }),
         Op::Softmax => Arc::new(loss::Softmax { out: n, z: x[0] }),
@@ -139,11 +173,16 @@ fn node(g: &Graph, n: NodeId, batch: usize, policy: conv::Policy) -> Result<Arc<
     })
 }
 
+/// Maps over at least this many elements run on every core.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
 /// An elementwise loop.
 #[derive(Debug)]
 struct Loop {
     shape: Shape,
     outputs: Vec<(NodeId, Expr)>,
+    /// The length of its outermost axis, if it is split across the cores.
+    split: Option<usize>,
 }
 
 impl Lowering for Loop {
@@ -151,8 +190,19 @@ impl Lowering for Loop {
         "loop".into()
     }
 
-    fn emit(&self, e: &mut Emitter, ctx: &Context, _: usize) {
-        map(e, ctx, &self.shape, &self.outputs, None);
+    fn emit(&self, e: &mut Emitter, ctx: &Context, index: usize) {
+        match self.split {
+            Some(n) => ctx.parallel(e, index, n),
+            None => map(e, ctx, &self.shape, &self.outputs, None),
+        }
+    }
+
+    fn split(&self) -> Option<usize> {
+        self.split
+    }
+
+    fn emit_range(&self, e: &mut Emitter, ctx: &Context, _: usize, range: (Value, Value)) {
+        map(e, ctx, &self.shape, &self.outputs, Some(range));
     }
 }
 
@@ -219,11 +269,26 @@ pub struct Context<'p> {
     pub sgemm: FuncRef,
     pub winograd: FuncRef,
     pub arena: Value,
+    /// The function's own arguments: the pointer table and the scalars.
+    pub tables: (Value, Value),
+    /// The imported `cnnc_parallel`, and the address of the function
+    /// running a range of each split kernel's loop, by kernel index (none
+    /// inside those functions themselves).
+    pub spread: FuncRef,
+    pub ranges: HashMap<usize, Value>,
 }
 
 impl Context<'_> {
     fn shape(&self, n: NodeId) -> Vec<usize> {
         self.plan.program.graph[n].shape.resolve(self.plan.batch)
+    }
+
+    /// Runs the `n` indices of kernel `index`'s split loop, ranges of them
+    /// on every core (its `emit_range` code), returning when all are done.
+    pub fn parallel(&self, e: &mut Emitter, index: usize, n: usize) {
+        let n = e.int(n as i64);
+        let (table, scalars) = self.tables;
+        e.b.ins().call(self.spread, &[self.ranges[&index], table, scalars, n]);
     }
 
     /// Address of a value's first element.
@@ -376,6 +441,17 @@ impl Emitter<'_> {
                     }
                     Unary::Sigmoid => self.sigmoid(ty, a),
                     Unary::Tanh => self.tanh(ty, a),
+                    Unary::Elu { alpha } => self.elu(ty, a, *alpha as f32),
+                    Unary::Selu => {
+                        let elu = self.elu(ty, a, SELU_ALPHA as f32);
+                        let scale = self.float(ty, SELU_SCALE as f32);
+                        self.b.ins().fmul(scale, elu)
+                    }
+                    Unary::LeakyRelu { negative_slope } => self.leaky_relu(ty, a, *negative_slope as f32),
+                    Unary::Gelu => self.gelu(ty, a),
+                    Unary::Erf => self.erf(ty, a),
+                    Unary::Silu => self.silu(ty, a),
+                    Unary::Softplus => self.softplus(ty, a),
                 }
             }
             Expr::Binary(op, a, b) => {
@@ -419,8 +495,8 @@ struct MapLoop {
     reads: Vec<NodeId>,
 }
 
-fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop {
-    let space = shape.resolve(ctx.plan.batch);
+fn map_loop(g: &Graph, batch: usize, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop {
+    let space = shape.resolve(batch);
     let written: Vec<NodeId> = outputs.iter().map(|(n, _)| *n).collect();
     let mut reads = Vec::new();
     for (_, x) in outputs {
@@ -430,7 +506,11 @@ fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop
     reads.dedup();
     reads.retain(|r| !written.contains(r));
     let mut strides: Vec<Vec<usize>> = written.iter().map(|_| broadcast_strides(&space, &space)).collect();
-    strides.extend(reads.iter().map(|&r| broadcast_strides(&ctx.shape(r), &space)));
+    strides.extend(
+        reads
+            .iter()
+            .map(|&r| broadcast_strides(&g[r].shape.resolve(batch), &space)),
+    );
     let dims = collapse(&space, &mut strides);
     MapLoop {
         dims,
@@ -440,21 +520,16 @@ fn map_loop(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> MapLoop
     }
 }
 
-/// The length of a map's outermost axis, which a parallel loop splits.
-pub fn map_extent(ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)]) -> usize {
-    map_loop(ctx, shape, outputs).dims.first().copied().unwrap_or(1)
-}
-
 /// `outputs[i] = expr_i` over `shape` (its outermost axis limited to
 /// `outer`, if given). All of an index's loads come before its stores, so
 /// an output may overwrite an input of its own shape.
-pub fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)], outer: Option<(Value, Value)>) {
+fn map(e: &mut Emitter, ctx: &Context, shape: &Shape, outputs: &[(NodeId, Expr)], outer: Option<(Value, Value)>) {
     let MapLoop {
         dims,
         strides,
         written,
         reads,
-    } = map_loop(ctx, shape, outputs);
+    } = map_loop(&ctx.plan.program.graph, ctx.plan.batch, shape, outputs);
     let bases: Vec<Value> = written.iter().chain(&reads).map(|&n| ctx.address(e, n)).collect();
     let innermost = dims.len().saturating_sub(1);
     let loads: Vec<(NodeId, bool)> = reads

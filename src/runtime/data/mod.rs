@@ -2,6 +2,7 @@
 //! folders of images with one subfolder per class, loaded into memory in the
 //! layout of the model's input. `load` is the one entry point.
 
+pub mod augment;
 mod dataset;
 mod decode;
 mod error;

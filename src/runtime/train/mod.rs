@@ -8,25 +8,25 @@ mod early_stopping;
 mod evaluate;
 mod fingerprint;
 mod folder;
+mod hints;
 mod progress;
 mod resume;
 mod transfer;
 
 pub use early_stopping::{Best, EarlyStopping};
-pub use evaluate::{Evaluation, classes_of, evaluate};
+pub use evaluate::{Evaluation, classes_of, evaluate, has_accuracy};
 pub use fingerprint::class_changes;
 pub use progress::epoch_line;
-pub use resume::{Loaded, load_some_weights, load_weights};
+pub use resume::{Held, Loaded, held, load_some_weights, load_weights};
 pub use transfer::{Initial, Start, initial_from};
 
-use super::data::{Dataset, Splits};
+use super::data::{Dataset, Splits, augment};
 use super::engine::{Engine, Graphs, Step};
 use super::metrics::{EpochMetrics, MetricsLog};
 use super::rng::Rng;
 use super::{Error, dropout_masks, initial_weights, optim, purpose};
-use crate::parse::ast::Optimizer;
+use crate::parse::ast::{Augment, Optimizer};
 use crate::shape::Checked;
-use evaluate::has_accuracy;
 use fingerprint::Fingerprint;
 use ndarray::{ArrayD, IxDyn};
 use resume::Run;
@@ -43,12 +43,17 @@ pub struct Settings {
     pub epochs: usize,
     pub seed: u64,
     pub patience: Option<usize>,
+    /// Random flips, rotations and shifts of the training images.
+    pub augment: Option<Augment>,
     /// The fraction of the training data the splits were cut with, if any:
     /// recorded with the data's fingerprint.
     pub validation_split: Option<f64>,
     /// The run folder: where the checkpoint, weights, metrics and the plot go.
     pub out_dir: PathBuf,
     pub resume: bool,
+    /// Start over in a folder that holds a run, replacing it. Without it
+    /// (or `resume`), such a folder is refused: its run is someone's work.
+    pub force: bool,
     /// The weights to start from instead of the initializers, in `State`
     /// order (`--init`); a resumed run starts from its checkpoint instead.
     pub initial: Option<Vec<ArrayD<f32>>>,
@@ -168,6 +173,13 @@ pub fn train(
     // Held to the end of the run, and released by the system whenever the
     // process ends.
     let _lock = folder::claim(&settings.out_dir, &files)?;
+    // Under the lock: no other run can finish one here meanwhile.
+    if !settings.resume
+        && !settings.force
+        && let Some(held) = resume::held(&files, graphs)
+    {
+        return Err(resume::already_held(&settings.out_dir, &held));
+    }
     let run = Run {
         checked,
         settings,
@@ -184,6 +196,7 @@ pub fn train(
         stopping: settings.patience.map(EarlyStopping::new),
         log: MetricsLog::create(&run.files.metrics),
         saved: None,
+        hinted: false,
         run,
         engine,
         out,
@@ -208,6 +221,17 @@ pub fn train(
     if splits.val.is_none() && splits.test.is_some() {
         fit.say(format_args!(
             "validating on the test split (the data has no val/ folder and no validation_split)"
+        ));
+    }
+    if val.is_none() {
+        let patience = match settings.patience {
+            Some(_) => "; early stopping, which watches val_loss, is off",
+            None => "",
+        };
+        fit.say(format_args!(
+            "no validation data: the data has no val/ or test/ folder and no validation_split, so only the training \
+             loss and accuracy are measured{patience} (a validation_split of 0.1 in the training block, or \
+             --validation-split 0.1, keeps a tenth of the training data aside to validate on)"
         ));
     }
     while ending == Ending::Completed && fit.state.epoch < settings.epochs as u64 {
@@ -240,6 +264,8 @@ struct Fit<'a> {
     saved: Option<(u64, usize)>,
     /// The weights as the run began, described if the loss diverges.
     start: divergence::Start,
+    /// Whether the batchnorm hint was given: once a run is enough.
+    hinted: bool,
 }
 
 impl Fit<'_> {
@@ -326,6 +352,12 @@ impl Fit<'_> {
         };
         let line = epoch_line(&metrics, self.run.settings.epochs);
         self.say(format_args!("{line}"));
+        if !self.hinted
+            && let Some(hint) = hints::batchnorm_lag(self.run.checked, self.state.iterations, &metrics)
+        {
+            self.hinted = true;
+            self.say(format_args!("{hint}"));
+        }
         let stop_early = match (&mut self.stopping, &validation) {
             (Some(s), Some(v)) => s.update(epoch, v.loss, &self.state.values[..self.state.weights]),
             _ => false,
@@ -333,7 +365,7 @@ impl Fit<'_> {
         self.log.record(metrics)?;
         crate::runtime::plot::write_learning_curves(
             &self.run.files.plot,
-            &self.run.checked.model.name,
+            &self.run.checked.model.title(),
             self.log.epochs(),
         )?;
         self.save_epoch(epoch)?;
@@ -366,16 +398,24 @@ impl Fit<'_> {
         let bar = progress::bar(epoch, settings.epochs, self.steps, done);
         let mut shuffle = Rng::stream(settings.seed.wrapping_add(epoch), purpose::SHUFFLE);
         let mut dropout = Rng::stream(settings.seed.wrapping_add(epoch), purpose::DROPOUT);
+        let mut augmenting = Rng::stream(settings.seed.wrapping_add(epoch), purpose::AUGMENT);
         let order = train.epoch_order(&mut shuffle);
         let mut batches = order.chunks(settings.batch_size);
-        // Draws the masks of the steps done before an interrupt again, and
-        // drops them, so that the rest of the epoch gets the masks it would
-        // have got without the interrupt.
+        // Draws the masks and augmentations of the steps done before an
+        // interrupt again, and drops them, so that the rest of the epoch
+        // gets those it would have got without the interrupt.
         for chunk in batches.by_ref().take(done.step) {
             dropout_masks::<f32>(train_graph, chunk.len(), &mut dropout);
+            if let Some(a) = &settings.augment {
+                augment::draw(a, chunk.len(), &mut augmenting);
+            }
         }
         for chunk in batches {
-            let batch = train.batch(chunk);
+            let mut batch = train.batch(chunk);
+            if let Some(a) = &settings.augment {
+                let transforms = augment::draw(a, chunk.len(), &mut augmenting);
+                augment::apply(a, &mut batch.inputs, &transforms);
+            }
             let masks = dropout_masks::<f32>(train_graph, chunk.len(), &mut dropout);
             let iterations = self.state.iterations;
             let hyper = |h| optim::hyper(&settings.optimizer, iterations, h);

@@ -53,14 +53,25 @@ impl Run<'_> {
 
     /// What every weights file of the run says about itself.
     fn metadata(&self, epoch: u64) -> Metadata {
-        Metadata::from([
+        let mut metadata = Metadata::from([
             ("format".into(), "cnnc".into()),
             ("model".into(), self.checked.model.name.clone()),
             ("epoch".into(), epoch.to_string()),
             // `cnnc predict` names its answers with these, `cnnc eval`
             // checks its test data against them.
             ("classes".into(), serde_json::json!(self.classes).to_string()),
-        ])
+        ]);
+        let params = self.params();
+        if !params.is_empty() {
+            metadata.insert("params".into(), serde_json::json!(params).to_string());
+        }
+        metadata
+    }
+
+    /// The model's parameters and their values, in the file's order.
+    fn params(&self) -> Vec<(String, String)> {
+        let params = &self.checked.model.params;
+        params.iter().map(|p| (p.name.clone(), p.value.clone())).collect()
     }
 
     /// Commits the checkpoint, then writes the weights from it.
@@ -139,6 +150,20 @@ impl Run<'_> {
             return Err(Error::Message(format!(
                 "the run in `{}` was trained with {trained_with}, not {optimizer}\n  = help: resume it with \
                  `--optimizer {trained_with}`",
+                self.settings.out_dir.display()
+            )));
+        }
+        // Before the layers: a parameter's value explains a changed layer,
+        // and names the flag that fixes it. (Checkpoints of models without
+        // parameters have none.)
+        let params = match fields.metadata.get("params") {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| metadata_error(path, "params", Some(text.clone()), format!("parameters as JSON ({e})")))?,
+            None => Vec::new(),
+        };
+        if let Some(change) = params_change(&params, &self.params()) {
+            return Err(Error::Message(format!(
+                "the run in `{}` was trained with {change}",
                 self.settings.out_dir.display()
             )));
         }
@@ -228,6 +253,40 @@ impl Run<'_> {
         });
         Ok(())
     }
+}
+
+/// How the parameters of a run differ from the model's now, and what fixes
+/// it; `None` when they are the same.
+fn params_change(then: &[(String, String)], now: &[(String, String)]) -> Option<String> {
+    if then == now {
+        return None;
+    }
+    let show = |params: &[&(String, String)]| match params {
+        [] => "no parameters".to_string(),
+        _ => params
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let same_names = then.len() == now.len() && then.iter().zip(now).all(|(a, b)| a.0 == b.0);
+    if !same_names {
+        let (then, now): (Vec<_>, Vec<_>) = (then.iter().collect(), now.iter().collect());
+        return Some(format!(
+            "{}, not {}\n  = help: resume it with the model file the run started with, or start a new run without \
+             --resume",
+            show(&then),
+            show(&now)
+        ));
+    }
+    let (then, now): (Vec<_>, Vec<_>) = then.iter().zip(now).filter(|(a, b)| a.1 != b.1).unzip();
+    let sets: Vec<String> = then.iter().map(|(n, v)| format!("--set {n}={v}")).collect();
+    Some(format!(
+        "{}, not {}\n  = help: resume it with `{}`",
+        show(&then),
+        show(&now),
+        sets.join(" ")
+    ))
 }
 
 /// The first line that differs between two texts, in words.
@@ -357,6 +416,54 @@ pub(super) fn non_finite(tensors: &[Tensor]) -> impl Iterator<Item = Problem> + 
             count,
         })
     })
+}
+
+/// A run a folder holds: how far its checkpoint got.
+pub struct Held {
+    /// Epochs completed; `None` if the checkpoint cannot be read.
+    pub epoch: Option<u64>,
+    /// Steps of the next epoch, if it was interrupted within it.
+    pub step: Option<usize>,
+}
+
+/// The run in `files`' folder, if it holds a checkpoint.
+pub fn held(files: &Files, graphs: &Graphs) -> Option<Held> {
+    if !files.checkpoint.is_file() {
+        return None;
+    }
+    let expected: Vec<(&str, &[usize])> = graphs
+        .train
+        .vars
+        .iter()
+        .map(|v| (v.name.as_str(), v.shape.as_slice()))
+        .collect();
+    let metadata = checkpoint::inspect(&files.checkpoint, &expected).map(|(found, _)| found.metadata);
+    let number = |key: &str| metadata.as_ref().ok()?.get(key)?.parse().ok();
+    Some(Held {
+        epoch: number("epoch"),
+        step: number("step").map(|s: u64| s as usize),
+    })
+}
+
+/// The error of a new run in a folder that holds one: what it holds, and
+/// the ways on.
+pub fn already_held(dir: &Path, held: &Held) -> Error {
+    let (what, further) = match (held.epoch, held.step) {
+        (Some(epoch), Some(step)) => (
+            format!("a run interrupted in epoch {} after step {step}", epoch + 1),
+            "",
+        ),
+        (Some(epoch), None) => (
+            format!("a run trained for {epoch} epoch{}", if epoch == 1 { "" } else { "s" }),
+            " (with a larger --epochs to train it further)",
+        ),
+        (None, _) => ("a run's checkpoint".to_string(), ""),
+    };
+    Error::Message(format!(
+        "`{}` already holds {what}\n  = help: continue it with --resume{further}, write this run elsewhere with \
+         --out DIR, or replace it with --force",
+        dir.display()
+    ))
 }
 
 /// The error of `--resume` in a folder without a checkpoint (a run that

@@ -1,11 +1,7 @@
-//! Run from the repository root:
-//!
-//!     RUSTC_BOOTSTRAP=1 cargo fuzz run check --fuzz-dir tests/fuzz -a -- -max_total_time=60
-//!
-//! (`-a` keeps overflow checks on; RUSTC_BOOTSTRAP=1 lets a stable toolchain
-//! take the sanitizer flags cargo-fuzz passes.) A crash is saved under
-//! tests/fuzz/artifacts/check/; add it to tests/bad or to tests/no_panic.rs
-//! once fixed.
+//! The parser and checker: any text as a model file is accepted and
+//! summarized, or refused with at least one error. `tests/fuzz/run` (from
+//! the repository root) runs this target and the readers' for a bounded
+//! time, as CI does.
 
 #![no_main]
 

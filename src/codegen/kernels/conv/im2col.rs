@@ -45,6 +45,8 @@ pub struct ConvGemm {
     pub lhs_strides: [usize; 4],
     /// Element strides of the kernel along (ky, kx, ci, co).
     pub rhs_strides: [usize; 4],
+    /// Element strides of the output along (batch, y, x, feature).
+    pub out_strides: [usize; 4],
     /// Row indices, outermost first, and the output stride of the innermost.
     pub rows: [Axis; 3],
     pub row_stride: usize,
@@ -122,6 +124,7 @@ impl ConvGemm {
             ow: o[conv.out.spatial[1]],
             lhs_strides,
             rhs_strides,
+            out_strides,
             rows: [Axis::B, Axis::Oy, Axis::Ox],
             row_stride: 0,
             co_stride: out_strides[3],
@@ -206,6 +209,50 @@ impl ConvGemm {
         (TILE_ELEMENTS / unit).clamp(1, n)
     }
 
+    /// How the gather copies the input into the patch matrix.
+    fn copies(&self, c: &Conv) -> Copies {
+        // Loop order: A's memory order, the contiguous run innermost.
+        let order: Vec<Axis> = if self.a_column_major {
+            self.ks.iter().chain(&self.rows[..2]).copied().collect()
+        } else {
+            self.rows.iter().chain(&self.ks[..2]).copied().collect()
+        };
+        let run = if self.a_column_major { Axis::B } else { Axis::Ci };
+        let [lb, _, lw, lc] = self.lhs_strides;
+        let run_src_stride = if run == Axis::B { lb } else { lc };
+        // The x index next to the run widens it when each step moves one
+        // input pixel and the input keeps neighbouring pixels' runs back to
+        // back: one copy then covers a row of taps (3 x 32 channels for a
+        // 3x3 kernel).
+        let x_step = |axis: Axis| match axis {
+            Axis::Kx => c.rhs_dilation[1],
+            Axis::Ox => c.strides[1],
+            _ => 0,
+        };
+        let last = order[order.len() - 1];
+        let wide = x_step(last) == 1 && c.lhs_dilation[1] == 1 && run_src_stride == 1 && lw == self.len(run);
+        Copies {
+            order,
+            run,
+            run_src_stride,
+            wide,
+        }
+    }
+
+    /// How many copies the gather makes, each with its loop and address
+    /// arithmetic around it: one per run of elements, one per element
+    /// where the run is strided in the input.
+    pub fn copy_count(&self, c: &Conv) -> u64 {
+        let copies = self.copies(c);
+        let patches = (self.groups * self.m() * self.k()) as u64;
+        if copies.run_src_stride != 1 {
+            return patches;
+        }
+        let last = copies.order[copies.order.len() - 1];
+        let width = if copies.wide { self.len(last) } else { 1 };
+        patches / (self.len(copies.run) * width).max(1) as u64
+    }
+
     /// Scratch elements: one tile of the im2col matrix, and the packed
     /// kernel.
     pub fn scratch(&self) -> (usize, usize) {
@@ -215,11 +262,26 @@ impl ConvGemm {
     }
 }
 
+/// The gather's loops: its indices in A's memory order, the index its
+/// contiguous runs follow and their stride in the input, and whether a run
+/// also covers the neighbouring x index (see [`ConvGemm::copies`]).
+struct Copies {
+    order: Vec<Axis>,
+    run: Axis,
+    run_src_stride: usize,
+    wide: bool,
+}
+
 /// The im2col algorithm, for any convolution.
 pub struct Im2col;
 
 /// Its name, as `--conv` takes it.
 pub const NAME: &str = "gemm";
+
+/// The cost of one copy of the gather beyond its bytes: its loop, address
+/// arithmetic and bounds tests (on mnist_cnn's first layer, where each copy
+/// moves 1 to 3 values, the gather takes about 10 ns a copy).
+const COPY_SECONDS: f64 = 5e-9;
 
 impl Im2col {
     fn lowering_of(g: &Graph, out: NodeId, conv: &Conv, batch: usize) -> Im2colGemm {
@@ -243,9 +305,12 @@ impl super::Algorithm for Im2col {
         let lowering = Im2col::lowering_of(g, out, conv, batch);
         // The GEMM's work, and the gather writing every patch and the GEMM
         // reading it back.
-        let patches = (lowering.geo.groups * lowering.geo.m() * lowering.geo.k()) as u64;
+        let geo = &lowering.geo;
+        let patches = (geo.groups * geo.m() * geo.k()) as u64;
+        let gemm = [geo.m(), geo.k(), geo.co];
+        let gather = super::seconds(0, 8 * patches) + geo.copy_count(conv) as f64 * COPY_SECONDS;
         Some(Candidate {
-            cost: super::seconds(lowering.flops(), 8 * patches),
+            cost: geo.groups as f64 * super::gemm_seconds(gemm, 0) + gather,
             lowering: Arc::new(lowering),
         })
     }
@@ -371,7 +436,7 @@ impl Im2colGemm {
 }
 
 /// B[(ky, kx, ci), co] = kernel[ky', kx', ci, co], flipped where asked.
-fn pack_kernel(e: &mut Emitter, geo: &ConvGemm, flip: bool, rhs: Value, packed: Value) {
+pub fn pack_kernel(e: &mut Emitter, geo: &ConvGemm, flip: bool, rhs: Value, packed: Value) {
     let [sky, skx, sci, sco] = geo.rhs_strides;
     e.for_n(geo.kh, |e, ky| {
         let fy = if flip {
@@ -416,13 +481,12 @@ fn pack_kernel(e: &mut Emitter, geo: &ConvGemm, flip: bool, rhs: Value, packed: 
 /// falls in the padding.
 fn im2col(e: &mut Emitter, geo: &ConvGemm, c: &Conv, lhs: Value, a: Value, (first, end): (Value, Value)) {
     let (m, k) = (geo.m(), geo.k());
-    // Loop order: A's memory order, the contiguous run innermost.
-    let order: Vec<Axis> = if geo.a_column_major {
-        geo.ks.iter().chain(&geo.rows[..2]).copied().collect()
-    } else {
-        geo.rows.iter().chain(&geo.ks[..2]).copied().collect()
-    };
-    let run = if geo.a_column_major { Axis::B } else { Axis::Ci };
+    let Copies {
+        order,
+        run,
+        run_src_stride,
+        wide,
+    } = geo.copies(c);
     // Element stride in A of each index.
     let mut a_stride: HashMap<Axis, usize> = HashMap::new();
     let (rows_scale, ks_scale) = if geo.a_column_major { (1, m) } else { (k, 1) };
@@ -438,17 +502,7 @@ fn im2col(e: &mut Emitter, geo: &ConvGemm, c: &Conv, lhs: Value, a: Value, (firs
     }
     let run_len = geo.len(run);
     let [lb, lh, lw, lc] = geo.lhs_strides;
-    let run_src_stride = if run == Axis::B { lb } else { lc };
-    // The x index next to the run widens it when each step moves one input
-    // pixel and the input keeps neighbouring pixels' runs back to back: one
-    // copy then covers a row of taps (3 x 32 channels for a 3x3 kernel).
-    let x_step = |axis: Axis| match axis {
-        Axis::Kx => c.rhs_dilation[1],
-        Axis::Ox => c.strides[1],
-        _ => 0,
-    };
     let last = order[order.len() - 1];
-    let wide = x_step(last) == 1 && c.lhs_dilation[1] == 1 && run_src_stride == 1 && lw == run_len;
     let loops = if wide { &order[..order.len() - 1] } else { &order[..] };
     let width = if wide { geo.len(last) } else { 1 };
     // Whether any tap can fall outside the input or between dilated rows.

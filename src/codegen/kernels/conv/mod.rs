@@ -9,7 +9,9 @@
 //! training stays reproducible bit for bit (and `--resume` gives the
 //! uninterrupted run's weights).
 
+mod direct;
 mod im2col;
+mod view;
 mod winograd;
 
 pub use winograd::cnnc_winograd;
@@ -45,8 +47,10 @@ pub struct Candidate {
 
 /// Every algorithm, in order of preference between equal costs. The
 /// first, im2col + GEMM, computes every convolution.
-const ALGORITHMS: [&dyn Algorithm; 4] = [
+const ALGORITHMS: [&dyn Algorithm; 6] = [
     &im2col::Im2col,
+    &view::View,
+    &direct::Direct,
     &winograd::Winograd(4),
     &winograd::Winograd(2),
     &winograd::Winograd(6),
@@ -94,6 +98,24 @@ pub fn seconds(flops: u64, bytes: u64) -> f64 {
     const BYTES_PER_SECOND: f64 = 20e9;
     flops as f64 / FLOPS_PER_SECOND + bytes as f64 / BYTES_PER_SECOND
 }
+
+/// The cost model's time for a GEMM of `[m, k, n]` (m x k by k x n) and
+/// `bytes` of memory traffic around it. The GEMM reaches its peak only
+/// when every dimension fills its register tiles and its packing is paid
+/// for by the work on each packed panel: a short dimension costs as if it
+/// were [`GEMM_FULL`] long.
+pub fn gemm_seconds([m, k, n]: [usize; 3], bytes: u64) -> f64 {
+    let [m, k, n] = [m.max(GEMM_FULL[0]), k.max(GEMM_FULL[1]), n.max(GEMM_FULL[2])];
+    seconds(2 * (m * k * n) as u64, bytes)
+}
+
+/// Below these lengths of m, k and n, the GEMM takes as long as at these
+/// lengths.
+const GEMM_FULL: [usize; 3] = [16, 16, 16];
+
+/// The GEMM's peak (on every core) over generated f32x4 code's rate on one
+/// core: direct algorithms' FLOPs count this many times.
+pub const GEMM_PER_DIRECT: u64 = 4;
 
 /// The lowering of the convolution `out` under `policy`.
 pub fn choose(
