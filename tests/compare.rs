@@ -381,6 +381,21 @@ fn run_folders_are_drawn_together_without_training() {
         assert!(near > 100, "run {i}: {near} pixels of its colour");
     }
 
+    // A run in two stages, `head+finetune`, is one curve whose epochs count
+    // on: the best epoch of the second stage is the joined run's fourth.
+    let head = run_folder(&s.dir, "head", [0.5, 0.6]);
+    let finetune = run_folder(&s.dir, "finetune", [0.65, 0.9]);
+    let joined = format!("{head}+{finetune}");
+    let out = cnnc(&["compare", &joined, &b, "--out", &out_dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out).replace(&s.dir.display().to_string(), "DIR");
+    assert_eq!(
+        printed,
+        "DIR/head+DIR/finetune: best val_accuracy 0.9000 (epoch 4), 4 epochs in 6.0 s\n\
+         DIR/scratch: best val_accuracy 0.7000 (epoch 1), 2 epochs in 3.0 s\n\
+         wrote DIR/cmp/head+finetune-vs-scratch.png\n"
+    );
+
     // Folders and model files are not mixed.
     let out = cnnc(&["compare", &a, &s.model, "--out", &out_dir]);
     assert_eq!(out.status.code(), Some(1));

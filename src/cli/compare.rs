@@ -21,6 +21,7 @@ use crate::parse::params::CommandLine;
 use crate::runtime::comparison::{Comparison, Run, Variant, label};
 use crate::runtime::data::{Selection, Splits};
 use crate::runtime::engine::Graphs;
+use crate::runtime::metrics::EpochMetrics;
 use crate::runtime::plot::{Curves, write_comparison};
 use crate::runtime::train::{self, Ending, Files};
 use crate::shape::Checked;
@@ -40,7 +41,8 @@ pub struct CompareArgs {
     /// The model files (.cnn): one, whose variants the grid makes, or
     /// several, compared with each other (and each with the grid). Or run
     /// folders (of `cnnc run --out`), whose curves are drawn together
-    /// without training anything
+    /// without training anything; `A+B` joins the folders of a run trained
+    /// in stages (B started from A's weights) into one curve
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// A parameter and the values to compare, written as in the model file
@@ -78,7 +80,7 @@ struct Planned<'a> {
 }
 
 pub fn run(args: CompareArgs) -> Result<String, Failure> {
-    if args.files.iter().any(|f| f.is_dir()) {
+    if args.files.iter().any(|f| stages(f).iter().all(|s| s.is_dir())) {
         return overlay(&args);
     }
     let line = CommandLine::parse(&args.set.set, &args.grid)?;
@@ -198,7 +200,7 @@ pub fn run(args: CompareArgs) -> Result<String, Failure> {
 /// Draws the validation curves of the run folders `args.files` in one
 /// picture, each run a variant of its own, and prints each run's scores.
 fn overlay(args: &CompareArgs) -> Result<String, Failure> {
-    if let Some(file) = args.files.iter().find(|f| !f.is_dir()) {
+    if let Some(file) = args.files.iter().find(|f| !stages(f).iter().all(|s| s.is_dir())) {
         return Err(Failure::new(format!(
             "`{}` {}, and the others are run folders\n  = help: compare model files (which it trains) or run \
              folders (whose curves it draws), not both",
@@ -219,28 +221,40 @@ fn overlay(args: &CompareArgs) -> Result<String, Failure> {
     }
     let mut out = String::new();
     let mut curves = Vec::new();
-    // The legend names each run by what sets its folder apart.
-    let parts = distinct_parts(&args.files);
-    for (dir, part) in args.files.iter().zip(&parts) {
-        let label = dir.display().to_string().trim_end_matches('/').to_string();
-        let metrics = crate::runtime::metrics::read(&Files::new(dir).metrics).map_err(|e| {
-            Failure::new(format!(
-                "{e}\n  = help: a run folder is one `cnnc run` wrote (`--out`), holding its metrics.jsonl"
-            ))
-        })?;
+    // The legend names each run by what sets its folders apart.
+    let staged: Vec<Vec<PathBuf>> = args.files.iter().map(|f| stages(f)).collect();
+    let mut parts = distinct_parts(&staged.concat()).into_iter();
+    let mut stems = Vec::new();
+    for (arg, folders) in args.files.iter().zip(&staged) {
+        let mut epochs = Vec::new();
+        let mut names = Vec::new();
+        for dir in folders {
+            let metrics = crate::runtime::metrics::read(&Files::new(dir).metrics).map_err(|e| {
+                Failure::new(format!(
+                    "{e}\n  = help: a run folder is one `cnnc run` wrote (`--out`), holding its metrics.jsonl"
+                ))
+            })?;
+            let before = epochs.len() as u64;
+            epochs.extend(metrics.into_iter().map(|m| EpochMetrics {
+                epoch: m.epoch + before,
+                ..m
+            }));
+            names.push(parts.next().unwrap_or_default());
+        }
         let run = Run {
             seed: 0,
-            folder: dir.clone(),
-            epochs: metrics,
+            folder: folders.first().cloned().unwrap_or_default(),
+            epochs,
             test: None,
         };
+        let label = arg.display().to_string().trim_end_matches('/').to_string();
         out.push_str(&format!("{label}: {}\n", run_line(&run)));
         curves.push(Curves {
-            label: part.join("/"),
+            label: names.iter().map(|n| n.join("/")).collect::<Vec<_>>().join(" + "),
             runs: vec![run.epochs],
         });
+        stems.push(names.iter().map(|n| n.join("_")).collect::<Vec<_>>().join("+"));
     }
-    let stems: Vec<String> = parts.iter().map(|p| p.join("_")).collect();
     let path = args.out.join(format!("{}.png", file_name(&stems.join("-vs-"))));
     let title = format!("{} runs", curves.len());
     std::fs::create_dir_all(&args.out)
@@ -248,6 +262,16 @@ fn overlay(args: &CompareArgs) -> Result<String, Failure> {
     write_comparison(&path, &title, &curves).map_err(|e| Failure::new(e.to_string()))?;
     out.push_str(&format!("wrote {}\n", path.display()));
     Ok(out)
+}
+
+/// The folders of one curve: `runs/head/m+runs/finetune/m` is one run in
+/// two stages (a head trained, then the whole network from its weights),
+/// drawn as one curve whose epochs count on.
+fn stages(arg: &Path) -> Vec<PathBuf> {
+    match arg.is_dir() {
+        true => vec![arg.to_path_buf()],
+        false => arg.to_string_lossy().split('+').map(PathBuf::from).collect(),
+    }
 }
 
 /// Each folder's path without the leading folders all share: `transfer`
