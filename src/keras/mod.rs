@@ -218,6 +218,17 @@ impl<'a> Layer<'a> {
         }
     }
 
+    /// `use_bias`, and the weights it gives a layer with a kernel.
+    fn kernel_and_bias(&self) -> Result<(bool, &'static [Role]), String> {
+        let use_bias = self.boolean("use_bias", true)?;
+        let roles: &'static [Role] = if use_bias {
+            &[Role::Kernel, Role::Bias]
+        } else {
+            &[Role::Kernel]
+        };
+        Ok((use_bias, roles))
+    }
+
     fn boolean(&self, key: &str, default: bool) -> Result<bool, String> {
         match self.get(key) {
             None => Ok(default),
@@ -485,12 +496,7 @@ fn conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
         ],
         &mut w.notes,
     );
-    let use_bias = l.boolean("use_bias", true)?;
-    let roles: &[Role] = if use_bias {
-        &[Role::Kernel, Role::Bias]
-    } else {
-        &[Role::Kernel]
-    };
+    let (use_bias, roles) = l.kernel_and_bias()?;
     let kind = LayerKind::Conv2D(Conv2D {
         filters: l.count("filters")?,
         kernel_size: l.pair("kernel_size")?.ok_or("has no kernel_size")?,
@@ -519,12 +525,7 @@ fn dense(w: &mut Walk, l: &Layer) -> Result<(), String> {
         ],
         &mut w.notes,
     );
-    let use_bias = l.boolean("use_bias", true)?;
-    let roles: &[Role] = if use_bias {
-        &[Role::Kernel, Role::Bias]
-    } else {
-        &[Role::Kernel]
-    };
+    let (use_bias, roles) = l.kernel_and_bias()?;
     let kind = LayerKind::Dense(Dense {
         units: l.count("units")?,
         activation: l.activation()?,
@@ -552,12 +553,7 @@ fn depthwise_conv2d(w: &mut Walk, l: &Layer) -> Result<(), String> {
         ],
         &mut w.notes,
     );
-    let use_bias = l.boolean("use_bias", true)?;
-    let roles: &[Role] = if use_bias {
-        &[Role::Kernel, Role::Bias]
-    } else {
-        &[Role::Kernel]
-    };
+    let (use_bias, roles) = l.kernel_and_bias()?;
     let kind = LayerKind::DepthwiseConv2D(DepthwiseConv2D {
         kernel_size: l.pair("kernel_size")?.ok_or("has no kernel_size")?,
         strides: l.pair("strides")?.unwrap_or([1, 1]),

@@ -483,6 +483,64 @@ fn out_len(input: usize, window: usize, stride: usize, padding: Padding) -> Resu
         .ok_or_else(|| format!("its window of {window} does not fit in {input}"))
 }
 
+/// A convolution (plain or depthwise) as cnnc writes it: its window and
+/// its weights, the kernel and, if it has one, the bias.
+struct Convolution {
+    size: [usize; 2],
+    strides: [usize; 2],
+    padding: Padding,
+    weights: Vec<(Role, ArrayD<f32>)>,
+}
+
+impl Convolution {
+    fn use_bias(&self) -> bool {
+        self.weights.len() > 1
+    }
+}
+
+/// What a convolution and a depthwise one share: the window (undilated,
+/// its `kernel_shape` the kernel's), the bias (one per filter), the weights
+/// (`hwio` gives the kernel in cnnc's layout) and the output image of `o`
+/// channels, which becomes the walk's activation.
+fn convolution(
+    w: &mut Walk,
+    node: &Node,
+    [h, wd]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    o: usize,
+    hwio: impl FnOnce() -> Result<ArrayD<f32>, String>,
+) -> Result<Convolution, String> {
+    no_dilation(node)?;
+    let size = pair(node, "kernel_shape", [kh, kw])?;
+    if size != [kh, kw] {
+        return Err(format!("has kernel_shape {size:?}, but its kernel is {kh}x{kw}"));
+    }
+    let strides = pair(node, "strides", [1, 1])?;
+    let padding = w.padding(node, [h, wd], size, strides)?;
+    let bias = w.weight(node, 2, "bias")?;
+    if let Some(b) = &bias
+        && b.len() != o
+    {
+        return Err(format!("has {} biases for {o} filters", b.len()));
+    }
+    let mut weights = vec![(Role::Kernel, hwio()?)];
+    weights.extend(bias.map(|b| (Role::Bias, b.into_shape_clone(IxDyn(&[o])).unwrap_or_default())));
+    w.act = Act::Image {
+        hwc: [
+            out_len(h, kh, strides[0], padding)?,
+            out_len(wd, kw, strides[1], padding)?,
+            o,
+        ],
+        channels_first: true,
+    };
+    Ok(Convolution {
+        size,
+        strides,
+        padding,
+        weights,
+    })
+}
+
 fn conv(w: &mut Walk, node: &Node) -> Result<(), String> {
     let [h, wd, c] = w.nchw()?;
     let kernel = w.weight(node, 1, "kernel")?.ok_or("has no kernel")?;
@@ -505,43 +563,22 @@ fn conv(w: &mut Walk, node: &Node) -> Result<(), String> {
     if i != c {
         return Err(format!("has a kernel for {i} channels, but its input has {c}"));
     }
-    no_dilation(node)?;
-    let size = pair(node, "kernel_shape", [kh, kw])?;
-    if size != [kh, kw] {
-        return Err(format!("has kernel_shape {size:?}, but its kernel is {kh}x{kw}"));
-    }
-    let strides = pair(node, "strides", [1, 1])?;
-    let padding = w.padding(node, [h, wd], size, strides)?;
-    let bias = w.weight(node, 2, "bias")?;
-    if let Some(b) = &bias
-        && b.len() != o
-    {
-        return Err(format!("has {} biases for {o} filters", b.len()));
-    }
     // OIHW to HWIO.
-    let mut weights = vec![(Role::Kernel, kernel.permuted_axes(IxDyn(&[2, 3, 1, 0])))];
-    let use_bias = bias.is_some();
-    weights.extend(bias.map(|b| (Role::Bias, b.into_shape_clone(IxDyn(&[o])).unwrap_or_default())));
-    w.act = Act::Image {
-        hwc: [
-            out_len(h, kh, strides[0], padding)?,
-            out_len(wd, kw, strides[1], padding)?,
-            o,
-        ],
-        channels_first: true,
-    };
+    let convolved = convolution(w, node, [h, wd], [kh, kw], o, || {
+        Ok(kernel.permuted_axes(IxDyn(&[2, 3, 1, 0])))
+    })?;
     let kind = LayerKind::Conv2D(Conv2D {
         filters: o,
-        kernel_size: size,
-        strides,
-        padding,
+        kernel_size: convolved.size,
+        strides: convolved.strides,
+        padding: convolved.padding,
         activation: Activation::Linear,
-        use_bias,
+        use_bias: convolved.use_bias(),
         kernel_initializer: Init::GlorotUniform,
         bias_initializer: Init::Zeros,
         kernel_regularizer: None,
     });
-    w.stack.push(None, kind, true, weights);
+    w.stack.push(None, kind, true, convolved.weights);
     Ok(())
 }
 
@@ -555,46 +592,24 @@ fn depthwise(w: &mut Walk, node: &Node, kernel: ArrayD<f32>) -> Result<(), Strin
     if o % c != 0 {
         return Err(format!("has {o} filters for {c} groups"));
     }
-    no_dilation(node)?;
-    let size = pair(node, "kernel_shape", [kh, kw])?;
-    if size != [kh, kw] {
-        return Err(format!("has kernel_shape {size:?}, but its kernel is {kh}x{kw}"));
-    }
-    let strides = pair(node, "strides", [1, 1])?;
-    let padding = w.padding(node, [h, wd], size, strides)?;
-    let bias = w.weight(node, 2, "bias")?;
-    if let Some(b) = &bias
-        && b.len() != o
-    {
-        return Err(format!("has {} biases for {o} filters", b.len()));
-    }
-    let hwio = kernel.permuted_axes(IxDyn(&[2, 3, 1, 0]));
-    let kernel = hwio
-        .to_shape(IxDyn(&[kh, kw, c, o / c]))
-        .map_err(|e| format!("its kernel: {e}"))?
-        .into_owned();
-    let mut weights = vec![(Role::Kernel, kernel)];
-    let use_bias = bias.is_some();
-    weights.extend(bias.map(|b| (Role::Bias, b.into_shape_clone(IxDyn(&[o])).unwrap_or_default())));
-    w.act = Act::Image {
-        hwc: [
-            out_len(h, kh, strides[0], padding)?,
-            out_len(wd, kw, strides[1], padding)?,
-            o,
-        ],
-        channels_first: true,
-    };
+    let convolved = convolution(w, node, [h, wd], [kh, kw], o, || {
+        let hwio = kernel.permuted_axes(IxDyn(&[2, 3, 1, 0]));
+        Ok(hwio
+            .to_shape(IxDyn(&[kh, kw, c, o / c]))
+            .map_err(|e| format!("its kernel: {e}"))?
+            .into_owned())
+    })?;
     let kind = LayerKind::DepthwiseConv2D(DepthwiseConv2D {
-        kernel_size: size,
-        strides,
-        padding,
+        kernel_size: convolved.size,
+        strides: convolved.strides,
+        padding: convolved.padding,
         depth_multiplier: o / c,
         activation: Activation::Linear,
-        use_bias,
+        use_bias: convolved.use_bias(),
         depthwise_initializer: Init::GlorotUniform,
         bias_initializer: Init::Zeros,
     });
-    w.stack.push(None, kind, true, weights);
+    w.stack.push(None, kind, true, convolved.weights);
     Ok(())
 }
 
