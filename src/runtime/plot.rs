@@ -76,7 +76,6 @@ struct Panel {
     title: &'static str,
     series: Vec<Series>,
     y_range: Range<f64>,
-    legend: SeriesLabelPosition,
 }
 
 /// Registers the bundled font with plotters, once; every picture cnnc
@@ -111,13 +110,11 @@ fn render(model: &str, epochs: &[EpochMetrics]) -> Result<Vec<u8>, String> {
         title: "Loss",
         y_range: loss_range(&loss),
         series: loss,
-        legend: SeriesLabelPosition::UpperRight,
     };
     let accuracy = Panel {
         title: "Accuracy",
         y_range: accuracy_range(&accuracy),
         series: accuracy,
-        legend: SeriesLabelPosition::LowerRight,
     };
     let last = epochs.iter().map(|m| m.epoch).max().unwrap_or(1);
 
@@ -298,7 +295,53 @@ fn draw_panel(
                 .map_err(|e| e.to_string())?;
         }
     }
-    legend(&mut chart, panel.legend.clone())
+    legend(&mut chart, legend_place(panel, last))
+}
+
+/// The place (a corner, or the middle of a side) where the legend hides
+/// the fewest curve points (counting the
+/// midpoints between epochs too, so that a line crossing it counts): a
+/// loss that flattens out at the top of its panel, as a fine-tuning run's
+/// does, leaves the upper right to the legend no more than a falling one.
+fn legend_place(panel: &Panel, last: u64) -> SeriesLabelPosition {
+    // The legend's box, as fractions of the plot: its rows and margins,
+    // and its widest label.
+    const WIDE: f64 = 0.55;
+    const HIGH: f64 = 0.35;
+    let span = (panel.y_range.end - panel.y_range.start).max(f64::MIN_POSITIVE);
+    let at = |(epoch, y): (f64, f64)| (epoch / (last + 1) as f64, (y - panel.y_range.start) / span);
+    let points: Vec<(f64, f64)> = panel
+        .series
+        .iter()
+        .flat_map(|s| {
+            let p: Vec<(f64, f64)> = s.points.iter().map(|&(e, y)| (e as f64, y)).collect();
+            let mids: Vec<(f64, f64)> = p
+                .windows(2)
+                .map(|w| ((w[0].0 + w[1].0) / 2.0, (w[0].1 + w[1].1) / 2.0))
+                .collect();
+            p.into_iter().chain(mids)
+        })
+        .map(at)
+        .collect();
+    // Each place: its side, and the middle of its box's height.
+    let hidden = |right: bool, middle: f64| {
+        points
+            .iter()
+            .filter(|&&(x, y)| (if right { x > 1.0 - WIDE } else { x < WIDE }) && (y - middle).abs() < HIGH / 2.0)
+            .count()
+    };
+    let (top, centre, bottom) = (1.0 - HIGH / 2.0, 0.5, HIGH / 2.0);
+    [
+        (SeriesLabelPosition::UpperRight, true, top),
+        (SeriesLabelPosition::LowerRight, true, bottom),
+        (SeriesLabelPosition::MiddleRight, true, centre),
+        (SeriesLabelPosition::UpperLeft, false, top),
+        (SeriesLabelPosition::LowerLeft, false, bottom),
+        (SeriesLabelPosition::MiddleLeft, false, centre),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, right, middle)| hidden(right, middle))
+    .map_or(SeriesLabelPosition::UpperRight, |(corner, ..)| corner)
 }
 
 impl fmt::Display for PlotError {
