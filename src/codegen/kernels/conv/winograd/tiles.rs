@@ -437,6 +437,44 @@ unsafe fn read_tile<S: Simd, const A: usize>(
     d
 }
 
+/// The input tile at `base` transformed (B^T d B) into V, for `count`
+/// values (channels, or samples) `stride` apart, a vector at a time: point
+/// `p` of value `k` at `v + p * step + k`. `inside` says which of the
+/// tile's rows and columns are in the image; the rest are zero.
+///
+/// # Safety
+/// The tile's in-bounds pixels are inside the operand, and V's points
+/// inside the scratch space.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_input<S: Simd, const A: usize>(
+    s: S,
+    bt: &[[f32; A]; A],
+    base: *const f32,
+    (row, col, stride): (isize, isize, isize),
+    (rows, cols): ((i64, i64), (i64, i64)),
+    count: usize,
+    v: *mut f32,
+    step: usize,
+) {
+    for k0 in (0..count).step_by(S::LANES) {
+        let lanes = (count - k0).min(S::LANES);
+        // SAFETY: the caller's.
+        unsafe {
+            let d = read_tile::<S, A>(
+                s,
+                base.wrapping_offset(k0 as isize * stride),
+                (row, col, stride),
+                rows,
+                cols,
+                lanes,
+            );
+            let t = sandwich(s, bt, bt, &d);
+            write_points(s, &t, v.add(k0), step, lanes);
+        }
+    }
+}
+
 /// `[lo, hi)`: the offsets of a tile starting at `start` that fall inside
 /// `0..len`, clamped to the tile.
 fn inside(start: i64, len: usize, tile: usize) -> (i64, i64) {
@@ -531,22 +569,19 @@ impl<T: Tiles<A, M>, const A: usize, const M: usize> Kernel for DataBlock<T, A, 
                 .wrapping_offset(b as isize * lb + y0 as isize * ly + x0 as isize * lx);
             let rows = inside(y0, g.height, A);
             let cols = inside(x0, g.width, A);
-            for c0 in (0..g.channels).step_by(S::LANES) {
-                let lanes = (g.channels - c0).min(S::LANES);
-                // SAFETY: the tile's in-bounds pixels, and V's rows.
-                unsafe {
-                    let d = read_tile::<S, A>(
-                        s,
-                        base.wrapping_offset(c0 as isize * lc),
-                        (ly, lx, lc),
-                        rows,
-                        cols,
-                        lanes,
-                    );
-                    let t_ = sandwich(s, &f.bt, &f.bt, &d);
-                    write_points(s, &t_, v.add(t * g.channels + c0), block * g.channels, lanes);
-                }
-            }
+            // SAFETY: the tile's in-bounds pixels, and V's rows.
+            unsafe {
+                transform_input::<S, A>(
+                    s,
+                    &f.bt,
+                    base,
+                    (ly, lx, lc),
+                    (rows, cols),
+                    g.channels,
+                    v.add(t * g.channels),
+                    block * g.channels,
+                )
+            };
         }
         // M[p] = V[p] . U[p].
         let u = call.scratch.at(0).cast_const();
@@ -642,22 +677,19 @@ impl<T: Tiles<A, M>, const A: usize, const M: usize> Kernel for FilterBlock<T, A
                 .wrapping_offset(c as isize * lc + y0 as isize * ly + x0 as isize * lx);
             let rows = inside(y0, g.height, A);
             let cols = inside(x0, g.width, A);
-            for b0 in (0..g.batch).step_by(S::LANES) {
-                let lanes = (g.batch - b0).min(S::LANES);
-                // SAFETY: the tile's in-bounds pixels, and V's rows.
-                unsafe {
-                    let d = read_tile::<S, A>(
-                        s,
-                        base.wrapping_offset(b0 as isize * lb),
-                        (ly, lx, lb),
-                        rows,
-                        cols,
-                        lanes,
-                    );
-                    let t_ = sandwich(s, &f.bt, &f.bt, &d);
-                    write_points(s, &t_, v.add(t * g.batch + b0), block * g.batch, lanes);
-                }
-            }
+            // SAFETY: the tile's in-bounds pixels, and V's rows.
+            unsafe {
+                transform_input::<S, A>(
+                    s,
+                    &f.bt,
+                    base,
+                    (ly, lx, lb),
+                    (rows, cols),
+                    g.batch,
+                    v.add(t * g.batch),
+                    block * g.batch,
+                )
+            };
             // W[p][t][f]: the kernel tile (the output gradient), A e A^T.
             let base = call
                 .rhs
