@@ -369,7 +369,7 @@ impl DirectConv {
     fn lines(&self, e: &mut Emitter, ctx: &Context, index: usize, (start, end): (Value, Value)) {
         let (input, kernel) = self.operands(e, ctx, index);
         let out = ctx.address(e, self.out);
-        let [b, y, x] = self.rows;
+        let [_, y, x] = self.rows;
         e.for_range(start, end, 1, |e, line| {
             let (n, row) = if y.len == 1 {
                 (line, e.int(0))
@@ -379,12 +379,7 @@ impl DirectConv {
                     e.b.ins().urem_imm_s(line, y.len as i64),
                 )
             };
-            let zero = e.int(0);
-            let a = e.mul_add_index(zero, n, b.input);
-            let a = e.mul_add_index(a, row, y.input);
-            let c = e.mul_add_index(zero, n, b.other);
-            let c = e.mul_add_index(c, row, y.other);
-            let (a, c) = (e.element(input, a), e.element(out, c));
+            let (a, c) = self.row_starts(e, (n, row), (input, out));
             for (first, vectors, singles) in self.column_tiles() {
                 let cols = Columns { vectors, singles };
                 let (kernel, c) = (e.offset(kernel, first), e.offset(c, first));
@@ -470,18 +465,25 @@ impl DirectConv {
         });
     }
 
+    /// Where row `row` of sample `n` starts in the input at `input` and in
+    /// the output (or the sums) at `out`.
+    fn row_starts(&self, e: &mut Emitter, (n, row): (Value, Value), (input, out): (Value, Value)) -> (Value, Value) {
+        let [b, y, _] = self.rows;
+        let zero = e.int(0);
+        let a = e.mul_add_index(zero, n, b.input);
+        let a = e.mul_add_index(a, row, y.input);
+        let c = e.mul_add_index(zero, n, b.other);
+        let c = e.mul_add_index(c, row, y.other);
+        (e.element(input, a), e.element(out, c))
+    }
+
     /// Every output tile += its products over one run of the innermost
     /// contraction index, the input at `a` and the kernel at `w`.
     fn reduce_rows(&self, e: &mut Emitter, (a, w, sums): (Value, Value, Value), inner: Index) {
         let [b, y, x] = self.rows;
         e.for_n(b.len, |e, n| {
             e.for_n(y.len, |e, row| {
-                let zero = e.int(0);
-                let ai = e.mul_add_index(zero, n, b.input);
-                let ai = e.mul_add_index(ai, row, y.input);
-                let ci = e.mul_add_index(zero, n, b.other);
-                let ci = e.mul_add_index(ci, row, y.other);
-                let (a, c) = (e.element(a, ai), e.element(sums, ci));
+                let (a, c) = self.row_starts(e, (n, row), (a, sums));
                 for (first, vectors, singles) in self.column_tiles() {
                     let cols = Columns { vectors, singles };
                     let (w, c) = (e.offset(w, first), e.offset(c, first));
